@@ -1,0 +1,45 @@
+"""The ``mclnf`` console script: a thin dispatcher to each subcommand's own ``main(argv)``.
+
+Subcommands are imported lazily so ``mclnf --help`` stays fast and a broken optional part cannot
+stop the others. A :class:`~mclnf_dist.errors.MclnfError` becomes one ``error:`` line and exit 2.
+"""
+
+import importlib
+import sys
+
+from mclnf_dist.errors import MclnfError
+
+SUBCOMMANDS: dict[str, tuple[str, str]] = {
+    "signals": ("mclnf_dist.experiments.signals", "meta-train and evaluate on image/audio/video"),
+    "dataset": ("mclnf_dist.data.cli", "make-city | ingest: build and store city scenes"),
+}
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Run ``mclnf <subcommand> [args...]``."""
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if not argv or argv[0] in ("-h", "--help") or argv[0] not in SUBCOMMANDS:
+        lines = [f"  {name:<10} {help_}" for name, (_, help_) in SUBCOMMANDS.items()]
+        print("usage: mclnf <subcommand> [args...]\n\nsubcommands:\n" + "\n".join(lines))
+        if argv and argv[0] not in ("-h", "--help"):
+            print(
+                f"error: unknown subcommand {argv[0]!r} (expected one of {', '.join(SUBCOMMANDS)})",
+                file=sys.stderr,
+            )
+            sys.exit(2)
+        return
+    module_name, _ = SUBCOMMANDS[argv[0]]
+    run_with_clean_errors(importlib.import_module(module_name).main, argv[1:])
+
+
+def run_with_clean_errors(entry, argv: list[str]) -> None:
+    """Call ``entry(argv)``; turn an :class:`MclnfError` into one line on stderr and exit 2."""
+    try:
+        entry(argv)
+    except MclnfError as err:
+        print(f"error: {err}", file=sys.stderr)
+        sys.exit(2)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,1 @@
+"""Data: signals (image/audio/video), city scenes, block partition, Arrow ray store."""

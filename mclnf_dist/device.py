@@ -1,0 +1,23 @@
+"""Device choice: CUDA when present, else CPU; never assumed."""
+
+import torch
+
+from mclnf_dist.errors import MclnfError
+
+
+def pick_device(preference: str = "auto") -> torch.device:
+    """Return the torch device to run on.
+
+    Args:
+        preference: ``"auto"`` (CUDA if available, else CPU), ``"cpu"``, ``"cuda"`` or ``"cuda:N"``.
+    """
+    if preference == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if preference.startswith("cuda") and not torch.cuda.is_available():
+        raise MclnfError(f"device={preference!r} was requested but CUDA is not available here")
+    try:
+        return torch.device(preference)
+    except RuntimeError as err:
+        raise MclnfError(
+            f"device={preference!r} is not a torch device (expected auto|cpu|cuda)"
+        ) from err

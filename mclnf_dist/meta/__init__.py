@@ -1,0 +1,1 @@
+"""Meta-learning: FIM loss, inner loops, outer (meta) training and the methods' registry."""

@@ -1,0 +1,126 @@
+"""Reconstruction loss, its gradient (MSE or FIM-weighted) and the plain-SGD inner loop.
+
+Parameters are stacked (one module per task, see :mod:`mclnf_dist.fields.stacked_mlp`) and the
+loss is the *sum over modules* of each module's mean loss, so the gradient of module ``m`` is the
+gradient of its own loss: many tasks adapt in one batched call. Gradients are taken with
+``torch.autograd.grad``; with ``create_graph=True`` the adapted parameters stay differentiable
+functions of the initialisation, which is second-order MAML.
+"""
+
+import torch
+from torch import Tensor
+
+from mclnf_dist.fields.stacked_mlp import (
+    FieldConfig,
+    Params,
+    expand_params,
+    forward,
+    map_module_chunks,
+)
+from mclnf_dist.meta.fim import FimConfig, fim_weights, fisher_trace
+
+
+def per_sample_loss(prediction: Tensor, target: Tensor) -> Tensor:
+    """(M, n, C) x2 -> (M, n) squared error averaged over channels (``l_j``)."""
+    return (prediction - target).square().mean(-1)
+
+
+def loss_and_grads(
+    field: FieldConfig,
+    params: Params,
+    x: Tensor,
+    y: Tensor,
+    fim: FimConfig | None = None,
+    create_graph: bool = False,
+) -> tuple[Tensor, Params]:
+    """Per-module loss and its gradient with respect to ``params``.
+
+    Args:
+        field: the architecture.
+        params: stacked parameters, one module per row of ``x`` (``M`` modules).
+        x: (M, n, d_in) coordinates. y: (M, n, C) targets.
+        fim: FIM-loss options; ``None`` or ``fim_lambda == 0`` is the plain MSE.
+        create_graph: keep the graph of the gradient (second-order meta-learning).
+
+    Returns:
+        ((M,) loss of each module, gradients with the shapes of ``params``).
+    """
+
+    def chunk(chunk_params: Params, coords: Tensor, target: Tensor) -> tuple[Tensor, Params]:
+        chunk_params = {
+            k: v if v.requires_grad else v.requires_grad_() for k, v in chunk_params.items()
+        }
+        if fim is None or fim.is_mse:
+            return mse_loss_and_grads(field, chunk_params, coords, target, create_graph)
+        return fim_loss_and_grads(field, chunk_params, coords, target, fim, create_graph)
+
+    return map_module_chunks(chunk, params, x, y, rows_per_chunk=field.rows_per_chunk)
+
+
+def mse_loss_and_grads(
+    field: FieldConfig, params: Params, x: Tensor, y: Tensor, create_graph: bool
+) -> tuple[Tensor, Params]:
+    """MSE per module and its gradient by one ordinary backward pass."""
+    loss = per_sample_loss(forward(field, params, x), y).mean(-1)
+    grads = torch.autograd.grad(loss.sum(), list(params.values()), create_graph=create_graph)
+    return loss, dict(zip(params, grads, strict=True))
+
+
+def fim_loss_and_grads(
+    field: FieldConfig, params: Params, x: Tensor, y: Tensor, fim: FimConfig, create_graph: bool
+) -> tuple[Tensor, Params]:
+    """FIM-weighted loss per module and its gradient from ONE backward pass (see ``fim.py``).
+
+    The backward pass goes to the pre-activations only; the weighted weight/bias gradients are then
+    ``a^T (w * g)`` and ``sum_j w_j g_j``: the same GEMMs an ordinary backward pass would run.
+    """
+    cache: list[tuple[Tensor, Tensor]] = []
+    losses = per_sample_loss(forward(field, params, x, cache), y)  # (M, n)
+    pre_grads = torch.autograd.grad(
+        losses.mean(-1).sum(), [z for _, z in cache], create_graph=create_graph
+    )
+    n = x.shape[1]  # pre_grads are of the mean loss; the Fisher trace wants each l_j's own
+    weights = fim_weights(fisher_trace(cache, [g.detach() * n for g in pre_grads]), fim)
+    grads: Params = {}
+    for layer, ((a, _), g) in enumerate(zip(cache, pre_grads, strict=True)):
+        weighted = g * weights[..., None]
+        grads[f"w{layer}"] = torch.bmm(a.transpose(1, 2), weighted)
+        grads[f"b{layer}"] = weighted.sum(1, keepdim=True)
+    return (weights * losses).mean(-1), grads
+
+
+def sgd_adapt(
+    field: FieldConfig,
+    init: Params,
+    x: Tensor,
+    y: Tensor,
+    steps: int,
+    lr: float,
+    fim: FimConfig | None = None,
+    first_order: bool = False,
+    adapt_keys: set[str] | None = None,
+) -> Params:
+    """``steps`` plain-SGD steps from ``init`` for every module (the MAML inner loop).
+
+    Args:
+        init: parameters with 1 module (shared, expanded to ``M``) or ``M`` modules.
+        x, y: (M, n, d_in), (M, n, C) context of each task.
+        first_order: drop second-order terms (FOMAML); the result still depends on ``init``
+            through the identity path, which is what FOMAML's meta-gradient uses.
+        adapt_keys: the parameter names to adapt (OML adapts only its head); default all.
+
+    Returns:
+        Adapted parameters with ``M`` modules.
+    """
+    params = expand_params(init, x.shape[0]) if _modules(init) != x.shape[0] else dict(init)
+    for _ in range(steps):
+        _, grads = loss_and_grads(field, params, x, y, fim, create_graph=not first_order)
+        params = {
+            k: p - lr * grads[k] if adapt_keys is None or k in adapt_keys else p
+            for k, p in params.items()
+        }
+    return params
+
+
+def _modules(params: Params) -> int:
+    return next(iter(params.values())).shape[0]

@@ -1,0 +1,217 @@
+"""Meta-gradients of the shared initialisation ``theta_0`` (DESIGN section 1) and the outer step.
+
+Three task schedules cover every meta-learned method:
+
+* ``modular`` (``mod``, ``mim``): each (signal, segment) pair is a task; its module starts from
+  ``theta_0``, adapts K steps on its segment, and is scored on its segment. All tasks of a
+  meta-batch run as one stacked batch.
+* ``shared`` (``maml``): each signal is a task for one shared network over all its coordinates.
+* ``sequential`` (``oml``): one shared network per signal adapts its head on segment 1, then 2, ...
+  (the continual stream), and is scored on everything seen, as in OML.
+
+:func:`meta_gradient` is a pure function of ``theta_0`` and a batch, so the same code runs in a
+local loop (:func:`meta_train`) and on distributed workers that push gradients to a server.
+"""
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor
+
+from mclnf_dist.fields.stacked_mlp import FieldConfig, Params, evaluate, layer_names
+from mclnf_dist.meta.fim import FimConfig
+from mclnf_dist.meta.inner_loop import per_sample_loss, sgd_adapt
+
+SCHEDULES = ("modular", "shared", "sequential")
+ALGORITHMS = ("maml", "fomaml", "reptile")
+
+
+@dataclass
+class MetaConfig:
+    """Inner and outer loop of meta-training (GradNCP-lineage defaults)."""
+
+    algorithm: str = "maml"
+    """``maml`` (second order), ``fomaml`` (first order) or ``reptile``."""
+    inner_steps: int = 4
+    """K plain-SGD steps per task in the inner loop."""
+    inner_lr: float = 1e-2
+    """Inner-loop SGD learning rate alpha."""
+    outer_lr: float = 1e-4
+    """Outer Adam learning rate (DESIGN: 1e-5 for large models; small models want more)."""
+    outer_steps: int = 300
+    """Meta-training steps (meta-batches)."""
+    meta_batch_size: int = 8
+    """Signals per meta-batch (each contributes one task per segment when modular)."""
+    grad_clip: float = 1.0
+    """Outer gradient-norm clip."""
+    head_layers: int = 2
+    """``oml`` only: the last layers adapted in the inner loop (the rest is the representation)."""
+
+
+def head_keys(params: Params, head_layers: int) -> set[str]:
+    """Parameter names of the last ``head_layers`` layers (OML's prediction network)."""
+    names = layer_names(params)
+    return {key for layer in names[-head_layers:] for key in layer}
+
+
+def tasks_for(schedule: str, coords: Tensor, values: Tensor) -> tuple[Tensor, Tensor]:
+    """Arrange a batch as stacked tasks.
+
+    Args:
+        coords: (T, n, d) segment coordinates. values: (B, T, n, C) the signals' segments.
+
+    Returns:
+        ``modular``: x (B*T, n, d), y (B*T, n, C); ``shared``: x (B, T*n, d), y (B, T*n, C).
+    """
+    batch, segments, n, channels = values.shape
+    if schedule == "modular":
+        x = coords.expand(batch, *coords.shape).reshape(batch * segments, n, -1)
+        return x, values.reshape(batch * segments, n, channels)
+    x = coords.reshape(1, segments * n, -1).expand(batch, -1, -1)
+    return x, values.reshape(batch, segments * n, channels)
+
+
+def adapt_tasks(
+    schedule: str,
+    field: FieldConfig,
+    meta: MetaConfig,
+    fim: FimConfig | None,
+    theta0: Params,
+    coords: Tensor,
+    values: Tensor,
+    first_order: bool,
+) -> tuple[Params, Tensor, Tensor]:
+    """Run the inner loop of every task; return (adapted params, query x, query y)."""
+    if schedule == "sequential":
+        x_all, y_all = tasks_for("shared", coords, values)
+        params = theta0
+        keys = head_keys(theta0, meta.head_layers)
+        for segment in range(coords.shape[0]):
+            x = coords[segment].expand(values.shape[0], -1, -1)
+            params = sgd_adapt(
+                field, params, x, values[:, segment], meta.inner_steps, meta.inner_lr, fim,
+                first_order, adapt_keys=keys,
+            )  # fmt: skip
+        return params, x_all, y_all
+    x, y = tasks_for(schedule, coords, values)
+    params = sgd_adapt(field, theta0, x, y, meta.inner_steps, meta.inner_lr, fim, first_order)
+    return params, x, y
+
+
+def meta_gradient(
+    schedule: str,
+    field: FieldConfig,
+    meta: MetaConfig,
+    fim: FimConfig | None,
+    theta0: Params,
+    coords: Tensor,
+    values: Tensor,
+) -> tuple[Params, dict[str, float]]:
+    """Gradient of the outer loss with respect to ``theta_0`` for one meta-batch.
+
+    Args:
+        theta0: one-module parameters (leaf tensors or not; they are detached here).
+        coords: (T, n, d) segment coordinates. values: (B, T, n, C) segment values.
+
+    Returns:
+        (gradient with ``theta0``'s shapes, metrics ``outer_loss``, ``outer_psnr``). For Reptile
+        the "gradient" is ``mean_tasks(theta_0 - theta_K)``, which Adam then follows.
+    """
+    if schedule not in SCHEDULES:
+        raise ValueError(f"unknown schedule {schedule!r} (expected one of {SCHEDULES})")
+    if meta.algorithm not in ALGORITHMS:
+        raise ValueError(f"unknown meta algorithm {meta.algorithm!r} (expected {ALGORITHMS})")
+    init = {k: v.detach().requires_grad_(meta.algorithm != "reptile") for k, v in theta0.items()}
+    first_order = meta.algorithm != "maml"
+    if meta.algorithm == "reptile":
+        with torch.enable_grad():
+            adapted, x, y = adapt_tasks(schedule, field, meta, fim, init, coords, values, True)
+        adapted = {k: v.detach() for k, v in adapted.items()}
+        with torch.no_grad():
+            loss = per_sample_loss(evaluate(field, adapted, x), y).mean()
+        grads = {k: (init[k] - adapted[k]).mean(0, keepdim=True) for k in init}
+    else:
+        adapted, x, y = adapt_tasks(schedule, field, meta, fim, init, coords, values, first_order)
+        loss = per_sample_loss(evaluate(field, adapted, x), y).mean()
+        grads = dict(zip(init, torch.autograd.grad(loss, list(init.values())), strict=True))
+    value = float(loss.detach())
+    return grads, {"outer_loss": value, "outer_psnr": mse_to_psnr(value)}
+
+
+def mse_to_psnr(mse: float | Tensor) -> float | Tensor:
+    """PSNR in dB of values in [0, 1]."""
+    if isinstance(mse, Tensor):
+        return -10.0 * torch.log10(mse.clamp_min(1e-12))
+    return -10.0 * float(torch.log10(torch.tensor(max(mse, 1e-12))))
+
+
+class OuterOptimizer:
+    """``theta_0`` plus its outer Adam: applies (averaged) meta-gradients with norm clipping.
+
+    Kept separate from the gradient computation so a parameter server can own it.
+    """
+
+    def __init__(self, theta0: Params, lr: float, grad_clip: float) -> None:
+        self.theta0 = {k: v.detach().clone().requires_grad_(True) for k, v in theta0.items()}
+        self.grad_clip = grad_clip
+        self.optimizer = torch.optim.Adam(list(self.theta0.values()), lr=lr)
+
+    def step(self, grads: Params) -> float:
+        """Apply one meta-gradient; returns its norm before clipping."""
+        for key, param in self.theta0.items():
+            param.grad = grads[key].to(param.device, param.dtype)
+        norm = torch.nn.utils.clip_grad_norm_(list(self.theta0.values()), self.grad_clip)
+        self.optimizer.step()
+        self.optimizer.zero_grad(set_to_none=True)
+        return float(norm)
+
+    def params(self) -> Params:
+        return {k: v.detach().clone() for k, v in self.theta0.items()}
+
+    def state_dict(self) -> dict:
+        return {"theta0": self.params(), "optimizer": self.optimizer.state_dict()}
+
+    def load_state_dict(self, state: dict) -> None:
+        with torch.no_grad():
+            for key, value in state["theta0"].items():
+                self.theta0[key].copy_(value)
+        self.optimizer.load_state_dict(state["optimizer"])
+
+
+def meta_train(
+    schedule: str,
+    field: FieldConfig,
+    meta: MetaConfig,
+    fim: FimConfig | None,
+    theta0: Params,
+    coords: Tensor,
+    values: Tensor,
+    seed: int = 0,
+    on_step: Callable[[int, dict[str, float]], None] | None = None,
+) -> tuple[Params, list[dict[str, float]]]:
+    """Meta-train ``theta_0`` in this process.
+
+    Args:
+        coords: (T, n, d) segment coordinates. values: (S, T, n, C) all training signals.
+        on_step: called with (step, metrics) after every outer step (progress, tracking).
+
+    Returns:
+        (meta-learned ``theta_0``, per-step metrics).
+    """
+    outer = OuterOptimizer(theta0, meta.outer_lr, meta.grad_clip)
+    generator = torch.Generator().manual_seed(seed)
+    history = []
+    for step in range(meta.outer_steps):
+        start = time.perf_counter()
+        batch = torch.randperm(values.shape[0], generator=generator)[: meta.meta_batch_size]
+        grads, metrics = meta_gradient(
+            schedule, field, meta, fim, outer.theta0, coords, values[batch.to(values.device)]
+        )
+        metrics["grad_norm"] = outer.step(grads)
+        metrics["step_time_s"] = time.perf_counter() - start
+        history.append(metrics)
+        if on_step is not None:
+            on_step(step, metrics)
+    return outer.params(), history
