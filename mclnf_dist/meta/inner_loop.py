@@ -48,7 +48,8 @@ def loss_and_grads(
 
     def chunk(chunk_params: Params, coords: Tensor, target: Tensor) -> tuple[Tensor, Params]:
         chunk_params = {
-            k: v if v.requires_grad else v.requires_grad_() for k, v in chunk_params.items()
+            k: v if v.requires_grad else v.detach().requires_grad_()
+            for k, v in chunk_params.items()
         }
         if fim is None or fim.is_mse:
             return mse_loss_and_grads(field, chunk_params, coords, target, create_graph)

@@ -91,9 +91,16 @@ def adapt_tasks(
         for segment in range(coords.shape[0]):
             x = coords[segment].expand(values.shape[0], -1, -1)
             params = sgd_adapt(
-                field, params, x, values[:, segment], meta.inner_steps, meta.inner_lr, fim,
-                first_order, adapt_keys=keys,
-            )  # fmt: skip
+                field,
+                params,
+                x,
+                values[:, segment],
+                meta.inner_steps,
+                meta.inner_lr,
+                fim,
+                first_order,
+                adapt_keys=keys,
+            )
         return params, x_all, y_all
     x, y = tasks_for(schedule, coords, values)
     params = sgd_adapt(field, theta0, x, y, meta.inner_steps, meta.inner_lr, fim, first_order)

@@ -1,0 +1,1 @@
+"""Experiments: the code behind ``pipelines/*.py`` and ``mclnf <subcommand>``."""

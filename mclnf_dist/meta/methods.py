@@ -1,0 +1,89 @@
+"""The eight methods of the paper's comparison, as data: one registry, one code path.
+
+A method is fully described by where its initialisation comes from, whether it is modular, how it
+meets the segments at test time, and its loss/regulariser. Everything else (meta-training,
+adaptation, evaluation) reads these fields, so there are no per-method code branches to drift.
+"""
+
+from dataclasses import dataclass
+
+from mclnf_dist.errors import MclnfError
+
+GROUPS = ("offline", "continual", "meta-offline", "meta-continual")
+
+
+@dataclass(frozen=True)
+class MethodSpec:
+    """How one method initialises, meets the segments, and learns them."""
+
+    name: str
+    group: str
+    """Paper's grouping: offline | continual | meta-offline | meta-continual."""
+    meta_schedule: str | None
+    """Meta-training schedule (``modular``/``shared``/``sequential``); ``None``: random init."""
+    test_schedule: str
+    """``offline``: one net on all coordinates; ``sequential``: one net, segment after segment;
+    ``modular``: one module per segment, each adapting on its own segment."""
+    fim: bool = False
+    """Use the FIM-weighted loss (inner loop and test-time adaptation)."""
+    regulariser: str | None = None
+    """``ewc`` or ``replay`` for the continual-learning baselines."""
+    head_only: bool = False
+    """Adapt only the head layers at test time (OML's prediction network)."""
+    description: str = ""
+
+    @property
+    def modular(self) -> bool:
+        return self.test_schedule == "modular"
+
+    @property
+    def meta_learned(self) -> bool:
+        return self.meta_schedule is not None
+
+
+METHODS: dict[str, MethodSpec] = {
+    spec.name: spec
+    for spec in [
+        MethodSpec("random", "offline", None, "offline", description="random init, fit offline"),
+        MethodSpec("finetune", "continual", None, "sequential", description="one net, in order"),
+        MethodSpec("ewc", "continual", None, "sequential", regulariser="ewc", description="+EWC"),
+        MethodSpec(
+            "replay",
+            "continual",
+            None,
+            "sequential",
+            regulariser="replay",
+            description="+experience replay",
+        ),
+        MethodSpec("maml", "meta-offline", "shared", "offline", description="MAML, one net"),
+        MethodSpec(
+            "oml",
+            "meta-continual",
+            "sequential",
+            "sequential",
+            head_only=True,
+            description="OML: meta-learned representation, head adapted in order",
+        ),
+        MethodSpec(
+            "mod", "meta-continual", "modular", "modular", description="modules + MAML init + MSE"
+        ),
+        MethodSpec(
+            "mim",
+            "meta-continual",
+            "modular",
+            "modular",
+            fim=True,
+            description="modules + MAML init + FIM loss (MCL-NF)",
+        ),
+    ]
+}
+
+
+def get_method(name: str) -> MethodSpec:
+    """The registered method ``name``, or a one-line error listing the valid names."""
+    try:
+        return METHODS[name]
+    except KeyError:
+        raise MclnfError(
+            f"unknown method {name!r} (expected one of: {', '.join(METHODS)})"
+        ) from None

@@ -1,0 +1,65 @@
+"""Progress that people can see: tqdm bars on a terminal, periodic log lines otherwise.
+
+Under ``ray job submit``, CI or a pipe, a redrawn bar is unreadable; there every bar prints a plain
+line at most every ``interval_s`` seconds with its rate and ETA.
+"""
+
+import sys
+import time
+
+
+class ProgressLog:
+    """Timestamped log lines with a prefix, and bars."""
+
+    def __init__(self, prefix: str) -> None:
+        self.prefix = prefix
+        self.start = time.perf_counter()
+
+    def info(self, message: str) -> None:
+        elapsed = time.perf_counter() - self.start
+        print(f"[{self.prefix} {elapsed:7.1f}s] {message}", flush=True)
+
+    def bar(self, description: str, total: int, unit: str = "step") -> "Bar":
+        return Bar(self, description, total, unit)
+
+
+class Bar:
+    """A tqdm bar on a TTY; periodic ``n/total, rate, ETA`` lines elsewhere."""
+
+    def __init__(
+        self, log: ProgressLog, description: str, total: int, unit: str, interval_s: float = 10.0
+    ) -> None:
+        self.log, self.description, self.total, self.unit = log, description, total, unit
+        self.count, self.start, self.last_print, self.interval_s = (
+            0,
+            time.perf_counter(),
+            0.0,
+            interval_s,
+        )
+        self.tqdm = None
+        if sys.stderr.isatty():
+            from tqdm import tqdm
+
+            self.tqdm = tqdm(total=total, desc=description, unit=unit)
+
+    def update(self, n: int = 1, **postfix: str) -> None:
+        self.count += n
+        if self.tqdm is not None:
+            self.tqdm.update(n)
+            if postfix:
+                self.tqdm.set_postfix(postfix, refresh=False)
+            return
+        now = time.perf_counter()
+        if now - self.last_print >= self.interval_s or self.count >= self.total:
+            self.last_print = now
+            rate = self.count / max(now - self.start, 1e-9)
+            eta = (self.total - self.count) / max(rate, 1e-9)
+            extra = " ".join(f"{k}={v}" for k, v in postfix.items())
+            self.log.info(
+                f"{self.description}: {self.count}/{self.total} {self.unit}s, "
+                f"{rate:.1f} {self.unit}/s, ETA {eta:.0f}s {extra}"
+            )
+
+    def close(self) -> None:
+        if self.tqdm is not None:
+            self.tqdm.close()
