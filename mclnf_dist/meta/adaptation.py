@@ -104,7 +104,7 @@ def adapt(
     keys = list(params) if trainable is None else [k for k in params if k in trainable]
     adam = torch.optim.Adam([params[k] for k in keys], lr=plan.adam_lr)
     for step in range(1, steps + 1):
-        _, grads = loss_and_grads(field, params, x, y, fim)
+        _, grads = loss_and_grads(field, params, x, y, fim, keys=trainable)
         if ewc is not None:
             grads = ewc.add_gradient(params, grads)
         if step <= plan.sgd_steps:

@@ -32,8 +32,9 @@ def loss_and_grads(
     y: Tensor,
     fim: FimConfig | None = None,
     create_graph: bool = False,
+    keys: set[str] | None = None,
 ) -> tuple[Tensor, Params]:
-    """Per-module loss and its gradient with respect to ``params``.
+    """Per-module loss and its gradient with respect to ``params`` (or only its ``keys``).
 
     Args:
         field: the architecture.
@@ -41,6 +42,7 @@ def loss_and_grads(
         x: (M, n, d_in) coordinates. y: (M, n, C) targets.
         fim: FIM-loss options; ``None`` or ``fim_lambda == 0`` is the plain MSE.
         create_graph: keep the graph of the gradient (second-order meta-learning).
+        keys: parameter names to differentiate (OML adapts only its head); default all.
 
     Returns:
         ((M,) loss of each module, gradients with the shapes of ``params``).
@@ -59,16 +61,28 @@ def loss_and_grads(
 
 
 def mse_loss_and_grads(
-    field: FieldConfig, params: Params, x: Tensor, y: Tensor, create_graph: bool
+    field: FieldConfig,
+    params: Params,
+    x: Tensor,
+    y: Tensor,
+    create_graph: bool,
+    keys: set[str] | None = None,
 ) -> tuple[Tensor, Params]:
     """MSE per module and its gradient by one ordinary backward pass."""
     loss = per_sample_loss(forward(field, params, x), y).mean(-1)
-    grads = torch.autograd.grad(loss.sum(), list(params.values()), create_graph=create_graph)
-    return loss, dict(zip(params, grads, strict=True))
+    names = [k for k in params if keys is None or k in keys]
+    grads = torch.autograd.grad(loss.sum(), [params[k] for k in names], create_graph=create_graph)
+    return loss, dict(zip(names, grads, strict=True))
 
 
 def fim_loss_and_grads(
-    field: FieldConfig, params: Params, x: Tensor, y: Tensor, fim: FimConfig, create_graph: bool
+    field: FieldConfig,
+    params: Params,
+    x: Tensor,
+    y: Tensor,
+    fim: FimConfig,
+    create_graph: bool,
+    keys: set[str] | None = None,
 ) -> tuple[Tensor, Params]:
     """FIM-weighted loss per module and its gradient from ONE backward pass (see ``fim.py``).
 
@@ -84,6 +98,8 @@ def fim_loss_and_grads(
     weights = fim_weights(fisher_trace(cache, [g.detach() * n for g in pre_grads]), fim)
     grads: Params = {}
     for layer, ((a, _), g) in enumerate(zip(cache, pre_grads, strict=True)):
+        if keys is not None and f"w{layer}" not in keys:
+            continue
         weighted = g * weights[..., None]
         grads[f"w{layer}"] = torch.bmm(a.transpose(1, 2), weighted)
         grads[f"b{layer}"] = weighted.sum(1, keepdim=True)
@@ -115,11 +131,8 @@ def sgd_adapt(
     """
     params = expand_params(init, x.shape[0]) if _modules(init) != x.shape[0] else dict(init)
     for _ in range(steps):
-        _, grads = loss_and_grads(field, params, x, y, fim, create_graph=not first_order)
-        params = {
-            k: p - lr * grads[k] if adapt_keys is None or k in adapt_keys else p
-            for k, p in params.items()
-        }
+        _, grads = loss_and_grads(field, params, x, y, fim, not first_order, adapt_keys)
+        params = {k: p - lr * grads[k] if k in grads else p for k, p in params.items()}
     return params
 
 

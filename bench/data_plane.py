@@ -1,0 +1,150 @@
+"""Data-plane benchmark: streaming speed vs a raw Parquet read, and memory flatness in scene size.
+
+Prints ONE JSON line:
+    machine             platform, cpus, torch threads, library versions
+    raw_rays_per_s      ``pyarrow.parquet.read_table`` of one block's files (no shuffle, no torch)
+    stream_rays_per_s   ``stream_block_rays`` of the same block: shuffled 4096-ray torch batches
+    stream_vs_raw_ratio stream / raw (target >= 0.5)
+    peak_rss_mb         peak RSS of a fresh process streaming a small and a large store
+    rss_growth          large / small peak RSS (target < 1.3: memory flat in scene size)
+
+The stores hold random rays written straight to Parquet (rendering 20M pixels would only time
+the renderer). Timings are the best of several interleaved repeats: this machine is shared.
+
+    python bench/data_plane.py [--small 2000000] [--large 20000000] [--workdir DIR]
+"""
+
+import argparse
+import json
+import os
+import platform
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import pyarrow
+import pyarrow.parquet as pq
+import torch
+
+from mclnf_dist.data.partition import BlockPartition
+from mclnf_dist.data.ray_store import load_manifest, write_store
+from mclnf_dist.data.ray_stream import stream_block_rays
+
+BATCH = 4096
+
+
+def random_shards(total: int, per_shard: int, seed: int = 0):
+    """``(block 0, columns)`` pairs of random rays, ``per_shard`` at a time (bounded memory)."""
+    rng = np.random.default_rng(seed)
+    for image, start in enumerate(range(0, total, per_shard)):
+        n = min(per_shard, total - start)
+        yield (
+            0,
+            {
+                "origin": rng.random((n, 3), dtype=np.float32),
+                "direction": rng.random((n, 3), dtype=np.float32),
+                "rgb": rng.integers(0, 256, (n, 3), dtype=np.uint8),
+                "image_id": np.full(n, image, dtype=np.int32),
+                "pixel": np.arange(n, dtype=np.int32),
+                "time": np.zeros(n, dtype=np.float32),
+                "near": np.full(n, 0.1, dtype=np.float32),
+                "far": np.full(n, 100.0, dtype=np.float32),
+            },
+        )
+
+
+def make_store(uri: str, rays: int) -> str:
+    """A one-block store of ``rays`` random rays in shards of 256k (like 8-frame ingest chunks)."""
+    if not Path(uri, "manifest.json").exists():
+        part = BlockPartition.from_cameras(np.zeros((1, 3)), 1, 1)
+        write_store(uri, part, random_shards(rays, 262144))
+    return uri
+
+
+def time_raw(uri: str) -> float:
+    """Rays/s of ``pq.read_table`` over the block's files (pyarrow's own threads)."""
+    files = [os.path.join(uri, s["file"]) for s in load_manifest(uri).block_shards(0)]
+    start = time.perf_counter()
+    rows = pq.read_table(files).num_rows
+    return rows / (time.perf_counter() - start)
+
+
+def time_stream(uri: str, seed: int) -> float:
+    """Rays/s of one shuffled epoch of 4096-ray torch batches (touching each batch)."""
+    start, rows = time.perf_counter(), 0
+    for batch in stream_block_rays(uri, 0, batch_size=BATCH, seed=seed):
+        rows += batch["origin"].shape[0]
+    return rows / (time.perf_counter() - start)
+
+
+def rss_child(uri: str) -> None:
+    """(fresh process) stream the whole block once; print peak RSS in MB and rays/s."""
+    rays_per_s = time_stream(uri, seed=0)
+    peak_kb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss  # Linux: kilobytes
+    print(json.dumps({"peak_rss_mb": peak_kb / 1024, "rays_per_s": rays_per_s}))
+
+
+def peak_rss(uri: str) -> dict:
+    out = subprocess.run(
+        [sys.executable, __file__, "--rss-child", uri], check=True, capture_output=True, text=True
+    )
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--small", type=int, default=2_000_000, help="rays of the small store")
+    parser.add_argument("--large", type=int, default=20_000_000, help="rays of the large store")
+    parser.add_argument("--repeats", type=int, default=3, help="timing repeats (best is kept)")
+    parser.add_argument("--workdir", help="where stores go (default: a temporary folder)")
+    parser.add_argument("--rss-child", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.rss_child:
+        rss_child(args.rss_child)
+        return
+    with tempfile.TemporaryDirectory(prefix="mclnf-bench-") as scratch:
+        work = args.workdir or scratch
+        started = time.perf_counter()
+        small = make_store(os.path.join(work, f"rays-{args.small}"), args.small)
+        large = make_store(os.path.join(work, f"rays-{args.large}"), args.large)
+        write_s = time.perf_counter() - started
+        raw, stream = [], []
+        time_stream(small, seed=99)  # warm the page cache and imports
+        for repeat in range(args.repeats):
+            raw.append(time_raw(small))
+            stream.append(time_stream(small, seed=repeat))
+        small_rss, large_rss = peak_rss(small), peak_rss(large)
+    result = {
+        "bench": "data_plane",
+        "machine": {
+            "platform": platform.platform(),
+            "python": platform.python_version(),
+            "cpu_count": os.cpu_count(),
+            "torch_threads": torch.get_num_threads(),
+            "torch": torch.__version__,
+            "pyarrow": pyarrow.__version__,
+        },
+        "small_rays": args.small,
+        "large_rays": args.large,
+        "batch_size": BATCH,
+        "write_seconds": round(write_s, 1),
+        "raw_rays_per_s": round(max(raw)),
+        "stream_rays_per_s": round(max(stream)),
+        "stream_vs_raw_ratio": round(max(stream) / max(raw), 3),
+        "stream_large_rays_per_s": round(large_rss["rays_per_s"]),
+        "peak_rss_mb": {
+            "small": round(small_rss["peak_rss_mb"], 1),
+            "large": round(large_rss["peak_rss_mb"], 1),
+        },
+        "rss_growth": round(large_rss["peak_rss_mb"] / small_rss["peak_rss_mb"], 3),
+        "total_seconds": round(time.perf_counter() - started, 1),
+    }
+    print(json.dumps(result))
+
+
+if __name__ == "__main__":
+    main()
