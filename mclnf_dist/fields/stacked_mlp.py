@@ -49,6 +49,20 @@ class FieldConfig:
     rows_per_chunk: int = 8192
     """Coordinates evaluated per stacked call; modules beyond it run in chunks (see module doc)."""
 
+    # The field interface shared with radiance fields (mclnf_dist.nerf.field): a coordinate
+    # field's MLP sees the coordinates themselves and its prediction is the MLP's output.
+    samples_per_item = 1
+
+    @property
+    def mlp(self) -> "FieldConfig":
+        return self
+
+    def mlp_inputs(self, x: Tensor) -> tuple[Tensor, None]:
+        return x, None
+
+    def outputs(self, raw: Tensor, aux: None) -> Tensor:
+        return raw + self.output_offset
+
 
 FIELD_KINDS = ("siren", "relu_pe")
 
@@ -128,20 +142,32 @@ def activation(cfg: FieldConfig, pre: Tensor) -> Tensor:
 
 
 def forward(
-    cfg: FieldConfig, params: Params, x: Tensor, cache: list[tuple[Tensor, Tensor]] | None = None
+    cfg: "FieldConfig", params: Params, x: Tensor, cache: list[tuple[Tensor, Tensor]] | None = None
 ) -> Tensor:
-    """Evaluate all modules in one stacked call.
+    """Evaluate all modules of a field in one stacked call.
+
+    A field maps its inputs to MLP inputs (a coordinate field: the coordinates themselves; a
+    radiance field: ``S`` sample points per ray), runs the stacked MLP, and maps the raw outputs to
+    predictions (a coordinate field: ``+ output_offset``; a radiance field: volume rendering).
 
     Args:
-        cfg: the architecture.
+        cfg: the field (:class:`FieldConfig` or any object with the same four members).
         params: stacked parameters with ``M`` modules (``M == 1`` broadcasts over inputs).
-        x: (M, n, d_in) coordinates, row ``m`` routed to module ``m``.
-        cache: if given, filled with ``(layer_input, pre_activation)`` of every layer, shapes
-            ``(M, n, in_l)`` and ``(M, n, out_l)`` (what the FIM weights need).
+        x: (M, n, d_in) inputs, row ``m`` routed to module ``m``.
+        cache: if given, filled with ``(layer_input, pre_activation)`` of every MLP layer, shapes
+            ``(M, n * S, in_l)`` and ``(M, n * S, out_l)`` (what the FIM weights need).
 
     Returns:
-        (M, n, d_out) field values.
+        (M, n, d_out) predictions.
     """
+    points, aux = cfg.mlp_inputs(x)
+    return cfg.outputs(mlp_forward(cfg.mlp, params, points, cache), aux)
+
+
+def mlp_forward(
+    cfg: FieldConfig, params: Params, x: Tensor, cache: list[tuple[Tensor, Tensor]] | None = None
+) -> Tensor:
+    """The stacked MLP: (M, P, d_in) -> (M, P, d_out) raw outputs (one baddbmm per layer)."""
     h = encode(cfg, x)
     layers = num_layers(params)
     for layer in range(layers):
@@ -153,7 +179,7 @@ def forward(
         if cache is not None:
             cache.append((h, pre))
         h = activation(cfg, pre) if layer < layers - 1 else pre
-    return h + cfg.output_offset
+    return h
 
 
 def module_chunk_size(num_modules: int, rows_per_module: int, rows_per_chunk: int) -> int:

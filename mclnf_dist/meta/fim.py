@@ -36,19 +36,30 @@ class FimConfig:
         return self.fim_lambda == 0.0
 
 
-def fisher_trace(cache: list[tuple[Tensor, Tensor]], pre_grads: list[Tensor]) -> Tensor:
+def fisher_trace(
+    cache: list[tuple[Tensor, Tensor]], pre_grads: list[Tensor], samples_per_item: int = 1
+) -> Tensor:
     """Per-sample empirical Fisher trace from one backward pass.
 
     Args:
-        cache: per layer ``(a, z)``: input ``(M, n, in_l)`` and pre-activation ``(M, n, out_l)``.
-        pre_grads: per layer ``d l_j / d z_j`` of the *per-sample* losses, ``(M, n, out_l)``.
+        cache: per layer ``(a, z)``: input ``(M, n*S, in_l)``, pre-activation ``(M, n*S, out_l)``.
+        pre_grads: per layer ``d l_j / d z`` of the *per-sample* losses, ``(M, n*S, out_l)``.
+        samples_per_item: ``S`` MLP rows per loss sample (a NeRF ray's points; 1 otherwise).
 
     Returns:
-        (M, n) ``F_j = sum_l ||g_j^l||^2 (||a_j^l||^2 + 1)``.
+        (M, n) ``F_j = sum_l ||g_j^l||^2 (||a_j^l||^2 + 1)``; for ``S > 1`` the layer gradient of
+        sample ``j`` is ``G = sum_s g_s a_s^T`` and ``||G||^2 = sum_{s,s'} (g_s.g_s')(a_s.a_s')``,
+        two small ``S x S`` Gram matrices per sample, plus the bias term ``||sum_s g_s||^2``.
     """
     total = None
     for (a, _), g in zip(cache, pre_grads, strict=True):
-        term = g.square().sum(-1) * (a.square().sum(-1) + 1.0)
+        if samples_per_item == 1:
+            term = g.square().sum(-1) * (a.square().sum(-1) + 1.0)
+        else:
+            a = a.reshape(*a.shape[:-2], -1, samples_per_item, a.shape[-1])  # (M, n, S, in)
+            g = g.reshape(*g.shape[:-2], -1, samples_per_item, g.shape[-1])  # (M, n, S, out)
+            gram = (a @ a.transpose(-1, -2)) * (g @ g.transpose(-1, -2))  # (M, n, S, S)
+            term = gram.sum((-1, -2)) + g.sum(-2).square().sum(-1)
         total = term if total is None else total + term
     return total
 

@@ -94,13 +94,16 @@ def fim_loss_and_grads(
     pre_grads = torch.autograd.grad(
         losses.mean(-1).sum(), [z for _, z in cache], create_graph=create_graph
     )
-    n = x.shape[1]  # pre_grads are of the mean loss; the Fisher trace wants each l_j's own
-    weights = fim_weights(fisher_trace(cache, [g.detach() * n for g in pre_grads]), fim)
+    n, samples = x.shape[1], field.samples_per_item
+    # pre_grads are of the mean loss; the Fisher trace wants each l_j's own gradient
+    fisher = fisher_trace(cache, [g.detach() * n for g in pre_grads], samples)
+    weights = fim_weights(fisher, fim)  # (M, n)
+    row_weights = weights if samples == 1 else weights.repeat_interleave(samples, dim=1)
     grads: Params = {}
     for layer, ((a, _), g) in enumerate(zip(cache, pre_grads, strict=True)):
         if keys is not None and f"w{layer}" not in keys:
             continue
-        weighted = g * weights[..., None]
+        weighted = g * row_weights[..., None]
         grads[f"w{layer}"] = torch.bmm(a.transpose(1, 2), weighted)
         grads[f"b{layer}"] = weighted.sum(1, keepdim=True)
     return (weights * losses).mean(-1), grads

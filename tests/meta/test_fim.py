@@ -86,3 +86,30 @@ def test_fim_gradient_equals_autograd_of_weighted_loss():
     reference = torch.autograd.grad(weighted.sum(), list(params.values()))
     for key, g in zip(params, reference, strict=True):
         torch.testing.assert_close(grads[key], g, rtol=1e-4, atol=1e-6)
+
+
+class ThreePointField(FieldConfig):
+    """A field whose loss samples each see S=3 MLP rows (like a NeRF ray's points)."""
+
+    samples_per_item = 3
+
+    def mlp_inputs(self, x):
+        offsets = torch.tensor([0.0, 0.1, 0.2])[:, None]
+        points = x[..., None, :] + offsets  # (M, n, 3, d)
+        return points.reshape(x.shape[0], -1, x.shape[-1]), None
+
+    def outputs(self, raw, aux):
+        return raw.reshape(raw.shape[0], -1, 3, raw.shape[-1]).sum(2)
+
+
+def test_fisher_of_multi_point_samples_matches_vmap():
+    cfg = ThreePointField(depth=3, width=16)
+    params = init_params(cfg, 2, 3, 1, generator=torch.Generator().manual_seed(5))
+    params = {k: v.requires_grad_() for k, v in params.items()}
+    x, y = torch.rand(1, 20, 2), torch.rand(1, 20, 3)
+    cache = []
+    losses = per_sample_loss(forward(cfg, params, x, cache), y)
+    pre_grads = torch.autograd.grad(losses.sum(), [z for _, z in cache])
+    ours = fisher_trace(cache, pre_grads, samples_per_item=3)
+    reference = vmap_fisher(cfg, params, x, y)
+    assert ((ours - reference).abs() / reference).max() < 1e-4
