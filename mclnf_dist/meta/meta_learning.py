@@ -73,74 +73,95 @@ def tasks_for(schedule: str, coords: Tensor, values: Tensor) -> tuple[Tensor, Te
     return x, values.reshape(batch, segments * n, channels)
 
 
-def adapt_tasks(
-    schedule: str,
+@dataclass
+class Episode:
+    """The tasks of one meta-batch, stacked: context stages in arrival order, then a query.
+
+    ``modular``/``shared`` episodes (and a NeRF block batch) have one context stage; a
+    ``sequential`` (OML) episode has one per segment and adapts only ``adapt_keys``.
+    """
+
+    context: list[tuple[Tensor, Tensor]]
+    """Per stage: x (M, n, d_in), y (M, n, C)."""
+    query: tuple[Tensor, Tensor]
+    """x (M, n_q, d_in), y (M, n_q, C): what the adapted tasks are scored on."""
+    adapt_keys: set[str] | None = None
+
+
+def signal_episode(
+    schedule: str, meta: MetaConfig, theta0: Params, coords: Tensor, values: Tensor
+) -> Episode:
+    """An episode of signals: coords (T, n, d) and values (B, T, n, C) -> stacked tasks."""
+    if schedule not in SCHEDULES:
+        raise ValueError(f"unknown schedule {schedule!r} (expected one of {SCHEDULES})")
+    if schedule == "sequential":
+        stages = [
+            (coords[i].expand(values.shape[0], -1, -1), values[:, i])
+            for i in range(coords.shape[0])
+        ]
+        query = tasks_for("shared", coords, values)
+        return Episode(stages, query, head_keys(theta0, meta.head_layers))
+    x, y = tasks_for(schedule, coords, values)
+    return Episode([(x, y)], (x, y))
+
+
+def adapt_episode(
     field: FieldConfig,
     meta: MetaConfig,
     fim: FimConfig | None,
     theta0: Params,
-    coords: Tensor,
-    values: Tensor,
+    episode: Episode,
     first_order: bool,
-) -> tuple[Params, Tensor, Tensor]:
-    """Run the inner loop of every task; return (adapted params, query x, query y)."""
-    if schedule == "sequential":
-        x_all, y_all = tasks_for("shared", coords, values)
-        params = theta0
-        keys = head_keys(theta0, meta.head_layers)
-        for segment in range(coords.shape[0]):
-            x = coords[segment].expand(values.shape[0], -1, -1)
-            params = sgd_adapt(
-                field,
-                params,
-                x,
-                values[:, segment],
-                meta.inner_steps,
-                meta.inner_lr,
-                fim,
-                first_order,
-                adapt_keys=keys,
-            )
-        return params, x_all, y_all
-    x, y = tasks_for(schedule, coords, values)
-    params = sgd_adapt(field, theta0, x, y, meta.inner_steps, meta.inner_lr, fim, first_order)
-    return params, x, y
+) -> Params:
+    """Run the inner loop through every context stage; return the adapted stacked params."""
+    params = theta0
+    for x, y in episode.context:
+        params = sgd_adapt(
+            field,
+            params,
+            x,
+            y,
+            meta.inner_steps,
+            meta.inner_lr,
+            fim,
+            first_order,
+            adapt_keys=episode.adapt_keys,
+        )
+    return params
 
 
 def meta_gradient(
-    schedule: str,
     field: FieldConfig,
     meta: MetaConfig,
     fim: FimConfig | None,
     theta0: Params,
-    coords: Tensor,
-    values: Tensor,
+    episode: Episode,
 ) -> tuple[Params, dict[str, float]]:
-    """Gradient of the outer loss with respect to ``theta_0`` for one meta-batch.
+    """Gradient of the outer loss with respect to ``theta_0`` for one episode.
 
     Args:
+        field: the field (a coordinate field or a radiance field).
         theta0: one-module parameters (leaf tensors or not; they are detached here).
-        coords: (T, n, d) segment coordinates. values: (B, T, n, C) segment values.
+        episode: the stacked tasks (:func:`signal_episode`, or a NeRF block batch).
 
     Returns:
         (gradient with ``theta0``'s shapes, metrics ``outer_loss``, ``outer_psnr``). For Reptile
         the "gradient" is ``mean_tasks(theta_0 - theta_K)``, which Adam then follows.
     """
-    if schedule not in SCHEDULES:
-        raise ValueError(f"unknown schedule {schedule!r} (expected one of {SCHEDULES})")
     if meta.algorithm not in ALGORITHMS:
         raise ValueError(f"unknown meta algorithm {meta.algorithm!r} (expected {ALGORITHMS})")
-    init = {k: v.detach().requires_grad_(meta.algorithm != "reptile") for k, v in theta0.items()}
-    first_order = meta.algorithm != "maml"
-    if meta.algorithm == "reptile":
-        with torch.enable_grad():
-            adapted, x, y = adapt_tasks(schedule, field, meta, fim, init, coords, values, True)
+    reptile = meta.algorithm == "reptile"
+    init = {k: v.detach().requires_grad_(not reptile) for k, v in theta0.items()}
+    x, y = episode.query
+    if reptile:
+        adapted = adapt_episode(field, meta, fim, init, episode, first_order=True)
         adapted = {k: v.detach() for k, v in adapted.items()}
         with torch.no_grad():
             loss = per_sample_loss(evaluate(field, adapted, x), y).mean()
         grads = {k: (init[k] - adapted[k]).mean(0, keepdim=True) for k in init}
     else:
-        adapted, x, y = adapt_tasks(schedule, field, meta, fim, init, coords, values, first_order)
+        first_order = meta.algorithm == "fomaml"
+        adapted = adapt_episode(field, meta, fim, init, episode, first_order)
         loss = per_sample_loss(evaluate(field, adapted, x), y).mean()
         grads = dict(zip(init, torch.autograd.grad(loss, list(init.values())), strict=True))
     value = float(loss.detach())
@@ -213,9 +234,10 @@ def meta_train(
     for step in range(meta.outer_steps):
         start = time.perf_counter()
         batch = torch.randperm(values.shape[0], generator=generator)[: meta.meta_batch_size]
-        grads, metrics = meta_gradient(
-            schedule, field, meta, fim, outer.theta0, coords, values[batch.to(values.device)]
+        episode = signal_episode(
+            schedule, meta, outer.theta0, coords, values[batch.to(values.device)]
         )
+        grads, metrics = meta_gradient(field, meta, fim, outer.theta0, episode)
         metrics["grad_norm"] = outer.step(grads)
         metrics["step_time_s"] = time.perf_counter() - start
         history.append(metrics)

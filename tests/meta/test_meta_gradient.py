@@ -3,11 +3,18 @@ import torch
 
 from mclnf_dist.fields.stacked_mlp import FieldConfig, evaluate, init_params
 from mclnf_dist.meta.inner_loop import per_sample_loss
-from mclnf_dist.meta.meta_learning import MetaConfig, adapt_tasks, meta_gradient
+from mclnf_dist.meta.meta_learning import (
+    MetaConfig,
+    adapt_episode,
+    meta_gradient,
+    signal_episode,
+)
 
 
 def outer_loss(schedule, cfg, meta, fim, theta0, coords, values):
-    adapted, x, y = adapt_tasks(schedule, cfg, meta, fim, theta0, coords, values, False)
+    episode = signal_episode(schedule, meta, theta0, coords, values)
+    adapted = adapt_episode(cfg, meta, fim, theta0, episode, first_order=False)
+    x, y = episode.query
     return per_sample_loss(evaluate(cfg, adapted, x), y).mean()
 
 
@@ -24,7 +31,8 @@ def test_second_order_meta_gradient_matches_finite_differences(schedule):
         theta0 = {k: v.double() for k, v in theta0.items()}
         coords = torch.linspace(-1, 1, 12).reshape(3, 4, 1)  # 3 segments of 4 coords
         values = torch.rand(2, 3, 4, 2, generator=torch.Generator().manual_seed(1)).double()
-        grads, _ = meta_gradient(schedule, cfg, meta, fim, theta0, coords, values)
+        episode = signal_episode(schedule, meta, theta0, coords, values)
+        grads, _ = meta_gradient(cfg, meta, fim, theta0, episode)
         direction = {k: torch.randn_like(v) for k, v in theta0.items()}
         eps = 1e-6
         plus = {k: v + eps * direction[k] for k, v in theta0.items()}
@@ -36,10 +44,8 @@ def test_second_order_meta_gradient_matches_finite_differences(schedule):
             ) / (2 * eps)
         analytic = sum((grads[k] * direction[k]).sum() for k in grads)
         assert abs(float(analytic - numeric)) < 1e-6 * max(1.0, abs(float(numeric)))
-        first, _ = meta_gradient(
-            schedule, cfg, MetaConfig(algorithm="fomaml", inner_steps=3, inner_lr=0.1),
-            fim, theta0, coords, values,
-        )  # fmt: skip
+        fomaml = MetaConfig(algorithm="fomaml", inner_steps=3, inner_lr=0.1)
+        first, _ = meta_gradient(cfg, fomaml, fim, theta0, episode)
         assert any(not torch.allclose(first[k], grads[k]) for k in grads)  # 2nd-order terms matter
     finally:
         torch.set_default_dtype(torch.float32)
@@ -51,7 +57,8 @@ def test_reptile_direction_points_from_adapted_to_init():
     coords = torch.linspace(-1, 1, 8).reshape(2, 4, 1)
     values = torch.rand(3, 2, 4, 1)
     meta = MetaConfig(algorithm="reptile", inner_steps=2, inner_lr=0.05)
-    grads, metrics = meta_gradient("modular", cfg, meta, None, theta0, coords, values)
+    episode = signal_episode("modular", meta, theta0, coords, values)
+    grads, metrics = meta_gradient(cfg, meta, None, theta0, episode)
     assert all(g.shape == theta0[k].shape for k, g in grads.items())
     assert sum(float(g.abs().sum()) for g in grads.values()) > 0
     assert metrics["outer_psnr"] > 0
