@@ -43,6 +43,7 @@ from mclnf_dist.meta.adaptation import (
 from mclnf_dist.meta.fim import FimConfig
 from mclnf_dist.meta.meta_learning import MetaConfig, head_keys
 from mclnf_dist.meta.methods import MethodSpec
+from mclnf_dist.progress import ProgressLog
 
 
 @dataclass
@@ -130,6 +131,16 @@ class MethodContext:
     meta: MetaConfig
     fim: FimConfig
     adapt: AdaptConfig
+    log: ProgressLog | None = None
+
+    def report(self, step: int, psnr: float, elapsed: float, work_done: float) -> None:
+        """A progress line at the larger checkpoints: PSNR so far and the ETA."""
+        if self.log is not None and step >= 64:
+            eta = elapsed / max(work_done, 1e-9) * (1 - work_done)
+            self.log.info(
+                f"{self.spec.name}: {step}/{self.adapt.max_steps} steps, "
+                f"PSNR {psnr:.2f} dB, ETA {eta:.0f}s"
+            )
 
     def plan(self) -> OptimiserPlan:
         if self.spec.meta_learned:
@@ -146,9 +157,12 @@ class MethodContext:
         return head_keys(self.init, self.meta.head_layers) if self.spec.head_only else None
 
 
-def evaluate_method(ctx: MethodContext, signals: SignalSet) -> MethodResult:
-    """Run the protocol for one method on the held-out ``signals``."""
+def evaluate_method(
+    ctx: MethodContext, signals: SignalSet, log: ProgressLog | None = None
+) -> MethodResult:
+    """Run the protocol for one method on the held-out ``signals`` (progress lines to ``log``)."""
     runner = {"modular": _modular, "offline": _offline, "sequential": _sequential}
+    ctx.log = log
     result = runner[ctx.spec.test_schedule](ctx, signals)
     if signals.modality == "image" and result.reconstruction is not None:
         result.ssim_last = mean_ssim(result.reconstruction, signals)
@@ -169,6 +183,7 @@ def _modular(ctx: MethodContext, signals: SignalSet) -> MethodResult:
             wall[step] = time.perf_counter() - start
             mse = reconstruction_mse(ctx.field, params, x, y).reshape(num, -1)
             curve[step] = float(psnr_per_signal(mse).mean())
+            ctx.report(step, curve[step], wall[step], step / ctx.adapt.max_steps)
 
     init = expand_params(ctx.init, num * segments)
     final = adapt(
@@ -208,6 +223,7 @@ def _offline(ctx: MethodContext, signals: SignalSet) -> MethodResult:
         if step in checkpoints:
             wall[step] = time.perf_counter() - start
             curve[step] = float(psnr_per_signal(reconstruction_mse(ctx.field, params, x, y)).mean())
+            ctx.report(step, curve[step], wall[step], step / ctx.adapt.max_steps)
 
     final = adapt(
         ctx.field,
@@ -235,13 +251,17 @@ def _offline(ctx: MethodContext, signals: SignalSet) -> MethodResult:
 def _sequential(ctx: MethodContext, signals: SignalSet) -> MethodResult:
     curve, wall = {}, {}
     matrix, prediction = None, None
-    for budget in checkpoint_steps(ctx.adapt.max_steps):
+    budgets = checkpoint_steps(ctx.adapt.max_steps)
+    started = time.perf_counter()
+    for budget in budgets:
         start = time.perf_counter()
         final, rows = run_sequence(ctx, signals, budget, record=budget == ctx.adapt.max_steps)
         wall[budget] = time.perf_counter() - start
         x = signals.coords.expand(signals.num_signals, *signals.coords.shape)
         mse = reconstruction_mse(ctx.field, final, x, signals.values)
         curve[budget] = float(psnr_per_signal(mse).mean())
+        done = sum(b for b in budgets if b <= budget) / sum(budgets)
+        ctx.report(budget, curve[budget], time.perf_counter() - started, done)
         if rows is not None:
             matrix = [[float(v) if j <= i else None for j, v in enumerate(r)] for i, r in rows]
             prediction = predict(ctx.field, final, x)

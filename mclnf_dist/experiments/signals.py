@@ -6,6 +6,7 @@ table, write ``results.json`` + PNG plots, and track it all in MLflow.
 """
 
 import json
+import os
 import platform
 import time
 from dataclasses import dataclass
@@ -18,11 +19,12 @@ import yaml
 from mclnf_dist.config import json_ready, parse_config, to_dict
 from mclnf_dist.data.signal_set import SignalSet
 from mclnf_dist.device import pick_device
+from mclnf_dist.dist.fanout import run_tasks
 from mclnf_dist.errors import MclnfError
 from mclnf_dist.eval import MethodContext, MethodResult, evaluate_method
 from mclnf_dist.experiments.reporting import results_table
 from mclnf_dist.fields.sizing import matched_width
-from mclnf_dist.fields.stacked_mlp import FieldConfig, Params, init_params
+from mclnf_dist.fields.stacked_mlp import FieldConfig, init_params
 from mclnf_dist.meta.adaptation import AdaptConfig
 from mclnf_dist.meta.fim import FimConfig
 from mclnf_dist.meta.meta_learning import MetaConfig, meta_train
@@ -70,6 +72,8 @@ class SignalsConfig:
     """MLflow tracking URI; empty: $MLFLOW_TRACKING_URI or sqlite:///./mlflow.db."""
     experiment: str = "mclnf-signals"
     """MLflow experiment name."""
+    workers: int = -1
+    """Methods run as parallel Ray tasks (1 CPU each) when > 1; -1: on CPU yes, on a GPU no."""
 
 
 def main(argv: list[str]) -> None:
@@ -105,17 +109,22 @@ def run_signals(cfg: SignalsConfig) -> dict:
         cfg.experiment, run_name, cfg.tracking_uri or None, tags={"modality": cfg.data.modality}
     ) as tracker:
         tracker.log_params(to_dict(cfg))
-        results = []
-        for spec in specs:
-            ctx = method_context(cfg, spec, train, device, tracker, log)
-            started = time.perf_counter()
-            result = evaluate_method(ctx, test)
+        parallel = use_ray(cfg, device)
+        log.info(f"running {len(specs)} methods " + ("as Ray tasks" if parallel else "in-process"))
+        calls = [(cfg, spec, train, test, device) for spec in specs]
+        results: list[MethodResult | None] = [None] * len(specs)
+        for index, (result, history) in run_tasks(run_method, calls, parallel):
             log.info(
-                f"{spec.name}: evaluated in {time.perf_counter() - started:.1f}s, "
-                f"PSNR step1 {result.psnr_step1:.2f} best {result.best[0]:.2f}"
+                f"{specs[index].name}: done, PSNR step1 {result.psnr_step1:.2f} "
+                f"best {result.best[0]:.2f} (step {result.best[1]})"
             )
-            results.append(result)
+            for step, metrics in enumerate(history):
+                if step % 10 == 0 or step == len(history) - 1:
+                    tracker.log_metrics(
+                        {f"meta_{result.method}_{k}": v for k, v in metrics.items()}, step
+                    )
             log_result(tracker, result)
+            results[index] = result
         report = write_outputs(cfg, results, test, out_dir)
         for path in sorted(out_dir.iterdir()):
             tracker.log_artifact(path, "results")
@@ -143,53 +152,49 @@ def method_field(cfg: SignalsConfig, spec: MethodSpec, signals: SignalSet) -> Fi
     return matched_width(cfg.field, signals.in_features, signals.out_features, signals.num_segments)
 
 
-def method_context(
-    cfg: SignalsConfig,
-    spec: MethodSpec,
-    train: SignalSet,
-    device: torch.device,
-    tracker: Tracker,
-    log: "ProgressLog",
-) -> MethodContext:
-    """Build the init of ``spec``: random, or meta-trained on ``train`` (with progress)."""
+def use_ray(cfg: SignalsConfig, device: torch.device) -> bool:
+    """Fan methods out as Ray tasks (``workers=-1``: on CPU yes, on one GPU no)."""
+    if cfg.workers == -1:
+        return device.type == "cpu" and (os.cpu_count() or 1) > 1
+    return cfg.workers > 1
+
+
+def run_method(
+    cfg: SignalsConfig, spec: MethodSpec, train: SignalSet, test: SignalSet, device: torch.device
+) -> tuple[MethodResult, list[dict[str, float]]]:
+    """One method end to end (its init, meta-trained if it is meta-learned, then the protocol).
+
+    A pure function of its arguments, so it runs in-process or as a Ray task alike.
+    """
+    log = ProgressLog(spec.name)
     field_cfg = method_field(cfg, spec, train)
     generator = torch.Generator().manual_seed(cfg.seed)
     init = init_params(field_cfg, train.in_features, train.out_features, 1, generator, device)
+    history: list[dict[str, float]] = []
     if spec.meta_learned:
-        init = meta_train_init(cfg, spec, field_cfg, init, train, tracker, log)
-    return MethodContext(spec, field_cfg, init, cfg.meta, cfg.fim, cfg.adapt)
+        bar = log.bar(f"meta-train {spec.name}", cfg.meta.outer_steps)
 
+        def on_step(step: int, metrics: dict[str, float]) -> None:
+            bar.update(1, outer_psnr=f"{metrics['outer_psnr']:.2f}")
 
-def meta_train_init(
-    cfg: SignalsConfig,
-    spec: MethodSpec,
-    field_cfg: FieldConfig,
-    init: Params,
-    train: SignalSet,
-    tracker: Tracker,
-    log: "ProgressLog",
-) -> Params:
-    bar = log.bar(f"meta-train {spec.name}", cfg.meta.outer_steps)
-
-    def on_step(step: int, metrics: dict[str, float]) -> None:
-        bar.update(1, outer_psnr=f"{metrics['outer_psnr']:.2f}")
-        if step % 10 == 0 or step == cfg.meta.outer_steps - 1:
-            tracker.log_metrics({f"meta_{spec.name}_{k}": v for k, v in metrics.items()}, step)
-
-    fim = cfg.fim if spec.fim else None
-    theta0, _ = meta_train(
-        spec.meta_schedule,
-        field_cfg,
-        cfg.meta,
-        fim,
-        init,
-        train.segment_coords(),
-        train.segment_values(),
-        cfg.seed,
-        on_step,
-    )
-    bar.close()
-    return theta0
+        fim = cfg.fim if spec.fim else None
+        init, history = meta_train(
+            spec.meta_schedule,
+            field_cfg,
+            cfg.meta,
+            fim,
+            init,
+            train.segment_coords(),
+            train.segment_values(),
+            cfg.seed,
+            on_step,
+        )
+        bar.close()
+    started = time.perf_counter()
+    ctx = MethodContext(spec, field_cfg, init, cfg.meta, cfg.fim, cfg.adapt)
+    result = evaluate_method(ctx, test, log)
+    log.info(f"evaluated in {time.perf_counter() - started:.1f}s")
+    return result, history
 
 
 def log_result(tracker: Tracker, result: MethodResult) -> None:

@@ -14,9 +14,14 @@ from mclnf_dist.meta.methods import METHODS
 ROOT = Path(__file__).resolve().parents[2]
 
 
-@pytest.mark.parametrize("modality", ["image", "audio", "video"])
-def test_every_method_runs_two_steps_and_is_tracked(modality, tmp_path, mlflow_uri):
+@pytest.mark.parametrize("modality,workers", [("image", 2), ("audio", 0), ("video", 0)])
+def test_every_method_runs_two_steps_and_is_tracked(
+    modality, workers, tmp_path, mlflow_uri, request
+):
+    if workers > 1:
+        request.getfixturevalue("ray_local")  # methods fan out as tasks on a real local Ray
     argv = [
+        "--workers", str(workers),
         "--modality", modality, "--data.num-train", "4", "--data.num-test", "2",
         "--meta.outer-steps", "2", "--meta.meta-batch-size", "2", "--adapt.max-steps", "2",
         "--field.width", "16", "--output-dir", str(tmp_path / "out"),
@@ -45,7 +50,7 @@ def test_param_match_widens_one_network_methods(tmp_path, mlflow_uri):
     cfg = SignalsConfig(methods=("random", "mod"), param_match=True, seed=1)
     cfg.data.num_train, cfg.data.num_test = 2, 2
     cfg.meta.outer_steps, cfg.adapt.max_steps, cfg.output_dir = 1, 1, str(tmp_path)
-    cfg.tracking_uri = mlflow_uri
+    cfg.tracking_uri, cfg.workers = mlflow_uri, 0
     results = {r["method"]: r for r in run_signals(cfg)["results"]}
     ratio = results["random"]["params_per_signal"] / results["mod"]["params_per_signal"]
     assert 0.9 < ratio <= 1.0
