@@ -5,11 +5,14 @@ Prints ONE JSON line:
     raw_rays_per_s      ``pyarrow.parquet.read_table`` of one block's files (no shuffle, no torch)
     stream_rays_per_s   ``stream_block_rays`` of the same block: shuffled 4096-ray torch batches
     stream_vs_raw_ratio stream / raw (target >= 0.5)
+    cpu_ns_per_ray      CPU time per ray (all threads) of each: robust to other load on the machine
     peak_rss_mb         peak RSS of a fresh process streaming a small and a large store
     rss_growth          large / small peak RSS (target < 1.3: memory flat in scene size)
+    rss_baseline_mb     RSS of that process after imports, before streaming (small store)
 
-The stores hold random rays written straight to Parquet (rendering 20M pixels would only time
-the renderer). Timings are the best of several interleaved repeats: this machine is shared.
+Both read the same columns; the stream also shuffles and converts dtypes. The stores hold random
+rays written straight to Parquet (rendering 20M pixels would only time the renderer). Timings are
+the best of several interleaved repeats: this machine is shared.
 
     python bench/data_plane.py [--small 2000000] [--large 20000000] [--workdir DIR]
 """
@@ -65,27 +68,49 @@ def make_store(uri: str, rays: int) -> str:
     return uri
 
 
-def time_raw(uri: str) -> float:
-    """Rays/s of ``pq.read_table`` over the block's files (pyarrow's own threads)."""
+def timed(run) -> tuple[float, float]:
+    """(rays/s of wall time, CPU ns per ray over all threads) of ``run() -> rays``."""
+    wall, cpu = time.perf_counter(), time.process_time()
+    rays = run()
+    wall, cpu = time.perf_counter() - wall, time.process_time() - cpu
+    return rays / wall, cpu * 1e9 / rays
+
+
+def time_raw(uri: str) -> tuple[float, float]:
+    """``pq.read_table`` over the block's files (pyarrow's own threads)."""
     files = [os.path.join(uri, s["file"]) for s in load_manifest(uri).block_shards(0)]
-    start = time.perf_counter()
-    rows = pq.read_table(files).num_rows
-    return rows / (time.perf_counter() - start)
+    return timed(lambda: pq.read_table(files).num_rows)
 
 
-def time_stream(uri: str, seed: int) -> float:
-    """Rays/s of one shuffled epoch of 4096-ray torch batches (touching each batch)."""
-    start, rows = time.perf_counter(), 0
-    for batch in stream_block_rays(uri, 0, batch_size=BATCH, seed=seed):
-        rows += batch["origin"].shape[0]
-    return rows / (time.perf_counter() - start)
+def time_stream(uri: str, seed: int) -> tuple[float, float]:
+    """One shuffled epoch of 4096-ray torch batches (touching each batch)."""
+    return timed(lambda: sum(len(b["origin"]) for b in stream_block_rays(uri, 0, seed=seed)))
+
+
+def memory_kb(field: str) -> int | None:
+    """``VmHWM`` (peak) or ``VmRSS`` (now) of this process in kB from /proc (Linux), else None."""
+    try:
+        with open("/proc/self/status") as status:
+            for line in status:
+                if line.startswith(field + ":"):
+                    return int(line.split()[1])
+    except OSError:
+        pass
+    return None
 
 
 def rss_child(uri: str) -> None:
-    """(fresh process) stream the whole block once; print peak RSS in MB and rays/s."""
-    rays_per_s = time_stream(uri, seed=0)
-    peak_kb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss  # Linux: kilobytes
-    print(json.dumps({"peak_rss_mb": peak_kb / 1024, "rays_per_s": rays_per_s}))
+    """(fresh process) stream the whole block once; print peak RSS in MB and rays/s.
+
+    Peak = ``ru_maxrss``, except on Linux where a forked child's ``ru_maxrss`` starts at its
+    parent's RSS (the benchmark parent holds ~1 GB by then), so the child's own high-water mark
+    ``VmHWM`` (reset by exec) is used.
+    """
+    baseline_kb = memory_kb("VmRSS") or resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    rays_per_s, _ = time_stream(uri, seed=0)
+    peak_kb = memory_kb("VmHWM") or resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    result = {"peak_rss_mb": peak_kb / 1024, "baseline_mb": baseline_kb / 1024}
+    print(json.dumps({**result, "rays_per_s": rays_per_s}))
 
 
 def peak_rss(uri: str) -> dict:
@@ -132,15 +157,20 @@ def main() -> None:
         "large_rays": args.large,
         "batch_size": BATCH,
         "write_seconds": round(write_s, 1),
-        "raw_rays_per_s": round(max(raw)),
-        "stream_rays_per_s": round(max(stream)),
-        "stream_vs_raw_ratio": round(max(stream) / max(raw), 3),
+        "raw_rays_per_s": round(max(r[0] for r in raw)),
+        "stream_rays_per_s": round(max(s[0] for s in stream)),
+        "stream_vs_raw_ratio": round(max(s[0] for s in stream) / max(r[0] for r in raw), 3),
+        "cpu_ns_per_ray": {
+            "raw": round(min(r[1] for r in raw), 1),
+            "stream": round(min(s[1] for s in stream), 1),
+        },
         "stream_large_rays_per_s": round(large_rss["rays_per_s"]),
         "peak_rss_mb": {
             "small": round(small_rss["peak_rss_mb"], 1),
             "large": round(large_rss["peak_rss_mb"], 1),
         },
         "rss_growth": round(large_rss["peak_rss_mb"] / small_rss["peak_rss_mb"], 3),
+        "rss_baseline_mb": round(small_rss["baseline_mb"], 1),
         "total_seconds": round(time.perf_counter() - started, 1),
     }
     print(json.dumps(result))

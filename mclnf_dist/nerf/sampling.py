@@ -1,0 +1,122 @@
+"""Depths along rays at which a field is queried: stratified, then hierarchical (inverse CDF).
+
+Sample ``i`` of a ray stands for the interval from its depth to the next sample's depth (the last
+one to ``far``), which is how :func:`mclnf_dist.nerf.rendering.volume_render` weights it. With
+``perturb=False`` stratified samples sit at the *start* of ``S`` equal bins, so those intervals tile
+``[near, far)`` exactly and the quadrature of a constant density is exact; with ``perturb=True``
+each sample is uniform in its bin (unbiased training signal, NeRF's "stratified sampling").
+"""
+
+import torch
+
+
+def stratified_samples(
+    near: torch.Tensor | float,
+    far: torch.Tensor | float,
+    num_samples: int,
+    num_rays: int | None = None,
+    perturb: bool = False,
+    generator: torch.Generator | None = None,
+) -> torch.Tensor:
+    """``num_samples`` sorted depths per ray in ``[near, far)``, one per equal bin.
+
+    Args:
+        near, far: (R,) per-ray bounds or scalars (then ``num_rays`` gives R).
+        num_samples: S, samples per ray.
+        perturb: uniform jitter inside each bin (training); False is deterministic (evaluation).
+        generator: random source for the jitter (reproducible runs).
+
+    Returns:
+        (R, S) float depths, sorted along each ray.
+    """
+    near_t = torch.as_tensor(near, dtype=torch.float32)
+    far_t = torch.as_tensor(far, dtype=torch.float32)
+    if num_rays is None:
+        num_rays = max(near_t.numel(), far_t.numel())
+    device = near_t.device
+    near_t = near_t.to(device).reshape(-1).expand(num_rays)[:, None]  # (R, 1)
+    far_t = far_t.to(device).reshape(-1).expand(num_rays)[:, None]
+    fractions = torch.arange(num_samples, dtype=torch.float32, device=device) / num_samples
+    if perturb:
+        jitter = torch.rand(num_rays, num_samples, generator=generator, device=device)
+        fractions = fractions + jitter / num_samples  # (R, S)
+    return near_t + (far_t - near_t) * fractions
+
+
+def sample_pdf(
+    bin_edges: torch.Tensor,
+    weights: torch.Tensor,
+    num_samples: int,
+    perturb: bool = False,
+    generator: torch.Generator | None = None,
+    eps: float = 1e-5,
+) -> torch.Tensor:
+    """Draw depths from the piecewise-constant density given by ``weights`` over ``bin_edges``.
+
+    Why: the coarse pass tells where along a ray the mass is; sampling its inverse CDF puts the
+    fine samples there (NeRF's hierarchical sampling). ``eps`` is added to every weight so rays
+    with no mass (sky) still get samples spread over the whole range.
+
+    Args:
+        bin_edges: (R, B+1) sorted edges.
+        weights: (R, B) non-negative weight of each bin.
+        num_samples: N, samples per ray.
+        perturb: random CDF levels (training) instead of evenly spaced ones (deterministic).
+
+    Returns:
+        (R, N) sorted depths inside ``[bin_edges[:, 0], bin_edges[:, -1]]``.
+    """
+    weights = weights.detach() + eps
+    pdf = weights / weights.sum(dim=-1, keepdim=True)
+    cdf = torch.cumsum(pdf, dim=-1)
+    cdf = torch.cat([torch.zeros_like(cdf[:, :1]), cdf.clamp(max=1.0)], dim=-1)  # (R, B+1)
+    rays = weights.shape[0]
+    if perturb:
+        levels = torch.rand(rays, num_samples, generator=generator, device=weights.device)
+        levels = (torch.arange(num_samples, device=weights.device) + levels) / num_samples
+    else:
+        levels = (torch.arange(num_samples, device=weights.device) + 0.5) / num_samples
+        levels = levels.expand(rays, num_samples)
+    levels = levels.contiguous()
+    upper = torch.searchsorted(cdf, levels, right=True).clamp(1, cdf.shape[-1] - 1)  # (R, N)
+    lower = upper - 1
+    cdf_lo, cdf_hi = cdf.gather(-1, lower), cdf.gather(-1, upper)
+    edge_lo, edge_hi = bin_edges.gather(-1, lower), bin_edges.gather(-1, upper)
+    span = torch.where(cdf_hi - cdf_lo < eps, torch.ones_like(cdf_hi), cdf_hi - cdf_lo)
+    fraction = ((levels - cdf_lo) / span).clamp(0.0, 1.0)
+    return edge_lo + fraction * (edge_hi - edge_lo)
+
+
+def hierarchical_samples(
+    t_vals: torch.Tensor,
+    weights: torch.Tensor,
+    far: torch.Tensor | float,
+    num_samples: int,
+    perturb: bool = False,
+    generator: torch.Generator | None = None,
+    include_coarse: bool = True,
+) -> torch.Tensor:
+    """Fine depths drawn where the coarse weights are, merged with the coarse ones (sorted).
+
+    Each coarse sample ``i`` owns the interval ``[t_i, t_{i+1})`` (the last one ``[t_S, far)``),
+    the same intervals :func:`~mclnf_dist.nerf.rendering.volume_render` uses, so the bins of the
+    PDF are exactly the intervals the weights were computed over.
+
+    Args:
+        t_vals: (R, S) sorted coarse depths.
+        weights: (R, S) coarse rendering weights.
+        far: (R,) or scalar far bound.
+        num_samples: N fine samples per ray.
+        include_coarse: return the union of coarse and fine depths (R, S+N), else fine only.
+
+    Returns:
+        (R, S+N) or (R, N) sorted depths.
+    """
+    far_t = torch.as_tensor(far, dtype=t_vals.dtype, device=t_vals.device)
+    far_t = far_t.reshape(-1).expand(t_vals.shape[0])[:, None]
+    edges = torch.cat([t_vals, far_t], dim=-1)  # (R, S+1)
+    fine = sample_pdf(edges.detach(), weights, num_samples, perturb, generator)
+    if not include_coarse:
+        return fine
+    merged, _ = torch.sort(torch.cat([t_vals.detach(), fine], dim=-1), dim=-1)
+    return merged
