@@ -17,6 +17,7 @@ How a budget is spent depends on the method's ``test_schedule``:
 All held-out signals are processed together as stacked modules.
 """
 
+import dataclasses
 import math
 import time
 from dataclasses import dataclass, field
@@ -38,7 +39,6 @@ from mclnf_dist.meta.adaptation import (
     EwcPenalty,
     OptimiserPlan,
     adapt,
-    reconstruction_mse,
 )
 from mclnf_dist.meta.fim import FimConfig
 from mclnf_dist.meta.meta_learning import MetaConfig, head_keys
@@ -62,6 +62,10 @@ class MethodResult:
     ssim_last: float | None = None
     reconstruction: Tensor | None = field(default=None, repr=False)
     """(S, N, C) final predictions (for pictures; not serialised)."""
+    segment_curve: dict[int, list[float]] = field(default_factory=dict)
+    """Step budget -> mean PSNR of every segment (e.g. a city's held-out blocks)."""
+    final_params: Params | None = field(default=None, repr=False)
+    """The adapted parameters at the last budget (to render or save; not serialised)."""
 
     @property
     def psnr_step1(self) -> float:
@@ -106,6 +110,7 @@ class MethodResult:
             "curve": {str(k): v for k, v in self.curve.items()},
             "wall_time": {str(k): v for k, v in self.wall_time.items()},
             "segment_matrix": self.segment_matrix,
+            "segment_curve": {str(k): v for k, v in self.segment_curve.items()},
         }
 
 
@@ -153,42 +158,102 @@ class MethodContext:
     def loss(self) -> FimConfig | None:
         return self.fim if self.spec.fim else None
 
+    def scoring_field(self) -> FieldConfig:
+        """The field used to measure PSNR: deterministic (a radiance field's jitter is off)."""
+        if getattr(self.field, "perturb", False):
+            return dataclasses.replace(self.field, perturb=False)
+        return self.field
+
     def trainable(self) -> set[str] | None:
         return head_keys(self.init, self.meta.head_layers) if self.spec.head_only else None
 
 
 def evaluate_method(
-    ctx: MethodContext, signals: SignalSet, log: ProgressLog | None = None
+    ctx: MethodContext,
+    signals: SignalSet,
+    log: ProgressLog | None = None,
+    score: SignalSet | None = None,
 ) -> MethodResult:
-    """Run the protocol for one method on the held-out ``signals`` (progress lines to ``log``)."""
+    """Run the protocol for one method (progress lines to ``log``).
+
+    Args:
+        signals: what every method fits (the held-out signals; a city's training-view rays).
+        score: what PSNR is measured on, with the same signals and segments (a city's held-out
+            views); default ``signals`` itself, as in neural-field fitting.
+    """
     runner = {"modular": _modular, "offline": _offline, "sequential": _sequential}
     ctx.log = log
-    result = runner[ctx.spec.test_schedule](ctx, signals)
-    if signals.modality == "image" and result.reconstruction is not None:
-        result.ssim_last = mean_ssim(result.reconstruction, signals)
+    result = runner[ctx.spec.test_schedule](ctx, signals, score or signals)
+    if (score or signals).modality == "image" and result.reconstruction is not None:
+        result.ssim_last = mean_ssim(result.reconstruction, score or signals)
     return result
 
 
-def _modular(ctx: MethodContext, signals: SignalSet) -> MethodResult:
+def segment_predictions(ctx: MethodContext, params: Params, score: SignalSet) -> Tensor:
+    """(S, T, n, C) predictions of every scored segment, for modular or one-network params."""
+    coords = score.segment_coords()  # (T, n, d)
+    num, segments = score.num_signals, score.num_segments
+    if ctx.spec.modular:
+        x = coords.expand(num, *coords.shape).reshape(num * segments, *coords.shape[1:])
+    else:
+        x = coords.reshape(1, -1, coords.shape[-1]).expand(num, -1, -1)
+    out = predict(ctx.scoring_field(), params, x)
+    return out.reshape(num, segments, coords.shape[1], out.shape[-1])
+
+
+class Recorder:
+    """Curves of one run: whole-signal PSNR and per-segment PSNR at every checkpoint."""
+
+    def __init__(self, ctx: MethodContext, score: SignalSet) -> None:
+        self.ctx, self.score = ctx, score
+        self.curve: dict[int, float] = {}
+        self.segment_curve: dict[int, list[float]] = {}
+        self.wall: dict[int, float] = {}
+        self.start = time.perf_counter()
+
+    def measure(self, step: int, params: Params, work_done: float | None = None) -> Tensor:
+        prediction = segment_predictions(self.ctx, params, self.score)
+        mse = (prediction - self.score.segment_values()).square()  # (S, T, n, C)
+        self.wall[step] = time.perf_counter() - self.start
+        self.curve[step] = float(psnr_per_signal(mse).mean())
+        self.segment_curve[step] = (
+            psnr_matrix(prediction, self.score.segment_values()).mean(0).tolist()
+        )
+        done = step / self.ctx.adapt.max_steps if work_done is None else work_done
+        self.ctx.report(step, self.curve[step], self.wall[step], done)
+        return prediction
+
+    def result(
+        self, params_per_signal: int, matrix, prediction: Tensor, final: Params
+    ) -> MethodResult:
+        return MethodResult(
+            self.ctx.spec.name,
+            self.ctx.spec.group,
+            params_per_signal,
+            self.curve,
+            self.wall,
+            matrix,
+            reconstruction=unsegment(prediction, self.score),
+            segment_curve=self.segment_curve,
+            final_params=final,
+        )
+
+
+def _modular(ctx: MethodContext, signals: SignalSet, score: SignalSet) -> MethodResult:
     num, segments = signals.num_signals, signals.num_segments
     coords, values = signals.segment_coords(), signals.segment_values()  # (T,n,d), (S,T,n,C)
     x = coords.expand(num, *coords.shape).reshape(num * segments, *coords.shape[1:])
     y = values.reshape(num * segments, *values.shape[2:])
-    curve, wall = {}, {}
+    recorder = Recorder(ctx, score)
     checkpoints = set(checkpoint_steps(ctx.adapt.max_steps))
-    start = time.perf_counter()
 
     def record(step: int, params: Params) -> None:
         if step in checkpoints:
-            wall[step] = time.perf_counter() - start
-            mse = reconstruction_mse(ctx.field, params, x, y).reshape(num, -1)
-            curve[step] = float(psnr_per_signal(mse).mean())
-            ctx.report(step, curve[step], wall[step], step / ctx.adapt.max_steps)
+            recorder.measure(step, params)
 
-    init = expand_params(ctx.init, num * segments)
     final = adapt(
         ctx.field,
-        init,
+        expand_params(ctx.init, num * segments),
         x,
         y,
         ctx.adapt.max_steps,
@@ -196,34 +261,23 @@ def _modular(ctx: MethodContext, signals: SignalSet) -> MethodResult:
         ctx.loss(),
         ctx.trainable(),
         on_step=record,
+        batch_size=ctx.adapt.batch_size,
     )
-    prediction = predict(ctx.field, final, x).reshape(num, segments, *y.shape[1:])
-    per_segment = psnr_matrix(prediction, values)  # (S, T)
-    learned = per_segment.mean(0).tolist()
+    learned = recorder.segment_curve[ctx.adapt.max_steps]  # frozen after its own training
     matrix = [[learned[j] if j <= i else None for j in range(segments)] for i in range(segments)]
-    return MethodResult(
-        ctx.spec.name,
-        ctx.spec.group,
-        count_parameters(ctx.init) * segments,
-        curve,
-        wall,
-        matrix,
-        reconstruction=unsegment(prediction, signals),
-    )
+    prediction = segment_predictions(ctx, final, score)
+    return recorder.result(count_parameters(ctx.init) * segments, matrix, prediction, final)
 
 
-def _offline(ctx: MethodContext, signals: SignalSet) -> MethodResult:
+def _offline(ctx: MethodContext, signals: SignalSet, score: SignalSet) -> MethodResult:
     num = signals.num_signals
     x, y = signals.coords.expand(num, *signals.coords.shape), signals.values
-    curve, wall = {}, {}
+    recorder = Recorder(ctx, score)
     checkpoints = set(checkpoint_steps(ctx.adapt.max_steps))
-    start = time.perf_counter()
 
     def record(step: int, params: Params) -> None:
         if step in checkpoints:
-            wall[step] = time.perf_counter() - start
-            curve[step] = float(psnr_per_signal(reconstruction_mse(ctx.field, params, x, y)).mean())
-            ctx.report(step, curve[step], wall[step], step / ctx.adapt.max_steps)
+            recorder.measure(step, params)
 
     final = adapt(
         ctx.field,
@@ -235,54 +289,34 @@ def _offline(ctx: MethodContext, signals: SignalSet) -> MethodResult:
         ctx.loss(),
         ctx.trainable(),
         on_step=record,
+        batch_size=ctx.adapt.batch_size,
     )
-    prediction = predict(ctx.field, final, x)
-    return MethodResult(
-        ctx.spec.name,
-        ctx.spec.group,
-        count_parameters(ctx.init),
-        curve,
-        wall,
-        None,
-        reconstruction=prediction,
-    )
+    prediction = segment_predictions(ctx, final, score)
+    return recorder.result(count_parameters(ctx.init), None, prediction, final)
 
 
-def _sequential(ctx: MethodContext, signals: SignalSet) -> MethodResult:
-    curve, wall = {}, {}
-    matrix, prediction = None, None
+def _sequential(ctx: MethodContext, signals: SignalSet, score: SignalSet) -> MethodResult:
+    recorder = Recorder(ctx, score)
+    matrix, prediction, final = None, None, None
     budgets = checkpoint_steps(ctx.adapt.max_steps)
-    started = time.perf_counter()
     for budget in budgets:
-        start = time.perf_counter()
-        final, rows = run_sequence(ctx, signals, budget, record=budget == ctx.adapt.max_steps)
-        wall[budget] = time.perf_counter() - start
-        x = signals.coords.expand(signals.num_signals, *signals.coords.shape)
-        mse = reconstruction_mse(ctx.field, final, x, signals.values)
-        curve[budget] = float(psnr_per_signal(mse).mean())
-        done = sum(b for b in budgets if b <= budget) / sum(budgets)
-        ctx.report(budget, curve[budget], time.perf_counter() - started, done)
+        last = budget == ctx.adapt.max_steps
+        final, rows = run_sequence(ctx, signals, budget, score if last else None)
+        prediction = recorder.measure(
+            budget, final, sum(b for b in budgets if b <= budget) / sum(budgets)
+        )
         if rows is not None:
-            matrix = [[float(v) if j <= i else None for j, v in enumerate(r)] for i, r in rows]
-            prediction = predict(ctx.field, final, x)
-    return MethodResult(
-        ctx.spec.name,
-        ctx.spec.group,
-        count_parameters(ctx.init),
-        curve,
-        wall,
-        matrix,
-        reconstruction=prediction,
-    )
+            matrix = [[v if j <= i else None for j, v in enumerate(r)] for i, r in enumerate(rows)]
+    return recorder.result(count_parameters(ctx.init), matrix, prediction, final)
 
 
 def run_sequence(
-    ctx: MethodContext, signals: SignalSet, steps: int, record: bool
-) -> tuple[Params, list[tuple[int, list[float]]] | None]:
+    ctx: MethodContext, signals: SignalSet, steps: int, score: SignalSet | None
+) -> tuple[Params, list[list[float]] | None]:
     """One network per signal learns the segments in order, ``steps`` steps each.
 
-    Returns the final parameters and, if ``record``, the rows ``(i, R[i][:])`` of the segment
-    matrix (mean PSNR of every segment after learning segment i).
+    Returns the final parameters and, if ``score`` is given, the rows ``R[i][:]`` of the segment
+    matrix (mean PSNR of every scored segment after learning segment i).
     """
     num = signals.num_signals
     coords, values = signals.segment_coords(), signals.segment_values()
@@ -290,7 +324,7 @@ def run_sequence(
     ewc = EwcPenalty(ctx.adapt.ewc_lambda) if ctx.spec.regulariser == "ewc" else None
     replay_x, replay_y = [], []
     generator = torch.Generator().manual_seed(0)
-    rows = [] if record else None
+    rows = [] if score is not None else None
     for segment in range(signals.num_segments):
         x = coords[segment].expand(num, -1, -1)
         y = values[:, segment]
@@ -305,6 +339,7 @@ def run_sequence(
             ctx.loss(),
             ctx.trainable(),
             ewc=ewc,
+            batch_size=ctx.adapt.batch_size,
         )
         if ewc is not None:
             ewc.consolidate(ctx.field, params, x, y, ctx.adapt.ewc_batches)
@@ -314,9 +349,8 @@ def run_sequence(
             replay_x.append(x[:, chosen])
             replay_y.append(y[:, chosen])
         if rows is not None:
-            all_x = coords.expand(num, *coords.shape).reshape(num, -1, coords.shape[-1])
-            prediction = predict(ctx.field, params, all_x).reshape(values.shape)
-            rows.append((segment, psnr_matrix(prediction, values).mean(0).tolist()))
+            prediction = segment_predictions(ctx, params, score)
+            rows.append(psnr_matrix(prediction, score.segment_values()).mean(0).tolist())
     return params, rows
 
 

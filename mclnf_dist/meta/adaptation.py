@@ -35,6 +35,8 @@ class AdaptConfig:
     """Mini-batches whose squared gradients estimate EWC's diagonal Fisher."""
     replay_fraction: float = 0.25
     """Fraction of each earlier segment's coordinates replayed with every later step."""
+    batch_size: int = 0
+    """Rows (coordinates, rays) per step and module, drawn at random; 0: all rows every step."""
 
 
 @dataclass
@@ -88,6 +90,8 @@ def adapt(
     trainable: set[str] | None = None,
     ewc: EwcPenalty | None = None,
     on_step: Callable[[int, Params], None] | None = None,
+    batch_size: int = 0,
+    seed: int = 0,
 ) -> Params:
     """Optimise every module for ``steps`` steps on its own rows.
 
@@ -96,6 +100,7 @@ def adapt(
         x, y: (M, n, d_in) and (M, n, C).
         trainable: names of the parameters to train (default: all).
         on_step: called as ``on_step(step, params)`` after steps 1..steps (recording curves).
+        batch_size: rows per step (the same random rows for every module); 0: all rows.
 
     Returns:
         The adapted parameters (detached).
@@ -103,8 +108,14 @@ def adapt(
     params = {k: v.detach().clone().requires_grad_() for k, v in init.items()}
     keys = list(params) if trainable is None else [k for k in params if k in trainable]
     adam = torch.optim.Adam([params[k] for k in keys], lr=plan.adam_lr)
+    generator = torch.Generator(device=x.device).manual_seed(seed)
+    rows = x.shape[1]
     for step in range(1, steps + 1):
-        _, grads = loss_and_grads(field, params, x, y, fim, keys=trainable)
+        batch_x, batch_y = x, y
+        if 0 < batch_size < rows:
+            pick = torch.randint(0, rows, (batch_size,), generator=generator, device=x.device)
+            batch_x, batch_y = x[:, pick], y[:, pick]
+        _, grads = loss_and_grads(field, params, batch_x, batch_y, fim, keys=trainable)
         if ewc is not None:
             grads = ewc.add_gradient(params, grads)
         if step <= plan.sgd_steps:

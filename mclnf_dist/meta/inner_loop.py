@@ -49,13 +49,16 @@ def loss_and_grads(
     """
 
     def chunk(chunk_params: Params, coords: Tensor, target: Tensor) -> tuple[Tensor, Params]:
+        mse = fim is None or fim.is_mse
+        # the FIM weights need every layer's backward signal, so every layer joins the graph
         chunk_params = {
-            k: v if v.requires_grad else v.detach().requires_grad_()
+            k: v if v.requires_grad or (mse and keys is not None and k not in keys)
+            else v.detach().requires_grad_()
             for k, v in chunk_params.items()
-        }
-        if fim is None or fim.is_mse:
-            return mse_loss_and_grads(field, chunk_params, coords, target, create_graph)
-        return fim_loss_and_grads(field, chunk_params, coords, target, fim, create_graph)
+        }  # fmt: skip
+        if mse:
+            return mse_loss_and_grads(field, chunk_params, coords, target, create_graph, keys)
+        return fim_loss_and_grads(field, chunk_params, coords, target, fim, create_graph, keys)
 
     return map_module_chunks(chunk, params, x, y, rows_per_chunk=field.rows_per_chunk)
 

@@ -113,3 +113,14 @@ def test_fisher_of_multi_point_samples_matches_vmap():
     ours = fisher_trace(cache, pre_grads, samples_per_item=3)
     reference = vmap_fisher(cfg, params, x, y)
     assert ((ours - reference).abs() / reference).max() < 1e-4
+
+
+def test_gradients_of_selected_keys_only():
+    cfg = FieldConfig(depth=3, width=8)
+    params = init_params(cfg, 2, 1, 2, generator=torch.Generator().manual_seed(0))
+    x, y = torch.rand(2, 10, 2), torch.rand(2, 10, 1)
+    for fim in (None, FimConfig(fim_lambda=1.0)):
+        _, grads = loss_and_grads(cfg, params, x, y, fim, keys={"w2", "b2"})
+        assert set(grads) == {"w2", "b2"}
+        _, full = loss_and_grads(cfg, params, x, y, fim)
+        torch.testing.assert_close(grads["w2"], full["w2"])

@@ -27,7 +27,7 @@ from mclnf_dist.nerf.field import (
 )
 from mclnf_dist.nerf.rays import camera_rays, near_far_from_box
 
-CITY = CityConfig(width=48, height=48, aerial_views_per_block=8, street_views_per_block=4)
+CITY = CityConfig(width=48, height=48, aerial_views_per_block=8, street_views_per_block=12)
 BLOCK = 0
 STEPS, BATCH, LR = 600, 1024, 5e-3
 
