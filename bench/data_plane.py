@@ -11,8 +11,9 @@ Prints ONE JSON line:
     rss_baseline_mb     RSS of that process after imports, before streaming (small store)
 
 Both read the same columns; the stream also shuffles and converts dtypes. The stores hold random
-rays written straight to Parquet (rendering 20M pixels would only time the renderer). Timings are
-the best of several interleaved repeats: this machine is shared.
+rays written straight to Parquet (rendering 20M pixels would only time the renderer), each shard's
+rows pre-shuffled as ingest writes them. Timings are the best of several interleaved repeats: this
+machine is shared.
 
     python bench/data_plane.py [--small 2000000] [--large 20000000] [--workdir DIR]
 """
@@ -62,7 +63,8 @@ def random_shards(total: int, per_shard: int, seed: int = 0):
 
 def make_store(uri: str, rays: int) -> str:
     """A one-block store of ``rays`` random rays in shards of 256k (like 8-frame ingest chunks)."""
-    if not Path(uri, "manifest.json").exists():
+    current = Path(uri, "manifest.json").exists() and load_manifest(uri).options.get("shuffle_rows")
+    if not current:  # missing, or written before rows were pre-shuffled at write
         part = BlockPartition.from_cameras(np.zeros((1, 3)), 1, 1)
         write_store(uri, part, random_shards(rays, 262144))
     return uri

@@ -79,7 +79,9 @@ def frame_rays(scene, frame, image_id: int, clip_to_box: bool) -> dict[str, np.n
 def write_chunk(
     scene, uri: str, chunk: int, frame_ids: list[int], partition: dict, options: dict
 ) -> list[dict]:
-    """Route the rays of frames ``frame_ids`` to blocks and write one shard per block.
+    """Route the rays of frames ``frame_ids`` to blocks and write one shard per block (its rows
+    in a random order seeded by (block, chunk) if ``shuffle_rows``: a redone chunk writes the same
+    bytes).
 
     Runs inside a Ray task. Returns the shard records, also written as the chunk's done-marker
     (atomically, after every shard), which is what makes the chunk count as done.
@@ -176,9 +178,12 @@ def ingest_scene(scene_root: str, uri: str, options: IngestOptions | None = None
         write_json_atomic(fs, intent_path, intent)
     remove_stale_temporaries(fs, root)
 
-    times = np.array([f.time for f in scene.frames])
+    # The partition comes from the cameras of ALL splits, so the train and the test split of a
+    # scene, ingested separately, are cut into the very same blocks.
+    every = load_scene(scene_root, split="all")
+    times = np.array([f.time for f in every.frames])
     partition = BlockPartition.from_cameras(
-        scene.camera_centers(),
+        every.camera_centers(),
         opts.blocks_x,
         opts.blocks_y,
         opts.overlap,

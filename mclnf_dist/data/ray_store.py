@@ -11,8 +11,11 @@ Layout under ``ROOT`` (a local path or ``s3://bucket/prefix``)::
 One row per (ray, block it belongs to); columns in :data:`RAY_SCHEMA`. Fixed-size-list columns
 (``origin``/``direction``/``rgb``) keep a ray's 3 values contiguous, which streams ~10x faster into
 torch than separate float columns. ``image_id`` + ``pixel`` (= y * W + x) name the source pixel, so
-every pixel round-trips. Shard names are deterministic (block, chunk) and every file is written
-atomically, which is what makes :mod:`mclnf_dist.data.ingest` idempotent and resumable.
+every pixel round-trips. Each shard's rows are stored in a random order seeded by (block, chunk)
+(``IngestOptions.shuffle_rows``), so streaming readers shuffle with contiguous reads only (see
+:mod:`mclnf_dist.data.ray_stream`) and a re-run writes the same bytes. Shard names are
+deterministic (block, chunk) and every file is written atomically, which is what makes
+:mod:`mclnf_dist.data.ingest` idempotent and resumable.
 """
 
 import hashlib
@@ -83,6 +86,10 @@ class IngestOptions:
     and block membership stay where the geometry is; a ray missing the box has near == far."""
     samples_per_ray: int = 16
     """Points along [near, far] tested for block membership."""
+    shuffle_rows: bool = True
+    """Store each shard's rows in a random order, seeded by (block, chunk) so a re-run writes the
+    same bytes: streaming readers then shuffle with cheap contiguous reads. Stores written before
+    this option existed (unshuffled) are read correctly, but their batches are less random."""
     rows_per_group: int = 65536
     """Parquet row-group size: the unit a streaming reader reads and shuffles."""
     frames_per_chunk: int = 8
@@ -188,10 +195,24 @@ def rays_table(columns: dict[str, np.ndarray]) -> pa.Table:
     return pa.Table.from_arrays(arrays, schema=RAY_SCHEMA)
 
 
+ROW_SHUFFLE_KEY = 0x5EED
+"""Seeds the ingest row permutation together with (block, chunk)."""
+
+
+def shuffled_rows(columns: dict[str, np.ndarray], block: int, chunk: int) -> dict[str, np.ndarray]:
+    """``columns`` with their rows in a random order that only depends on (block, chunk)."""
+    rows = len(next(iter(columns.values()), ()))
+    order = np.random.default_rng([ROW_SHUFFLE_KEY, block, chunk]).permutation(rows)
+    return {name: np.asarray(values)[order] for name, values in columns.items()}
+
+
 def write_shard(
     fs, root: str, block: int, chunk: int, columns: dict[str, np.ndarray], opts: IngestOptions
 ) -> dict:
-    """Atomically write the rays ``columns`` of ``block`` from ``chunk``; returns its record."""
+    """Atomically write the rays ``columns`` of ``block`` from ``chunk`` (rows shuffled if
+    ``opts.shuffle_rows``); returns its record."""
+    if opts.shuffle_rows:
+        columns = shuffled_rows(columns, block, chunk)
     table = rays_table(columns)
     data = encode_shard(table, opts.rows_per_group, opts.compression)
     name = shard_name(block, chunk)

@@ -1,12 +1,30 @@
 """Streaming one block's rays out of a ray store as shuffled torch batches, in flat memory.
 
-How: the block's shard files are picked from the manifest by the hive key ``block=NNNN`` with a
-``pyarrow.dataset`` partition filter (no directory listing: listing a large S3 prefix is slow, and
-the manifest names exactly the complete shards). Each epoch visits every row group of those files
-once, in a random order across files, grouped into windows of ~``shuffle_buffer`` rays; a window's
-rays are permuted together and cut into batches. Two background threads build windows (reading,
-decoding, shuffling: pyarrow, numpy and torch release the GIL), up to ``prefetch`` windows ahead
-of the consumer. Memory is O((prefetch + 2) * shuffle_buffer) rays, whatever the scene's size.
+Randomness, and why it is cheap: rows are shuffled ONCE, at ingest. Each shard's rows are stored in
+a seeded random order (``IngestOptions.shuffle_rows``, see :func:`ray_store.write_shard`), so any
+run of consecutive rows of a shard is already a uniform random sample of that shard's rays (all
+pixels of its frame chunk that fall in the block). The reader then only does contiguous work, and
+randomises every epoch (seeded by ``(seed, epoch)``) at three levels:
+
+1. row groups: every row group of the block's shards is visited once per epoch, in a random order
+   across files (found from the manifest by the hive key ``block=NNNN`` with a ``pyarrow.dataset``
+   partition filter, no listing);
+2. windows: consecutive row groups of that order, ~``shuffle_buffer`` rays, are decoded together;
+3. pieces: each row group of a window is cut into pieces of ``shuffle_block`` rows (default
+   ``batch_size // 8``) after a random first piece (so the cuts move every epoch), and the pieces
+   of the whole window are permuted; batches are consecutive runs of that sequence. A full batch
+   thus holds >= 8 pieces from random row groups (shards) of the window.
+
+What is not random: the rows inside a piece keep their stored (already random) order. Every ray
+comes exactly once per epoch; ``shuffle=False`` gives the stored order. A store written before
+``shuffle_rows`` existed (its manifest options lack it) is read just as correctly, but its pieces
+are runs of consecutive pixels of one frame, so batches are far less random (a warning says so).
+
+No per-row gather: each batch column is one ``np.concatenate`` of its pieces' slices of the
+decoded (zero-copy) Arrow buffers, cast to the training dtype in the same copy. Two background
+threads decode windows and cut them into batches (pyarrow and numpy copies release the GIL), up to
+``prefetch`` windows ahead of the consumer. Memory is O((prefetch + 2) * shuffle_buffer) rays,
+whatever the scene's size.
 
 Batches are dicts of CPU (or ``device``) tensors::
 
@@ -14,6 +32,7 @@ Batches are dicts of CPU (or ``device``) tensors::
     image_id (B,) int64, pixel (B,) int64 (y * W + x), time / near / far (B,) float32
 """
 
+import logging
 import threading
 from collections import deque
 from collections.abc import Iterator, Sequence
@@ -29,6 +48,7 @@ from mclnf_dist.data.ray_store import RAY_SCHEMA, Manifest, load_manifest, schem
 from mclnf_dist.data.storage import arrow_filesystem, filesystem_for, join
 from mclnf_dist.errors import MclnfError
 
+log = logging.getLogger(__name__)
 BLOCK_KEY = pa.schema([("block", pa.int32())])
 Batch = dict[str, Tensor]
 
@@ -61,6 +81,8 @@ class BlockReader:
         self.rows_per_group = int(self.manifest.options.get("rows_per_group", 0)) or max(
             [-(-r["rows"] // r["row_groups"]) for r in self.records if r["row_groups"]] or [1]
         )
+        self.pre_shuffled = bool(self.manifest.options.get("shuffle_rows", False))
+        """Rows stored in random order (stores written before ``shuffle_rows`` are not)."""
         self._opened: dict[int, list] = {}
         self._lock = threading.Lock()  # windows are built on several threads
 
@@ -138,77 +160,105 @@ class BlockReader:
 
 
 def table_to_numpy(table: pa.Table) -> dict[str, np.ndarray]:
-    """Ray-table columns as (read-only, zero-copy where possible) numpy arrays; lists as (N, 3)."""
+    """Ray-table columns as zero-copy (read-only) numpy arrays; fixed-size lists as (N, 3).
+
+    Zero-copy: a list column's flattened child values viewed as (N, 3), no ``combine_chunks``
+    (which copies) unless the table came in several chunks.
+    """
     out = {}
     for name in table.column_names:
-        column = table.column(name).combine_chunks()
-        if pa.types.is_fixed_size_list(column.type):
-            out[name] = column.flatten().to_numpy(zero_copy_only=False).reshape(-1, 3)
+        column = table.column(name)
+        array = column.chunk(0) if column.num_chunks == 1 else column.combine_chunks()
+        if pa.types.is_fixed_size_list(array.type):
+            size = array.type.list_size
+            out[name] = array.flatten().to_numpy(zero_copy_only=False).reshape(-1, size)
         else:
-            out[name] = column.to_numpy(zero_copy_only=False)
+            out[name] = array.to_numpy(zero_copy_only=False)
     return out
 
 
-def gather_batch(columns: dict[str, np.ndarray], rows: np.ndarray) -> Batch:
-    """Tensors of ``rows`` of ``columns`` in training dtypes: rgb float32 in [0, 1], ids int64.
+TRAINING_DTYPES = {"rgb": np.float32, "image_id": np.int64, "pixel": np.int64}
+"""Batch dtypes that differ from the stored ones (the rest keep theirs: float32)."""
 
-    Why gather per batch: one random gather straight into the batch is both the shuffle and the
-    copy out of the (read-only) window, instead of permuting the whole window first.
+Segments = list[tuple[int, int, int]]
+"""``(part, start, stop)``: rows ``start:stop`` of decoded part (row group) ``part``."""
+
+
+def assemble(parts: list[dict[str, np.ndarray]], segments: Segments) -> Batch:
+    """One batch: the ``segments`` of ``parts`` concatenated, column by column, in training dtypes.
+
+    Each column is ONE ``np.concatenate`` of contiguous slices straight into a fresh array of the
+    training dtype (the cast happens in the copy; rgb is then scaled to [0, 1] in place), shared
+    with torch by ``torch.from_numpy``: no per-row gather, no second copy.
     """
+    rows = sum(stop - start for _, start, stop in segments)
     out = {}
-    for name, values in columns.items():
-        tensor = torch.from_numpy(np.take(values, rows, axis=0))
+    for name, like in parts[0].items():
+        array = np.empty((rows, *like.shape[1:]), dtype=TRAINING_DTYPES.get(name, like.dtype))
+        slices = [parts[p][name][start:stop] for p, start, stop in segments]
+        np.concatenate(slices, out=array, casting="same_kind")
+        tensor = torch.from_numpy(array)
         if name == "rgb":
-            tensor = tensor.to(torch.float32).div_(255.0)
-        elif name in ("image_id", "pixel"):
-            tensor = tensor.to(torch.int64)
+            tensor.div_(255.0)
         out[name] = tensor
     return out
 
 
-def batch_rows(batch: Batch) -> int:
-    return len(next(iter(batch.values())))
+def window_pieces(sizes: list[int], piece: int, rng: np.random.Generator | None) -> np.ndarray:
+    """``(part, start, stop)`` rows of a window's pieces, in the order batches take them.
 
-
-_buffers = threading.local()
-
-
-def window_buffer(name: str, like: np.ndarray, rows: int) -> np.ndarray:
-    """A reusable per-thread array of ``rows`` rows shaped like ``like``.
-
-    Why: a fresh ~10 MB window per shuffle costs more in page faults than the copy itself (measured
-    19 ns/ray fresh vs 5 reused); batches are gathered copies, so reusing the window is safe.
+    Each part (row group) is cut into pieces of ``piece`` rows after a random first piece of 1 to
+    ``piece`` rows (so pieces start at other rows every epoch), and the pieces of all parts are
+    permuted together. Without ``rng``: each part whole, in order (stored order).
     """
-    store = _buffers.__dict__.setdefault("arrays", {})
-    array = store.get(name)
-    if array is None or len(array) < rows or array.dtype != like.dtype:
-        array = store[name] = np.empty((max(rows, 1),) + like.shape[1:], dtype=like.dtype)
-    return array[:rows]
+    cuts = []
+    for index, size in enumerate(sizes):
+        first = size if rng is None else int(rng.integers(1, piece + 1))
+        starts = np.concatenate([[0], np.arange(min(first, size), size, piece)])
+        stops = np.append(starts[1:], size)
+        cuts.append(np.stack([np.full(len(starts), index), starts, stops], axis=1))
+    pieces = np.concatenate(cuts) if cuts else np.zeros((0, 3), dtype=np.int64)
+    return pieces if rng is None else pieces[rng.permutation(len(pieces))]
+
+
+def piece_segments(pieces: np.ndarray, ends: np.ndarray, begin: int, end: int) -> Segments:
+    """The segments of rows ``begin:end`` of the sequence that the ordered ``pieces`` make up
+    (``ends``: cumulative piece lengths)."""
+    first = int(np.searchsorted(ends, begin, side="right"))
+    last = int(np.searchsorted(ends, end, side="left"))
+    chosen = pieces[first : last + 1].copy()
+    offsets = ends[first : last + 1] - (chosen[:, 2] - chosen[:, 1])  # sequence row of each start
+    chosen[0, 1] += begin - offsets[0]
+    chosen[-1, 2] -= ends[last] - end
+    return [tuple(row) for row in chosen.tolist()]
 
 
 def shuffled_window(
-    reader: BlockReader, units: list, batch_size: int, head: int, seed: list | None
+    reader: BlockReader,
+    units: list,
+    batch_size: int,
+    head: int,
+    seed: list | None,
+    piece: int,
 ) -> tuple[Batch | None, list[Batch], Batch | None]:
-    """Read ``units``, permute all their rays together (not if seed is None) and cut them into
-    ``(head, full batches, tail)``: ``head`` rays complete the previous window's tail."""
+    """Read ``units``, order their pieces (see :func:`window_pieces`; stored order if seed is None)
+    and cut the sequence into ``(head, full batches, tail)``: ``head`` rays complete the previous
+    window's tail."""
     parts = [reader.read(unit) for unit in units]
-    rows = sum(len(p[reader.columns[0]]) for p in parts)
-    window = {
-        k: np.concatenate([p[k] for p in parts], out=window_buffer(k, parts[0][k], rows))
-        for k in reader.columns
-    }
-    if seed is None:
-        order = np.arange(rows)
-    else:
-        order = np.random.default_rng(seed).permutation(rows)
+    sizes = [len(p[reader.columns[0]]) for p in parts]
+    rng = None if seed is None else np.random.default_rng(seed)
+    pieces = window_pieces(sizes, piece, rng)
+    ends = np.cumsum(pieces[:, 2] - pieces[:, 1])
+    rows = int(ends[-1]) if len(ends) else 0
     head = min(head, rows)
     full_end = head + (rows - head) // batch_size * batch_size
-    fulls = [
-        gather_batch(window, order[start : start + batch_size])
-        for start in range(head, full_end, batch_size)
-    ]
-    first = gather_batch(window, order[:head]) if head else None
-    last = gather_batch(window, order[full_end:]) if full_end < rows else None
+
+    def batch(begin: int, end: int) -> Batch:
+        return assemble(parts, piece_segments(pieces, ends, begin, end))
+
+    fulls = [batch(start, start + batch_size) for start in range(head, full_end, batch_size)]
+    first = batch(0, head) if head else None
+    last = batch(full_end, rows) if full_end < rows else None
     return first, fulls, last
 
 
@@ -220,6 +270,7 @@ def shuffled_batches(
     epochs: int | None,
     drop_last: bool,
     prefetch: int,
+    piece: int,
 ) -> Iterator[Batch]:
     """The batches of ``epochs`` epochs (None: forever), each ray once per epoch, shuffled.
 
@@ -249,7 +300,9 @@ def shuffled_batches(
         while True:
             while len(pending) <= max(prefetch, 1) and (job := next(schedule, None)):
                 epoch, units, head, job_seed = job
-                future = pool.submit(shuffled_window, reader, units, batch_size, head, job_seed)
+                future = pool.submit(
+                    shuffled_window, reader, units, batch_size, head, job_seed, piece
+                )
                 pending.append((epoch, future))
             if not pending:
                 return
@@ -275,6 +328,13 @@ def shuffled_batches(
         pool.shutdown(wait=True, cancel_futures=True)
 
 
+def batch_rows(batch: Batch) -> int:
+    return len(next(iter(batch.values())))
+
+
+_warned_unshuffled: set[str] = set()
+
+
 def stream_block_rays(
     uri: str,
     block: int,
@@ -287,13 +347,15 @@ def stream_block_rays(
     epochs: int | None = 1,
     drop_last: bool = False,
     shuffle: bool = True,
+    shuffle_block: int | None = None,
 ) -> Iterator[Batch]:
     """Shuffled batches of ``batch_size`` rays of ``block`` from the ray store at ``uri``.
 
     Args:
         uri: store root (local path or ``s3://...``) holding ``manifest.json``.
         block: block id in ``range(manifest.partition.num_blocks)``.
-        shuffle_buffer: rays permuted together (row groups from random places of the block).
+        shuffle_buffer: rays decoded and mixed together (row groups from random places of the
+            block).
         seed: with the epoch number, fixes the order (same seed -> same batches).
         prefetch: shuffle windows prepared ahead by the background threads.
         columns: subset of :data:`RAY_SCHEMA` names to read (default all).
@@ -301,16 +363,29 @@ def stream_block_rays(
         epochs: passes over the block; ``None`` streams forever.
         drop_last: drop each epoch's final short batch.
         shuffle: False streams in stored order (evaluation passes over large blocks).
+        shuffle_block: rows of a piece, the unit of the within-window shuffle (stored rows that
+            stay together); default ``batch_size // 8``: a batch is >= 8 pieces.
 
     Yields:
         dict of tensors, see the module docstring; every ray exactly once per epoch.
     """
     if batch_size < 1:
         raise MclnfError(f"batch_size must be >= 1, got {batch_size}")
+    piece = shuffle_block if shuffle_block is not None else max(1, batch_size // 8)
+    if piece < 1:
+        raise MclnfError(f"shuffle_block must be >= 1, got {shuffle_block}")
     reader = BlockReader(uri, block, columns)
+    if shuffle and not reader.pre_shuffled and uri not in _warned_unshuffled:
+        _warned_unshuffled.add(uri)
+        log.warning(
+            "the rows of %s were stored unshuffled (written before IngestOptions.shuffle_rows): "
+            "batches are runs of %d consecutive stored rays; re-ingest for random batches",
+            uri,
+            piece,
+        )
     order_seed = seed if shuffle else None
     batches = shuffled_batches(
-        reader, batch_size, shuffle_buffer, order_seed, epochs, drop_last, prefetch
+        reader, batch_size, shuffle_buffer, order_seed, epochs, drop_last, prefetch, piece
     )
     device = torch.device(device)
     for batch in batches:
@@ -325,5 +400,4 @@ def read_block_rays(uri: str, block: int, columns: Sequence[str] | None = None) 
     parts = [reader.read(unit) for unit in reader.units]
     if not parts:
         parts = [table_to_numpy(RAY_SCHEMA.empty_table().select(reader.columns))]
-    window = {k: np.concatenate([p[k] for p in parts]) for k in reader.columns}
-    return gather_batch(window, np.arange(len(window[reader.columns[0]])))
+    return assemble(parts, [(i, 0, len(p[reader.columns[0]])) for i, p in enumerate(parts)])

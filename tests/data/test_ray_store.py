@@ -3,10 +3,13 @@
 import hashlib
 import json
 import os
+import shutil
 from pathlib import Path
 
 import numpy as np
+import pyarrow.parquet as pq
 import pytest
+import torch
 
 from mclnf_dist.data.ingest import ingest_scene
 from mclnf_dist.data.partition import load_partition
@@ -87,6 +90,7 @@ def test_manifest_checksums_and_layout(clean_store):
     assert data["schema_version"] == 1 and data["source"]["frames"] == 6
     assert len(data["source"]["transforms_sha256"]) == 64
     assert data["columns"]["origin"] == "fixed_size_list<float>[3]"
+    assert data["options"]["shuffle_rows"] is True  # readers rely on pre-shuffled rows
     for shard in manifest.shards:
         assert shard["file"].startswith(f"block={shard['block']:04d}/part-")
         payload = Path(uri, shard["file"]).read_bytes()
@@ -114,6 +118,48 @@ def test_other_options_or_source_never_overwrite(scene, clean_store, tmp_path, t
     Path(changed, "transforms.json").write_text(json.dumps(meta))
     with pytest.raises(MclnfError, match=r"source\.transforms_sha256"):
         ingest_scene(changed, uri, IngestOptions(**OPTIONS))
+
+
+def test_rows_are_stored_shuffled_and_deterministic(scene, clean_store, tmp_path):
+    """Each shard holds its chunk's rays of the block in a seeded random order, not pixel order;
+    the same ingest writes the same bytes (so resumes and re-runs stay exact)."""
+    uri, manifest = clean_store
+    shuffled = 0
+    for shard in manifest.shards:
+        table = pq.read_table(Path(uri, shard["file"]), columns=["image_id", "pixel"])
+        keys = table["image_id"].to_numpy() * 1000 + table["pixel"].to_numpy()
+        assert len(np.unique(keys)) == len(keys) == shard["rows"]
+        shuffled += len(keys) > 8 and not np.array_equal(keys, np.sort(keys))
+    assert shuffled >= len([s for s in manifest.shards if s["rows"] > 8]) > 0
+    again = ingest_scene(scene[0], str(tmp_path / "again"), IngestOptions(**OPTIONS))
+    assert again.shards == manifest.shards  # same sha256 per shard
+    plain = ingest_scene(
+        scene[0], str(tmp_path / "plain"), IngestOptions(**OPTIONS, shuffle_rows=False)
+    )
+    assert plain.block_rows == manifest.block_rows
+    assert plain.options["shuffle_rows"] is False
+    for block in range(4):
+        stores = (str(tmp_path / "plain"), uri)
+        rays = [read_block_rays(store, block) for store in stores]
+        plain_keys, mixed_keys = (r["image_id"] * 1000 + r["pixel"] for r in rays)
+        assert torch.equal(plain_keys, plain_keys.sort().values)  # unshuffled: pixel order
+        assert torch.equal(plain_keys.sort().values, mixed_keys.sort().values)
+
+
+def test_store_from_before_shuffle_rows_is_read_but_never_overwritten(scene, clean_store, tmp_path):
+    """Output written before ``shuffle_rows`` existed: still readable, and a re-ingest into it is
+    an error naming the field (its rows are not shuffled, so it is other output)."""
+    uri = str(tmp_path / "old")
+    shutil.copytree(clean_store[0], uri)
+    for name in ("manifest.json", "_ingest.json"):
+        record = json.loads(Path(uri, name).read_text())
+        del record["options"]["shuffle_rows"]
+        Path(uri, name).write_text(json.dumps(record))
+    assert sum(len(read_block_rays(uri, b)["pixel"]) for b in range(4)) == sum(
+        clean_store[1].block_rows.values()
+    )
+    with pytest.raises(MclnfError, match=r"options\.shuffle_rows=None, this ingest has .*=True"):
+        ingest_scene(scene[0], uri, IngestOptions(**OPTIONS))
 
 
 def test_crash_then_resume_gives_exactly_the_clean_result(scene, clean_store, tmp_path):

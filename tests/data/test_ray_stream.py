@@ -1,5 +1,6 @@
 """Streaming reader: exactly-once shuffled epochs, whole-block reads, clear errors."""
 
+import glob
 import json
 
 import numpy as np
@@ -57,6 +58,8 @@ def test_stream_covers_block_once_per_epoch_and_shuffles(store):
     np.testing.assert_array_equal(np.sort(first), expected)
     np.testing.assert_array_equal(np.sort(second), expected)
     assert not np.array_equal(first, second)  # a new order every epoch
+    other = list(stream_block_rays(uri, 0, batch_size=256, shuffle_buffer=512, seed=4))
+    assert not np.array_equal(np.concatenate([keys(b) for b in other]), first)  # and seed
     assert np.mean(np.diff(first) == 1) < 0.05  # shuffled, not in file order
     assert len(np.unique(batches[0]["image_id"].numpy())) == 3  # rays mixed across shards
 
@@ -87,19 +90,69 @@ def test_infinite_stream_and_column_subset(store):
         next(stream_block_rays(uri, 0, columns=["colour"]))
 
 
-def test_unshuffled_stream_is_in_stored_order(store):
+def stored(uri: str, block: int, column: str) -> np.ndarray:
+    """``column`` of ``block``'s shards in stored (file, row) order, read with plain pyarrow."""
+    files = sorted(glob.glob(f"{uri}/block={block:04d}/part-*.parquet"))
+    return np.concatenate([pq.read_table(f, columns=[column])[column].to_numpy() for f in files])
+
+
+def by_key(shards, rays: dict[str, torch.Tensor], name: str) -> np.ndarray:
+    """The source values of column ``name`` for the (image_id, pixel) of each ray of ``rays``."""
+    source = {image: columns for _, columns in shards for image in np.unique(columns["image_id"])}
+    ids, pixels = rays["image_id"].numpy(), rays["pixel"].numpy()
+    return np.stack([source[i][name][p] for i, p in zip(ids, pixels, strict=True)])
+
+
+def test_rows_are_shuffled_at_write_and_unshuffled_stream_keeps_stored_order(store):
     uri, shards = store
+    pixels = stored(uri, 0, "pixel")
+    sources = [np.arange(n) for n in (1000, 700, 301)]
+    assert np.mean(np.diff(pixels) == 1) < 0.01  # pre-shuffled rows, not in pixel order
+    bounds = np.cumsum([0, 1000, 700, 301])
+    for start, stop, source in zip(bounds, bounds[1:], sources, strict=False):
+        np.testing.assert_array_equal(np.sort(pixels[start:stop]), source)  # within its shard
     batches = list(stream_block_rays(uri, 0, batch_size=300, shuffle=False, shuffle_buffer=256))
     assert [len(b["pixel"]) for b in batches] == [300] * 6 + [201]
-    pixels = np.concatenate([b["pixel"].numpy() for b in batches])
-    np.testing.assert_array_equal(pixels, np.concatenate([np.arange(n) for n in (1000, 700, 301)]))
+    np.testing.assert_array_equal(np.concatenate([b["pixel"].numpy() for b in batches]), pixels)
+    again = list(stream_block_rays(uri, 0, batch_size=300, shuffle=False, seed=5))
+    assert all(torch.equal(a["pixel"], b["pixel"]) for a, b in zip(again, batches, strict=True))
 
 
 def test_read_block_rays_returns_every_ray(store):
     uri, shards = store
     rays = read_block_rays(uri, 0)
     assert rays["origin"].shape == (2001, 3)
-    np.testing.assert_array_equal(rays["origin"][:1000].numpy(), shards[0][1]["origin"])
+    np.testing.assert_array_equal(rays["pixel"].numpy(), stored(uri, 0, "pixel"))
+    for name in ("origin", "direction", "near"):
+        np.testing.assert_array_equal(rays[name].numpy(), by_key(shards, rays, name))
+    np.testing.assert_array_equal(rays["rgb"].numpy() * 255, by_key(shards, rays, "rgb"))
+
+
+def test_store_written_before_shuffle_rows_is_read_correctly(tmp_path, caplog):
+    """An old store (rows in pixel order, no ``shuffle_rows`` in its manifest): exactly once per
+    epoch, stored order without shuffle, a warning that batches are less random."""
+    rng = np.random.default_rng(2)
+    part = BlockPartition.from_cameras(np.zeros((1, 3)), 1, 1)
+    shards = [(0, random_rays(n, i, rng)) for i, n in enumerate([900, 333])]
+    uri = str(tmp_path / "old")
+    write_store(uri, part, iter(shards), IngestOptions(rows_per_group=100, shuffle_rows=False))
+    manifest = json.loads(open(f"{uri}/manifest.json").read())
+    del manifest["options"]["shuffle_rows"]  # as written before the option existed
+    open(f"{uri}/manifest.json", "w").write(json.dumps(manifest))
+    expected = np.concatenate([np.arange(900), 100000 + np.arange(333)])
+    rays = read_block_rays(uri, 0)
+    np.testing.assert_array_equal(keys(rays), expected)
+    np.testing.assert_array_equal(rays["origin"][900:].numpy(), shards[1][1]["origin"])
+    with caplog.at_level("WARNING", logger="mclnf_dist.data.ray_stream"):
+        batches = list(stream_block_rays(uri, 0, batch_size=128, shuffle_buffer=300, epochs=2))
+    assert "stored unshuffled" in caplog.text
+    seen = np.concatenate([keys(b) for b in batches])
+    first, second = seen[:1233], seen[1233:]
+    np.testing.assert_array_equal(np.sort(first), expected)
+    np.testing.assert_array_equal(np.sort(second), expected)
+    assert not np.array_equal(first, expected) and not np.array_equal(first, second)
+    plain = list(stream_block_rays(uri, 0, batch_size=128, shuffle=False))
+    np.testing.assert_array_equal(np.concatenate([keys(b) for b in plain]), expected)
 
 
 def test_unknown_block(store):
@@ -150,5 +203,34 @@ def test_any_fsspec_filesystem(tmp_path):
     uri = f"memory://ray-stream-test/{tmp_path.name}"
     write_store(uri, part, iter(shards), IngestOptions(rows_per_group=100))
     rays = read_block_rays(uri, 0)
-    np.testing.assert_array_equal(rays["direction"][300:].numpy(), shards[1][1]["direction"])
+    np.testing.assert_array_equal(rays["direction"].numpy(), by_key(shards, rays, "direction"))
+    every = np.concatenate([np.arange(300), 100000 + np.arange(300)])
+    np.testing.assert_array_equal(np.sort(keys(rays)), every)
     assert sum(len(b["pixel"]) for b in stream_block_rays(uri, 0, batch_size=128)) == 600
+
+
+def test_batches_are_moving_pieces_of_random_row_groups(store):
+    """A batch is >= 8 runs of stored rows (pieces of ``batch_size // 8``) from the window's row
+    groups; the cuts between pieces move every epoch; ``shuffle_block`` sets the piece size."""
+    uri, _ = store
+    stored_keys = stored(uri, 0, "image_id") * 100000 + stored(uri, 0, "pixel")
+    position = dict(zip(stored_keys.tolist(), range(len(stored_keys)), strict=True))
+
+    def runs(batches) -> list[np.ndarray]:
+        """Per batch, the stored positions where its runs of consecutive stored rows start."""
+        out = []
+        for batch in batches:
+            where = np.array([position[k] for k in keys(batch).tolist()])
+            out.append(where[np.concatenate([[0], np.flatnonzero(np.diff(where) != 1) + 1])])
+        return out
+
+    stream = stream_block_rays(uri, 0, batch_size=256, shuffle_buffer=512, epochs=2, seed=3)
+    epochs = list(stream)
+    first, second = runs(epochs[:8]), runs(epochs[8:])
+    assert all(len(starts) >= 8 for starts in first[:-1] + second[:-1])  # full batches
+    assert np.mean([len(starts) for starts in first[:-1]]) >= 8.5  # + row-group ends
+    assert set(np.concatenate(first)) != set(np.concatenate(second))  # the cuts moved
+    big = runs(stream_block_rays(uri, 0, batch_size=256, shuffle_buffer=512, shuffle_block=128))
+    assert np.mean([len(starts) for starts in big[:-1]]) < 5
+    with pytest.raises(MclnfError, match="shuffle_block"):
+        next(stream_block_rays(uri, 0, shuffle_block=0))
