@@ -34,6 +34,8 @@ class TrainConfig:
     """Worker-group restarts Ray Train may do before the run fails."""
     checkpoint_every: int = 5
     """Rounds between Train checkpoints (the meta-init server checkpoints every round)."""
+    fail_at_round: int = -1
+    """Testing only: worker rank 1 dies (os._exit) at this round, once per run name."""
 
 
 def storage_path(uri: str) -> str:

@@ -177,6 +177,8 @@ def meta_train_all(
             cpus_per_worker=cfg.train.cpus_per_worker,
             seed=cfg.seed,
             checkpoint_every=cfg.train.checkpoint_every,
+            fail_at_round=cfg.train.fail_at_round,
+            fail_marker=f"{storage.rstrip('/')}/{run_name}/worker-failed-once",
         )
         theta0, history = meta_train_distributed(
             job, cfg.train, random_init, cfg.meta.outer_lr, cfg.meta.grad_clip, run_name, storage
