@@ -11,7 +11,6 @@ from math import gcd
 from pathlib import Path
 
 import numpy as np
-import soundfile
 import torch
 from scipy.signal import resample_poly
 
@@ -53,6 +52,8 @@ def read_audio(path: str | Path) -> tuple[np.ndarray, int]:
         )
     if not path.is_file():
         raise MclnfError(f"audio {path} does not exist (expected an audio file)")
+    import soundfile  # lazily: libsndfile is only needed for audio
+
     try:
         data, rate = soundfile.read(path, dtype="float32", always_2d=True)
     except Exception as error:  # libsndfile errors, truncated files

@@ -11,7 +11,6 @@ from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
-import soundfile
 
 from mclnf_dist.data.audio import load_audio_files
 from mclnf_dist.data.images import fit_image, images_to_signal_set
@@ -124,6 +123,8 @@ def sound_files(sample_rate: int, length: int) -> list[Path]:
             continue
         for path in sorted((root / folder).glob("*.wav")):
             try:
+                import soundfile  # lazily: libsndfile is only needed for audio
+
                 info = soundfile.info(path)
             except Exception:  # a broken system sound is skipped, not fatal
                 continue
