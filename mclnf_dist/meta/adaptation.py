@@ -22,7 +22,8 @@ class AdaptConfig:
     """Test-time optimisation (the same budget for every method)."""
 
     max_steps: int = 4096
-    """Adaptation steps per segment; PSNR is recorded at 1, 2, 4, ... up to this."""
+    """Adaptation steps per segment; PSNR is recorded at 1, 2, 4, ... up to this (signals: 0 = the
+    modality's default, 4096 for images)."""
     adam_lr: float = 1e-3
     """Adam learning rate of randomly initialised methods."""
     meta_sgd_steps: int = -1
