@@ -19,7 +19,12 @@ def ensure_ray() -> None:
     if ray.is_initialized():
         return
     if os.environ.get("RAY_ADDRESS"):
-        ray.init(address=os.environ["RAY_ADDRESS"])
+        # The cluster's workers predate this driver's S3 endpoint settings (MinIO, a test's S3
+        # server): hand them on. A submitted job's own runtime env already carries its settings.
+        from mclnf_dist.data.ingest import storage_env
+
+        env = {} if "RAY_JOB_CONFIG_JSON_ENV_VAR" in os.environ else storage_env()
+        ray.init(address=os.environ["RAY_ADDRESS"], runtime_env={"env_vars": env} if env else None)
     else:
         ray.init(num_cpus=os.cpu_count(), include_dashboard=False)
 

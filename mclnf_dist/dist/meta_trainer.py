@@ -22,8 +22,8 @@ class TrainConfig:
     """CPUs (and torch threads) per worker."""
     use_gpu: bool = False
     """One GPU per worker (CUDA is used inside a worker whenever it has one)."""
-    rounds: int = 40
-    """Meta-rounds (one synchronous outer step each)."""
+    rounds: int = 120
+    """Meta-rounds (one synchronous outer step each; 40 gave +3 dB at step 1, 120 gave +6)."""
     rays_per_task: int = 256
     """Rays per block in the inner loop (the same number again are the query)."""
     asynchronous: bool = False
@@ -43,6 +43,15 @@ def storage_path(uri: str) -> str:
     return uri if "://" in uri else str(Path(uri).resolve())
 
 
+def check_workers(num_workers: int, blocks: list[int]) -> None:
+    """Raise :class:`MclnfError` when some worker would own no meta-training block."""
+    if max(1, num_workers) > len(blocks):
+        raise MclnfError(
+            f"num_workers={num_workers} is more than the {len(blocks)} meta-training "
+            f"blocks {blocks} (expected at most one worker per block)"
+        )
+
+
 def meta_train_distributed(
     job: WorkerJob,
     train: TrainConfig,
@@ -60,11 +69,7 @@ def meta_train_distributed(
     from ray.train.torch import TorchTrainer
 
     world = max(1, train.num_workers)
-    if world > len(job.blocks):
-        raise MclnfError(
-            f"num_workers={train.num_workers} is more than the {len(job.blocks)} meta-training "
-            f"blocks {job.blocks} (expected at most one worker per block)"
-        )
+    check_workers(train.num_workers, job.blocks)
     server = start_meta_init_server(
         job.server_name,
         job.server_namespace,

@@ -21,12 +21,13 @@ from mclnf_dist.config import json_ready, parse_config, to_dict
 from mclnf_dist.device import pick_device
 from mclnf_dist.dist.fanout import ensure_ray, run_tasks
 from mclnf_dist.dist.meta_train_loop import WorkerJob
-from mclnf_dist.dist.meta_trainer import TrainConfig, meta_train_distributed
+from mclnf_dist.dist.meta_trainer import TrainConfig, check_workers, meta_train_distributed
 from mclnf_dist.eval import MethodContext, MethodResult, evaluate_method
 from mclnf_dist.experiments.city_data import (
     CityData,
     CityDataConfig,
     blocks_as_segments,
+    check_scene,
     prepare_city,
 )
 from mclnf_dist.experiments.city_outputs import render_and_save, write_city_outputs
@@ -53,7 +54,7 @@ class CityExperimentConfig:
     data: CityDataConfig = default(default_factory=CityDataConfig)
     field: RadianceFieldConfig = default(default_factory=default_field)
     meta: MetaConfig = default(
-        default_factory=lambda: MetaConfig(inner_steps=2, inner_lr=1.0, outer_lr=2e-3)
+        default_factory=lambda: MetaConfig(inner_steps=2, inner_lr=1.0, outer_lr=3e-3)
     )
     fim: FimConfig = default(default_factory=lambda: FimConfig(fim_lambda=0.5))
     adapt: AdaptConfig = default(
@@ -94,8 +95,12 @@ def run_city(cfg: CityExperimentConfig) -> dict:
     from mclnf_dist.dist.checkpoints import CheckpointStore
 
     CheckpointStore(f"{storage.rstrip('/')}/{cfg.run_name}")  # fail now if it can't be written
+    if cfg.data.scene:
+        check_scene(cfg.data.scene)  # before starting Ray
     ensure_ray()
     city = prepare_city(cfg.data, log)
+    if any(s.meta_learned for s in specs):
+        check_workers(cfg.train.num_workers, city.meta_blocks)  # before any run is tracked
     from mclnf_dist.data.scene import load_scene
     from mclnf_dist.nerf.field import field_for_scene
 
@@ -132,7 +137,8 @@ def run_city(cfg: CityExperimentConfig) -> dict:
         report = write_city_outputs(cfg, results, city, out)
         for path in sorted(p for p in out.iterdir() if p.is_file()):
             tracker.log_artifact(path, "results")
-        tracker.log_artifact(out / "city_model", "city_model")
+        for path in sorted(p for p in (out / "city_model").iterdir() if p.is_file()):
+            tracker.log_artifact(path, "city_model")  # a folder would land in city_model/city_model
         report["mlflow_run_id"] = tracker.run_id
     print(results_table(results, title="city: PSNR (dB) on held-out views, all blocks"))
     print(json.dumps(report["held_out_blocks"], indent=1))

@@ -84,12 +84,8 @@ def prepare_city(cfg: CityDataConfig, log) -> CityData:
         )
         log.info(f"generating the demo city ({cfg.blocks_x}x{cfg.blocks_y} blocks) in {scene_root}")
         make_city(scene_root, city)
-    elif not (Path(scene_root) / "transforms.json").exists() and not any(
-        Path(scene_root).glob("transforms_*.json")
-    ):
-        raise MclnfError(
-            f"scene {scene_root} has no transforms.json (expected a posed-image scene)"
-        )
+    else:
+        check_scene(scene_root)
     root = (cfg.data_uri or str(work / "rays")).rstrip("/")
     if "://" not in root:  # workers run in other folders (Ray Train, ray job submit)
         root = str(Path(root).resolve())
@@ -114,6 +110,16 @@ def prepare_city(cfg: CityDataConfig, log) -> CityData:
         if block not in blocks:
             raise MclnfError(f"block {block} has no training rays (blocks with rays: {blocks})")
     return CityData(scene_root, uris["train"], uris["test"], manifest.partition, meta, order)
+
+
+def check_scene(scene_root: str) -> None:
+    """Raise :class:`MclnfError` unless ``scene_root`` holds a posed-image scene."""
+    if not (Path(scene_root) / "transforms.json").exists() and not any(
+        Path(scene_root).glob("transforms_*.json")
+    ):
+        raise MclnfError(
+            f"scene {scene_root} has no transforms.json (expected a posed-image scene)"
+        )
 
 
 def blocks_as_segments(
