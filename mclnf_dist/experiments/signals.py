@@ -39,6 +39,8 @@ DEFAULT_SPLITS = {"image": (80, 20), "audio": (32, 8), "video": (12, 4)}
 # the sequential baselines cost ~2 x budget x segments steps each, and video has 8 segments of
 # 1024 coordinates (a GPU or a cluster runs --adapt.max-steps 4096 for every modality).
 DEFAULT_MAX_STEPS = {"image": 4096, "audio": 1024, "video": 256}
+# Second-order meta-batches of long signals dominate the rest: signals per meta-batch.
+DEFAULT_META_BATCH = {"image": 8, "audio": 3, "video": 2}
 
 
 @dataclass
@@ -61,7 +63,7 @@ class SignalsConfig:
 
     data: DataConfig = default(default_factory=DataConfig)
     field: FieldConfig = default(default_factory=FieldConfig)
-    meta: MetaConfig = default(default_factory=MetaConfig)
+    meta: MetaConfig = default(default_factory=lambda: MetaConfig(meta_batch_size=0))
     fim: FimConfig = default(default_factory=lambda: FimConfig(fim_lambda=0.5))
     adapt: AdaptConfig = default(default_factory=lambda: AdaptConfig(max_steps=0))
     methods: tuple[str, ...] = tuple(METHODS)
@@ -100,6 +102,8 @@ def run_signals(cfg: SignalsConfig) -> dict:
     specs = validate(cfg)
     if cfg.adapt.max_steps <= 0:
         cfg.adapt.max_steps = DEFAULT_MAX_STEPS[cfg.data.modality]
+    if cfg.meta.meta_batch_size <= 0:
+        cfg.meta.meta_batch_size = DEFAULT_META_BATCH[cfg.data.modality]
     device = pick_device(cfg.device)
     print("resolved config:\n" + yaml.safe_dump(json_ready(to_dict(cfg)), sort_keys=False))
     train, test = load_data(cfg, device)

@@ -43,7 +43,8 @@ class MetaConfig:
     outer_steps: int = 300
     """Meta-training steps (meta-batches)."""
     meta_batch_size: int = 8
-    """Signals per meta-batch (each contributes one task per segment when modular)."""
+    """Signals per meta-batch (each contributes one task per segment when modular; signals
+    pipeline: 0 = the modality's default)."""
     grad_clip: float = 1.0
     """Outer gradient-norm clip."""
     head_layers: int = 2
