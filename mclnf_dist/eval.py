@@ -239,11 +239,10 @@ class Recorder:
         )
 
 
-def _modular(ctx: MethodContext, signals: SignalSet, score: SignalSet) -> MethodResult:
-    num, segments = signals.num_signals, signals.num_segments
-    coords, values = signals.segment_coords(), signals.segment_values()  # (T,n,d), (S,T,n,C)
-    x = coords.expand(num, *coords.shape).reshape(num * segments, *coords.shape[1:])
-    y = values.reshape(num * segments, *values.shape[2:])
+def adapt_all_at_once(
+    ctx: MethodContext, x: Tensor, y: Tensor, score: SignalSet
+) -> tuple[Params, Recorder]:
+    """Adapt every module on its own rows for the whole budget, recording every checkpoint."""
     recorder = Recorder(ctx, score)
     checkpoints = set(checkpoint_steps(ctx.adapt.max_steps))
 
@@ -253,7 +252,7 @@ def _modular(ctx: MethodContext, signals: SignalSet, score: SignalSet) -> Method
 
     final = adapt(
         ctx.field,
-        expand_params(ctx.init, num * segments),
+        expand_params(ctx.init, x.shape[0]),
         x,
         y,
         ctx.adapt.max_steps,
@@ -263,6 +262,15 @@ def _modular(ctx: MethodContext, signals: SignalSet, score: SignalSet) -> Method
         on_step=record,
         batch_size=ctx.adapt.batch_size,
     )
+    return final, recorder
+
+
+def _modular(ctx: MethodContext, signals: SignalSet, score: SignalSet) -> MethodResult:
+    num, segments = signals.num_signals, signals.num_segments
+    coords, values = signals.segment_coords(), signals.segment_values()  # (T,n,d), (S,T,n,C)
+    x = coords.expand(num, *coords.shape).reshape(num * segments, *coords.shape[1:])
+    y = values.reshape(num * segments, *values.shape[2:])
+    final, recorder = adapt_all_at_once(ctx, x, y, score)
     learned = recorder.segment_curve[ctx.adapt.max_steps]  # frozen after its own training
     matrix = [[learned[j] if j <= i else None for j in range(segments)] for i in range(segments)]
     prediction = segment_predictions(ctx, final, score)
@@ -272,25 +280,7 @@ def _modular(ctx: MethodContext, signals: SignalSet, score: SignalSet) -> Method
 def _offline(ctx: MethodContext, signals: SignalSet, score: SignalSet) -> MethodResult:
     num = signals.num_signals
     x, y = signals.coords.expand(num, *signals.coords.shape), signals.values
-    recorder = Recorder(ctx, score)
-    checkpoints = set(checkpoint_steps(ctx.adapt.max_steps))
-
-    def record(step: int, params: Params) -> None:
-        if step in checkpoints:
-            recorder.measure(step, params)
-
-    final = adapt(
-        ctx.field,
-        expand_params(ctx.init, num),
-        x,
-        y,
-        ctx.adapt.max_steps,
-        ctx.plan(),
-        ctx.loss(),
-        ctx.trainable(),
-        on_step=record,
-        batch_size=ctx.adapt.batch_size,
-    )
+    final, recorder = adapt_all_at_once(ctx, x, y, score)
     prediction = segment_predictions(ctx, final, score)
     return recorder.result(count_parameters(ctx.init), None, prediction, final)
 
