@@ -82,7 +82,11 @@ def train_loop_per_worker(config: dict) -> None:
         for block in mine
     }
     first = True
+    # Seconds of this worker's previous push and round-barrier wait: known only after the push,
+    # so they travel with the next round's metrics (0 in a worker's first round).
+    lagged = {"push_s": 0.0, "wait_s": 0.0}
     while True:
+        started = time.perf_counter()
         version, [ref] = ray.get(server.publish.remote())
         if first:
             START_ROUND[0], first = version, False
@@ -90,13 +94,18 @@ def train_loop_per_worker(config: dict) -> None:
             break
         maybe_fail(job, rank, version)
         theta0 = {k: v.to(device) for k, v in ray.get(ref).items()}
+        pulled = time.perf_counter()
         x, y = block_batch(streams, device, job.rays_per_task)
         n = job.rays_per_task
         episode = Episode([(x[:, :n], y[:, :n])], (x[:, n:], y[:, n:]))
         grads, metrics = meta_gradient(job.field, job.meta, job.fim, theta0, episode)
         grads = {k: v.detach().cpu() for k, v in grads.items()}
-        ray.get(server.push.remote(rank, version, grads, metrics))
+        computed = time.perf_counter()
+        timing = {"pull_s": pulled - started, "compute_s": computed - pulled, **lagged}
+        ray.get(server.push.remote(rank, version, grads, {**metrics, **timing}))
+        pushed = time.perf_counter()
         ray.get(server.wait_for_version.remote(version + 1))
+        lagged = {"push_s": pushed - computed, "wait_s": time.perf_counter() - pushed}
         report(job, rank, version + 1, metrics, server)
 
 
