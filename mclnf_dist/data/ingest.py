@@ -20,6 +20,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from mclnf_dist.config import flatten
 from mclnf_dist.data.partition import PARTITION_FILE, BlockPartition
 from mclnf_dist.data.ray_store import (
     MANIFEST_FILE,
@@ -107,17 +108,6 @@ def write_chunk(
             raise RuntimeError(f"injected failure in chunk {chunk} after writing one shard")
     write_json_atomic(fs, join(root, CHUNK_DIR, f"chunk-{chunk:05d}.json"), records)
     return records
-
-
-def flatten(record: dict, prefix: str = "") -> dict:
-    """``{"options": {"blocks_x": 2}}`` -> ``{"options.blocks_x": 2}``, to name a field."""
-    flat = {}
-    for key, value in record.items():
-        if isinstance(value, dict):
-            flat.update(flatten(value, f"{prefix}{key}."))
-        else:
-            flat[f"{prefix}{key}"] = value
-    return flat
 
 
 def check_compatible(path: str, recorded: dict, expected: dict) -> None:
