@@ -130,9 +130,11 @@ def render_view(
 
 
 def to_uint8(image: Tensor | np.ndarray) -> np.ndarray:
-    """(H, W, 3) float rgb in [0, 1] -> uint8 (H, W, 3) (rounded, clipped)."""
+    """(H, W, 3) float rgb in [0, 1] -> uint8 (H, W, 3) (rounded, clipped); uint8 passes through."""
     if isinstance(image, Tensor):
         image = image.detach().cpu().numpy()
+    if image.dtype == np.uint8:
+        return image
     return (np.clip(np.asarray(image, dtype=np.float64), 0.0, 1.0) * 255.0).round().astype(np.uint8)
 
 

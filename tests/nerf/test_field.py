@@ -25,7 +25,13 @@ from mclnf_dist.nerf.field import (
     sample_points,
     unpack_rays,
 )
-from mclnf_dist.nerf.render import partition_router, render_rays_routed, render_view, save_png
+from mclnf_dist.nerf.render import (
+    partition_router,
+    render_rays_routed,
+    render_view,
+    save_png,
+    to_uint8,
+)
 
 BOX = ((0.0, 0.0, 0.0), (4.0, 2.0, 2.0))
 
@@ -223,6 +229,13 @@ def test_render_view_and_save_png(tmp_path):
         assert png.size == (8, 6)
         pixels = np.asarray(png)
     assert np.abs(pixels / 255.0 - image.numpy()).max() <= 0.5 / 255 + 1e-6
+
+
+def test_to_uint8_keeps_uint8_pixels():
+    """Ground-truth frames arrive as uint8: they must not be rescaled (they once came out white)."""
+    truth = np.array([[[0, 128, 255]]], dtype=np.uint8)
+    np.testing.assert_array_equal(to_uint8(truth), truth)
+    np.testing.assert_array_equal(to_uint8(torch.tensor([[[0.0, 0.5, 1.0]]])), [[[0, 128, 255]]])
 
 
 def test_field_for_scene_takes_box_and_sky():
