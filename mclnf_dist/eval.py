@@ -90,11 +90,6 @@ class MethodResult:
         drops = [max(matrix[i][j] for i in range(j, last)) - matrix[last][j] for j in range(last)]
         return float(np.mean(drops))
 
-    def time_to_psnr(self, target: float) -> float | None:
-        """Adaptation seconds until the curve first reaches ``target`` dB (None: never)."""
-        hits = [self.wall_time[s] for s in sorted(self.curve) if self.curve[s] >= target]
-        return hits[0] if hits else None
-
     def summary(self) -> dict:
         best, best_step = self.best
         return {

@@ -54,7 +54,7 @@ class CityExperimentConfig:
     data: CityDataConfig = default(default_factory=CityDataConfig)
     field: RadianceFieldConfig = default(default_factory=default_field)
     meta: MetaConfig = default(
-        default_factory=lambda: MetaConfig(inner_steps=2, inner_lr=1.0, outer_lr=3e-3)
+        default_factory=lambda: MetaConfig(inner_steps=2, inner_lr=1.0, outer_lr=1e-2)
     )
     fim: FimConfig = default(default_factory=lambda: FimConfig(fim_lambda=0.5))
     adapt: AdaptConfig = default(
@@ -140,7 +140,8 @@ def run_city(cfg: CityExperimentConfig) -> dict:
         for path in sorted(p for p in (out / "city_model").iterdir() if p.is_file()):
             tracker.log_artifact(path, "city_model")  # a folder would land in city_model/city_model
         report["mlflow_run_id"] = tracker.run_id
-    print(results_table(results, title="city: PSNR (dB) on held-out views, all blocks"))
+    summaries = [r.summary() for r in results]
+    print(results_table(summaries, title="city: PSNR (dB) on held-out views, all blocks"))
     print(json.dumps(report["held_out_blocks"], indent=1))
     log.info(f"wrote {out}; MLflow run {report['mlflow_run_id']}")
     return report

@@ -65,13 +65,16 @@ def load_city_model(folder: str | Path, method: str):
 def render_and_save(
     cfg, results: list[MethodResult], field_cfg, city, scene, out: Path, log
 ) -> Path | None:
-    """Save every method's city model; render held-out views through the routed modules."""
+    """Save every method's city model; render held-out views and a fly-through of the whole city
+    through the routed modules (``novel_views.png``, ``flythrough.png``)."""
     from mclnf_dist.data.scene import load_frame_image, load_scene
 
     frames = load_scene(city.scene_root, "test").frames
     picks = np.linspace(0, len(frames) - 1, max(1, min(cfg.render_views, len(frames))))
     chosen = [frames[int(round(i))] for i in picks]
-    rows = [[to_uint8(load_frame_image(scene, f)) for f in chosen]]
+    path_frames = flythrough_frames(scene, FLYTHROUGH_FRAMES)
+    views = [[to_uint8(load_frame_image(scene, f)) for f in chosen]]
+    flight = [truth_of_demo_city(city.scene_root, path_frames)]
     names = ["truth"]
     for result in results:
         if result.final_params is None:
@@ -80,17 +83,66 @@ def render_and_save(
         params = {k: v.cpu() for k, v in result.final_params.items()}
         save_city_model(out / "city_model", result.method, field_cfg, params, city, modular)
         route = module_router(city.partition, city.block_order, modular)
-        rows.append(
-            [
-                to_uint8(render_view(field_cfg, params, f, route, scene.near, scene.far))
-                for f in chosen
-            ]
-        )
+        for row, shown in ((views, chosen), (flight, path_frames)):
+            row.append(
+                [
+                    to_uint8(render_view(field_cfg, params, f, route, scene.near, scene.far))
+                    for f in shown
+                ]
+            )
         names.append(result.method)
     path = out / "novel_views.png"
-    save_grid(rows, names, path)
-    log.info(f"rendered {len(chosen)} held-out views x {len(names) - 1} methods -> {path}")
+    save_grid(views, names, path)
+    if flight[0] is None:  # not the generated city: no ground truth along an invented path
+        flight, flight_names = flight[1:], names[1:]
+    else:
+        flight_names = names
+    save_grid(flight, flight_names, out / "flythrough.png")
+    log.info(
+        f"rendered {len(chosen)} held-out views and a {len(path_frames)}-frame fly-through "
+        f"x {len(names) - 1} methods -> {path}, {out / 'flythrough.png'}"
+    )
     return path
+
+
+FLYTHROUGH_FRAMES = 6
+
+
+def flythrough_frames(scene, count: int) -> list:
+    """``count`` cameras flying along the scene's x axis over its middle, looking ahead and 45
+    degrees down, at the mean height of the upper half of the scene's cameras (its aerial views).
+    Intrinsics are those of the scene's first frame."""
+    from mclnf_dist.data.city import look_along
+
+    first = scene.frames[0]
+    centres = scene.camera_centers()
+    heights = np.sort(centres[:, 2])
+    height = float(heights[len(heights) // 2 :].mean())
+    if scene.scene_box is not None:
+        low, high = np.asarray(scene.scene_box, dtype=np.float64)
+    else:
+        low, high = centres.min(0), centres.max(0)
+    y = 0.5 * (low[1] + high[1])
+    back = height  # start one height before the box: the first view looks at its edge
+    forward = np.array([np.cos(np.pi / 4), 0.0, -np.sin(np.pi / 4)])
+    eyes = np.linspace([low[0] - back, y, height], [high[0] - back, y, height], count)
+    return [dataclasses.replace(first, c2w=look_along(eye, forward), file_path="") for eye in eyes]
+
+
+def truth_of_demo_city(scene_root: str, frames: list) -> list[np.ndarray] | None:
+    """What ``frames`` really see, when the scene is the generated demo city; else None."""
+    from mclnf_dist.data.city import CityConfig, render_frame
+
+    try:
+        meta = json.loads((Path(scene_root) / "transforms.json").read_text())
+    except (OSError, ValueError):
+        return None
+    generator = meta.get("generator") or {}
+    if generator.get("name") != "mclnf_dist.data.city":
+        return None
+    city_cfg = CityConfig(**generator["config"])
+    same_size = all(f.width == city_cfg.width and f.height == city_cfg.height for f in frames)
+    return [render_frame(city_cfg, f.c2w) for f in frames] if same_size else None
 
 
 def save_grid(rows: list[list[np.ndarray]], names: list[str], path: Path) -> None:

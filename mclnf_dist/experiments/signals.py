@@ -139,7 +139,8 @@ def run_signals(cfg: SignalsConfig) -> dict:
         for path in sorted(out_dir.iterdir()):
             tracker.log_artifact(path, "results")
         report["mlflow_run_id"] = tracker.run_id
-    print(results_table(results, title=f"{cfg.data.modality}: PSNR (dB) on held-out signals"))
+    title = f"{cfg.data.modality}: PSNR (dB) on held-out signals"
+    print(results_table(report["results"], title=title))
     log.info(f"wrote {out_dir}/results.json and PNGs; MLflow run {report['mlflow_run_id']}")
     return report
 
@@ -225,6 +226,13 @@ def write_outputs(
         "machine": machine_info(),
         "config": json_ready(to_dict(cfg)),
         "held_out": test.names,
+        "data": {
+            "source": cfg.data.source or DEFAULT_SOURCES[cfg.data.modality],
+            "num_train": cfg.data.num_train or DEFAULT_SPLITS[cfg.data.modality][0],
+            "num_held_out": test.num_signals,
+            "grid": list(test.grid_shape),
+            "segments": test.num_segments,
+        },
         "results": [r.summary() for r in results],
     }
     write_json_atomic(out_dir / "results.json", report)
