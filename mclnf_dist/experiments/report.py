@@ -277,6 +277,8 @@ def claims(done: list[tuple[Section, dict]]) -> list[str]:
     fim = ["| section | mim - mod @1 | @early step | best | verdict |", "|---|---|---|---|---|"]
     forgetters = ("mod", "mim", "finetune", "ewc", "replay", "oml")
     forget = ["| section | " + " | ".join(forgetters) + " |", "|---|" + "---|" * len(forgetters)]
+    verdicts: dict[str, dict[str, list[str]]] = {"faster": {}, "fim": {}}
+    worst_forgetting = 0.0
     for section, report in done:
         m = by_method(report)
         if not {"mod", "mim", "maml", "oml"} <= set(m):
@@ -296,6 +298,7 @@ def claims(done: list[tuple[Section, dict]]) -> list[str]:
             )
             cells = " | ".join(f"{v[k]:.2f}" for k in ("mod", "mim", "maml", "oml"))
             faster.append(f"| {section.name} | {step} | {cells} | {verdict} |")
+            verdicts["faster"].setdefault(section.name, []).append(verdict.strip("*"))
         diffs = [
             psnr_at(m["mim"], 1) - psnr_at(m["mod"], 1),
             psnr_at(m["mim"], early) - psnr_at(m["mod"], early),
@@ -308,17 +311,30 @@ def claims(done: list[tuple[Section, dict]]) -> list[str]:
             if any(d > 0 for d in diffs)
             else "**does not help**"
         )
+        verdicts["fim"][section.name] = [verdict.strip("*")]
         fim.append(
             f"| {section.name} | {diffs[0]:+.2f} | {diffs[1]:+.2f} (step {early}) | "
             f"{diffs[2]:+.2f} | {verdict} |"
         )
         cells = [m[k]["forgetting"] if k in m else None for k in forgetters]
+        worst_forgetting = max([worst_forgetting, *(c for c in cells[2:] if c is not None)])
         forget.append(
             f"| {section.name} | "
             + " | ".join("-" if c is None else f"{c:.2f}" for c in cells)
             + " |"
         )
+    modular = [m for _, r in done for m in r["results"] if m["method"] in ("mod", "mim")]
+    no_forgetting = all(m["forgetting"] == 0.0 for m in modular)
     return [
+        "In short:",
+        "",
+        f"- modular + meta-learned init learns faster than MAML and OML: "
+        f"{in_short(verdicts['faster'])}",
+        f"- the FIM loss helps: {in_short(verdicts['fim'])}",
+        f"- no forgetting: mod and mim forget "
+        f"{'nothing on every section' if no_forgetting else 'on some section (see below)'}; the "
+        f"one-network continual methods lose up to {worst_forgetting:.1f} dB",
+        "",
         "### 1. Modular + meta-learned init learns faster than MAML and OML",
         "",
         f"PSNR (dB) on held-out data after 1 and {EARLY_STEP} adaptation steps (the last "
@@ -341,6 +357,16 @@ def claims(done: list[tuple[Section, dict]]) -> list[str]:
         "",
         *forget,
     ]
+
+
+def in_short(verdicts: dict[str, list[str]]) -> str:
+    """'holds on faces, photos; does not hold on city' from per-section verdicts."""
+    by_verdict: dict[str, list[str]] = {}
+    for section, found in verdicts.items():
+        overall = found[0] if len(set(found)) == 1 else "partly holds"
+        by_verdict.setdefault(overall, []).append(section)
+    parts = [f"{verdict} on {', '.join(sections)}" for verdict, sections in by_verdict.items()]
+    return "; ".join(parts) if parts else "not measured"
 
 
 def setup_rows(done: list[tuple[Section, dict]]) -> list[str]:
