@@ -23,6 +23,7 @@ from mclnf_dist.progress import ProgressLog
 from mclnf_dist.sweeps.report import (
     TrialRow,
     best_row,
+    grouped_table,
     markdown_table,
     plot_curves,
     rows_from_results,
@@ -283,6 +284,10 @@ def write_results(
              f"{cfg.search} search, {cfg.scheduler} scheduler, {len(rows)} trials, "
              f"{sum(r.stopped_early for r in rows)} stopped early.", "",
              markdown_table(rows, keys, step), ""]  # fmt: skip
+    grid = [k for k, spec in space.params.items() if spec.dist == "grid" and k != "seed"]
+    if grid and len(rows) > 1:
+        by = ", ".join(grid)
+        lines += [f"## By {by}", "", grouped_table(rows, grid, step), ""]
     summary = {
         "name": name,
         "folder": str(folder),

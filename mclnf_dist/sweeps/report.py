@@ -137,6 +137,36 @@ def markdown_table(rows: list[TrialRow], keys: list[str], adapt_step: int) -> st
     return "\n".join(lines + ["| " + " | ".join(r) + " |" for r in body])
 
 
+def grouped_table(rows: list[TrialRow], keys: list[str], adapt_step: int) -> str:
+    """Markdown: final val PSNR (and after one step) by the values of ``keys``, as mean, spread
+    (min..max) and count over the other swept params (e.g. seeds): a sensitivity table."""
+    groups: dict[tuple, list[TrialRow]] = {}
+    for row in rows:
+        if row.val_psnr is not None and row.error is None:
+            groups.setdefault(tuple(row.params.get(k) for k in keys), []).append(row)
+
+    def stats(values: list[float]) -> str:
+        mean = sum(values) / len(values)
+        return (
+            f"{mean:.2f}"
+            if len(values) == 1
+            else f"{mean:.2f} ({min(values):.2f}..{max(values):.2f})"
+        )
+
+    head = [*keys, f"val PSNR@{adapt_step}", "val PSNR@1", "trials"]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for key in sorted(groups, key=lambda k: tuple(str(v) if v is None else v for v in k)):
+        group = groups[key]
+        cells = [
+            *[_fmt(v) for v in key],
+            stats([r.val_psnr for r in group]),
+            stats([r.val_psnr_step1 for r in group if r.val_psnr_step1 is not None]),
+            str(len(group)),
+        ]
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
 def write_csv(rows: list[TrialRow], keys: list[str], path: Path) -> None:
     with open(path, "w", newline="") as file:
         writer = csv.writer(file)

@@ -33,7 +33,7 @@ from typing import Any
 
 import yaml
 
-from mclnf_dist.config import merge
+from mclnf_dist.config import as_float, merge
 from mclnf_dist.errors import MclnfError
 from mclnf_dist.sweeps.targets import Pipeline, pipelines
 
@@ -226,10 +226,17 @@ def parse_param(source: str, pipeline: Pipeline, base_cfg: Any, key: Any, spec: 
             raise MclnfError(f"{where}: {dist} needs a non-empty list of values, got {values!r}")
         checked = tuple(check_value(source, base_cfg, key, v) for v in values)
         return ParamSpec(key, dist, values=checked)
-    low, high = spec.get("low"), spec.get("high")
-    for name, value in (("low", low), ("high", high)):
-        if not isinstance(value, int | float) or isinstance(value, bool) or value != value:
-            raise MclnfError(f"{where}: {name} must be a number, got {value!r}")
+    bounds = []
+    for name in ("low", "high"):
+        value = spec.get(name)
+        try:
+            number = as_float(value, where, name)
+        except MclnfError:
+            raise MclnfError(f"{where}: {name} must be a number, got {value!r}") from None
+        if not math.isfinite(number):
+            raise MclnfError(f"{where}: {name} must be a finite number, got {value!r}")
+        bounds.append(number)
+    low, high = bounds
     if not low < high:
         raise MclnfError(f"{where}: low must be less than high, got low={low} high={high}")
     hint = field_type(base_cfg, key)

@@ -22,6 +22,7 @@ from typing import Any
 
 import torch
 
+from mclnf_dist.errors import MclnfError
 from mclnf_dist.meta.meta_learning import OuterOptimizer, meta_gradient
 from mclnf_dist.progress import ProgressLog
 from mclnf_dist.sweeps.space import SweepSpace
@@ -209,8 +210,14 @@ def evaluate_config(
 
     cfg = load_yaml_config(space.pipeline.config_class, config_path)
     space.pipeline.resolve(cfg)
+    base = space.base_config()
+    if cfg.data != base.data:
+        raise MclnfError(
+            f"{config_path}: data differs from the base of {space.source} (expected a config of "
+            "that sweep: its data were prepared from the base)"
+        )
     log = log or ProgressLog("rerun")
-    prepared = space.pipeline.prepare(cfg, log)
+    prepared = space.pipeline.prepare(base, log)  # as the sweep did (a swept seed included)
     previous = torch.get_num_threads()
     torch.set_num_threads(threads)
     try:
