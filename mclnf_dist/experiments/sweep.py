@@ -327,6 +327,11 @@ def finish_trial_runs(
     client = MlflowClient(tracking_uri)
     runs = client.search_runs([experiment_id], filter_string=f"tags.sweep = '{name}'")
     by_trial = {r.data.tags.get("trial_id"): r for r in runs if "trial_id" in r.data.tags}
+    known = {row.trial_id for row in rows}
+    for trial_id, run in by_trial.items():  # from an attempt killed before Tune saved its state
+        if trial_id not in known and run.info.status == "RUNNING":
+            client.set_tag(run.info.run_id, "outcome", "abandoned")
+            client.set_terminated(run.info.run_id, "KILLED")
     for row in rows:
         run = by_trial.get(row.trial_id)
         if run is None:
