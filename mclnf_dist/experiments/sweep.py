@@ -126,10 +126,13 @@ def sweep_identity(cfg: SweepConfig, space: SweepSpace) -> dict:
     return {"space": raw, **{k: getattr(cfg, k) for k in keys}}
 
 
-def check_identity(folder: Path, identity: dict, name: str) -> None:
+def check_identity(folder: Path, identity: dict, name: str) -> dict:
+    """The sweep's record (``sweep.json``) from an earlier attempt, or a new one; a re-run with
+    other settings is an error (it would resume a different sweep)."""
     file = folder / "sweep.json"
-    if file.exists():
-        before = json.loads(file.read_text())
+    record = json.loads(file.read_text()) if file.exists() else {}
+    before = record.get("identity")
+    if before is not None:
         changed = [k for k in identity if before.get(k) != identity[k]]
         if changed:
             raise MclnfError(
@@ -137,7 +140,13 @@ def check_identity(folder: Path, identity: dict, name: str) -> None:
                 "(expected the same command to resume it; pass --name for a new sweep)"
             )
     folder.mkdir(parents=True, exist_ok=True)
-    file.write_text(json.dumps(identity, indent=1))
+    record["identity"] = identity
+    file.write_text(json.dumps(record, indent=1))
+    return record
+
+
+def save_record(folder: Path, record: dict) -> None:
+    (folder / "sweep.json").write_text(json.dumps(record, indent=1))
 
 
 def run_sweep(cfg: SweepConfig) -> dict:
@@ -152,7 +161,7 @@ def run_sweep(cfg: SweepConfig) -> dict:
     name = cfg.name or Path(space.source).stem
     storage = Path(cfg.work_dir).resolve() / "sweeps"
     folder = storage / name
-    check_identity(folder, sweep_identity(cfg, space), name)
+    record = check_identity(folder, sweep_identity(cfg, space), name)
     log = ProgressLog("sweep")
     ensure_ray()
     base = space.base_config()
@@ -165,7 +174,7 @@ def run_sweep(cfg: SweepConfig) -> dict:
     tracking_uri = absolute_tracking_uri(cfg.tracking_uri)
     experiment = cfg.experiment or f"mclnf-sweep-{name}"
     experiment_id = ensure_experiment(experiment, tracking_uri)  # before trials race to create it
-    parent_id = find_parent_run(tracking_uri, experiment_id, name)
+    parent_id = existing_run(tracking_uri, record.get("parent_run_id"))
     parent = Tracker(
         experiment,
         name,
@@ -173,6 +182,8 @@ def run_sweep(cfg: SweepConfig) -> dict:
         tags={"sweep": name, "sweep_role": "parent", "max_concurrent_trials": str(concurrent)},
         run_id=parent_id,
     )
+    record["parent_run_id"] = parent.run_id
+    save_record(folder, record)
     parent.log_params(
         {
             "pipeline": space.pipeline.name,
@@ -223,7 +234,7 @@ def run_sweep(cfg: SweepConfig) -> dict:
     results = tuner.fit()
     rows = rows_from_results(results, budget)
     summary = write_results(cfg, space, rows, folder, name)
-    finish_trial_runs(tracking_uri, experiment_id, name, rows)
+    finish_trial_runs(tracking_uri, experiment_id, parent.run_id, rows)
     log_to_parent(parent, rows, folder)
     parent.end("FINISHED")
     summary["mlflow_run_id"] = parent.run_id
@@ -257,16 +268,17 @@ def scheduler(cfg: SweepConfig, reports: int):
     )
 
 
-def find_parent_run(tracking_uri: str, experiment_id: str, name: str) -> str | None:
-    """The sweep's parent run from an earlier (interrupted) attempt, if any."""
+def existing_run(tracking_uri: str, run_id: str | None) -> str | None:
+    """``run_id`` if that run is in this tracking store (a resumed sweep continues its run)."""
+    if not run_id:
+        return None
+    from mlflow.exceptions import MlflowException
     from mlflow.tracking import MlflowClient
 
-    runs = MlflowClient(tracking_uri).search_runs(
-        [experiment_id],
-        filter_string=f"tags.sweep = '{name}' and tags.sweep_role = 'parent'",
-        max_results=1,
-    )
-    return runs[0].info.run_id if runs else None
+    try:
+        return MlflowClient(tracking_uri).get_run(run_id).info.run_id
+    except MlflowException:
+        return None
 
 
 def write_results(
@@ -319,13 +331,14 @@ def write_results(
 
 
 def finish_trial_runs(
-    tracking_uri: str, experiment_id: str, name: str, rows: list[TrialRow]
+    tracking_uri: str, experiment_id: str, parent_run_id: str, rows: list[TrialRow]
 ) -> None:
-    """Close every trial's MLflow run with its outcome (a stopped trial's process never did)."""
+    """Tag every trial's MLflow run with its outcome and make sure it is closed."""
     from mlflow.tracking import MlflowClient
 
     client = MlflowClient(tracking_uri)
-    runs = client.search_runs([experiment_id], filter_string=f"tags.sweep = '{name}'")
+    query = f"tags.mlflow.parentRunId = '{parent_run_id}'"
+    runs = client.search_runs([experiment_id], filter_string=query, max_results=10000)
     by_trial = {r.data.tags.get("trial_id"): r for r in runs if "trial_id" in r.data.tags}
     known = {row.trial_id for row in rows}
     for trial_id, run in by_trial.items():  # from an attempt killed before Tune saved its state

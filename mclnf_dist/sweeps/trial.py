@@ -192,7 +192,9 @@ def find_trial_run(
     """The id of this trial's MLflow run, if an earlier attempt created one."""
     runs = client.search_runs(
         [experiment_id],
-        filter_string=f"tags.sweep = '{settings.sweep}' and tags.trial_id = '{trial_id}'",
+        filter_string=(
+            f"tags.mlflow.parentRunId = '{settings.parent_run_id}' and tags.trial_id = '{trial_id}'"
+        ),
         max_results=1,
     )
     return runs[0].info.run_id if runs else None
