@@ -227,15 +227,19 @@ def run_sweep(cfg: SweepConfig) -> dict:
                 search_alg=search_algorithm(cfg, concurrent),
                 scheduler=scheduler(cfg, reports),
                 num_samples=cfg.num_samples,
-                reuse_actors=True,  # a trial process starts in ~10 s here: keep them warm
+                reuse_actors=True,  # a fresh trial process costs ~10 s on 2 busy cores
             ),
             run_config=tune.RunConfig(name=name, storage_path=str(storage), verbose=0),
         )
-    results = tuner.fit()
-    rows = rows_from_results(results, budget)
-    summary = write_results(cfg, space, rows, folder, name)
-    finish_trial_runs(tracking_uri, experiment_id, parent.run_id, rows)
-    log_to_parent(parent, rows, folder)
+    try:
+        results = tuner.fit()
+        rows = rows_from_results(results, budget)
+        summary = write_results(cfg, space, rows, folder, name)
+        finish_trial_runs(tracking_uri, experiment_id, parent.run_id, rows)
+        log_to_parent(parent, rows, folder)
+    except BaseException as err:
+        parent.end("KILLED" if isinstance(err, KeyboardInterrupt) else "FAILED")
+        raise
     parent.end("FINISHED")
     summary["mlflow_run_id"] = parent.run_id
     summary["experiment"] = experiment

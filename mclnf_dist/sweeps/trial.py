@@ -13,6 +13,7 @@ on a forked random state: re-running a config gives the same numbers (CPU, same 
 how often a trial validates does not change its meta-training.
 """
 
+import logging
 import os
 import tempfile
 import time
@@ -114,6 +115,7 @@ def run_trial(params: dict[str, Any], prepared: Any, settings: TrialSettings) ->
     from ray import tune
 
     torch.set_num_threads(settings.threads)
+    logging.getLogger("ray.train._internal.storage").setLevel(logging.WARNING)  # a line a report
     trial_id = tune.get_context().get_trial_id()
     log = ProgressLog(f"trial {trial_id}")
     cfg = settings.space.trial_config(params)

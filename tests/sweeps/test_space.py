@@ -173,3 +173,14 @@ def test_the_command_line_reports_a_bad_space_in_one_line(tmp_path):
     lines = proc.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("error: "), proc.stderr
     assert "space.fim.bta" in lines[0] and "fim.beta" in lines[0], lines[0]
+
+
+def test_mclnf_sweep_is_a_subcommand(tmp_path, capsys):
+    from mclnf_dist.cli import main
+
+    with pytest.raises(SystemExit) as exit_:
+        main(["sweep", "--space", str(tmp_path / "missing.yaml")])
+    assert exit_.value.code == 2
+    assert "missing.yaml does not exist" in capsys.readouterr().err
+    main(["--help"])
+    assert "sweep" in capsys.readouterr().out
