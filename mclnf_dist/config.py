@@ -82,13 +82,25 @@ def coerce(value: Any, hint: Any, source: str, where: str) -> Any:
             raise MclnfError(f"{source}: {where} must be a list, got {value!r}")
         item = args[0] if args else Any
         return origin(coerce(v, item, source, where) for v in value)
-    if hint is float and isinstance(value, int | float) and not isinstance(value, bool):
-        return float(value)
+    if hint is float:
+        return as_float(value, source, where)
     if hint in (int, str, bool) and not isinstance(value, hint):
         raise MclnfError(f"{source}: {where} must be {hint.__name__}, got {value!r}")
     if hint is int and isinstance(value, bool):
         raise MclnfError(f"{source}: {where} must be int, got {value!r}")
     return value
+
+
+def as_float(value: Any, source: str, where: str) -> float:
+    """A number as float; YAML 1.1 reads ``1e-3`` (no dot) as text, so numeric text counts too."""
+    if isinstance(value, int | float) and not isinstance(value, bool):
+        return float(value)
+    if isinstance(value, str):
+        try:
+            return float(value)
+        except ValueError:
+            pass
+    raise MclnfError(f"{source}: {where} must be float, got {value!r}")
 
 
 def to_dict(config: Any) -> dict[str, Any]:

@@ -97,13 +97,18 @@ def validate(cfg: SignalsConfig) -> list[MethodSpec]:
     return [get_method(name) for name in cfg.methods]
 
 
-def run_signals(cfg: SignalsConfig) -> dict:
-    """Run the whole experiment; returns the JSON-able results."""
-    specs = validate(cfg)
+def apply_modality_defaults(cfg: SignalsConfig) -> None:
+    """Fill the fields whose 0 means "the modality's default" (budget, meta-batch), in place."""
     if cfg.adapt.max_steps <= 0:
         cfg.adapt.max_steps = DEFAULT_MAX_STEPS[cfg.data.modality]
     if cfg.meta.meta_batch_size <= 0:
         cfg.meta.meta_batch_size = DEFAULT_META_BATCH[cfg.data.modality]
+
+
+def run_signals(cfg: SignalsConfig) -> dict:
+    """Run the whole experiment; returns the JSON-able results."""
+    specs = validate(cfg)
+    apply_modality_defaults(cfg)
     device = pick_device(cfg.device)
     print("resolved config:\n" + yaml.safe_dump(json_ready(to_dict(cfg)), sort_keys=False))
     train, test = load_data(cfg, device)

@@ -106,6 +106,8 @@ def fim_loss_and_grads(
     for layer, ((a, _), g) in enumerate(zip(cache, pre_grads, strict=True)):
         if keys is not None and f"w{layer}" not in keys:
             continue
+        if not create_graph:  # first order: a constant (the backward above freed a's graph)
+            a = a.detach()
         weighted = g * row_weights[..., None]
         grads[f"w{layer}"] = torch.bmm(a.transpose(1, 2), weighted)
         grads[f"b{layer}"] = weighted.sum(1, keepdim=True)

@@ -62,3 +62,26 @@ def test_reptile_direction_points_from_adapted_to_init():
     assert all(g.shape == theta0[k].shape for k, g in grads.items())
     assert sum(float(g.abs().sum()) for g in grads.values()) > 0
     assert metrics["outer_psnr"] > 0
+
+
+def test_first_order_fim_meta_gradient_is_the_gradient_at_the_adapted_params():
+    """FOMAML with the FIM loss: inner steps are constants, the meta-gradient is the outer
+    gradient at the adapted parameters summed over tasks (this once crashed: the FIM's weighted
+    gradient kept the graph of the layer inputs, which the inner backward pass had freed)."""
+    from mclnf_dist.meta.fim import FimConfig
+
+    cfg = FieldConfig(depth=3, width=8, w0=3.0)
+    fim = FimConfig(fim_lambda=0.5)
+    meta = MetaConfig(algorithm="fomaml", inner_steps=2, inner_lr=0.1)
+    theta0 = init_params(cfg, 1, 2, 1, generator=torch.Generator().manual_seed(0))
+    coords = torch.linspace(-1, 1, 12).reshape(3, 4, 1)
+    values = torch.rand(2, 3, 4, 2, generator=torch.Generator().manual_seed(1))
+    episode = signal_episode("modular", meta, theta0, coords, values)
+    grads, _ = meta_gradient(cfg, meta, fim, theta0, episode)
+    adapted = adapt_episode(cfg, meta, fim, theta0, episode, first_order=True)
+    adapted = {k: v.detach().requires_grad_() for k, v in adapted.items()}
+    x, y = episode.query
+    loss = per_sample_loss(evaluate(cfg, adapted, x), y).mean()
+    expected = torch.autograd.grad(loss, list(adapted.values()))
+    for key, grad in zip(adapted, expected, strict=True):
+        torch.testing.assert_close(grads[key], grad.sum(0, keepdim=True))

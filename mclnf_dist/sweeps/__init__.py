@@ -1,0 +1,1 @@
+"""Hyperparameter sweeps: search spaces (``tune_spaces/*.yaml``), the trial, results."""

@@ -1,0 +1,208 @@
+"""A finished sweep as a table: one row per trial, the best trial, and the files written from them.
+
+Outputs (in the sweep's folder): ``best_config.yaml`` (the best trial's full pipeline config,
+loadable with the pipeline's ``--config``), ``trials.csv`` and ``results.md`` (trial, params, final
+val PSNR, PSNR after one step, rounds run, stopped early?) and ``val_psnr.png`` (val PSNR against
+meta-round for every trial).
+"""
+
+import csv
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+
+
+@dataclass
+class TrialRow:
+    """What one trial did."""
+
+    trial_id: str
+    params: dict[str, Any]
+    val_psnr: float | None
+    """Validation PSNR after ``adapt_step`` steps, at the trial's last report."""
+    val_psnr_step1: float | None
+    rounds: int
+    """Meta-rounds run (the budget unless the scheduler stopped the trial)."""
+    budget: int
+    error: str | None = None
+    curve: list[tuple[int, float]] = field(default_factory=list)
+    """(round, val PSNR) of every report."""
+
+    @property
+    def completed(self) -> bool:
+        return self.error is None and self.rounds >= self.budget
+
+    @property
+    def stopped_early(self) -> bool:
+        return self.error is None and self.rounds < self.budget
+
+    @property
+    def status(self) -> str:
+        if self.error is not None:
+            return "error"
+        return "stopped early" if self.stopped_early else "completed"
+
+
+def rows_from_results(results: Any, budget: int) -> list[TrialRow]:
+    """One :class:`TrialRow` per trial of a Tune ``ResultGrid``, in trial order."""
+    rows = []
+    for result in results:
+        metrics = result.metrics or {}
+        frame = result.metrics_dataframe
+        curve = []
+        if frame is not None and "val_psnr" in frame:
+            frame = frame.dropna(subset=["val_psnr"]).drop_duplicates("round", keep="last")
+            pairs = zip(frame["round"], frame["val_psnr"], strict=True)
+            curve = [(int(r), float(v)) for r, v in pairs]
+        trial_id = metrics.get("trial_id") or Path(str(result.path)).name
+        rows.append(
+            TrialRow(
+                trial_id=str(trial_id),
+                params=dict(result.config or {}),
+                val_psnr=_number(metrics.get("val_psnr")),
+                val_psnr_step1=_number(metrics.get("val_psnr_step1")),
+                rounds=int(metrics.get("round", 0) or 0),
+                budget=budget,
+                error=None if result.error is None else str(result.error).splitlines()[0][:200],
+                curve=sorted(curve),
+            )
+        )
+    return sorted(rows, key=lambda row: row.trial_id)
+
+
+def best_row(rows: list[TrialRow]) -> TrialRow | None:
+    """The highest final val PSNR among trials that ran their whole budget (else among all)."""
+    scored = [r for r in rows if r.val_psnr is not None and r.error is None]
+    completed = [r for r in scored if r.completed]
+    pool = completed or scored
+    return max(pool, key=lambda r: r.val_psnr) if pool else None
+
+
+def _number(value: Any) -> float | None:
+    if value is None:
+        return None
+    value = float(value)
+    return None if math.isnan(value) else value
+
+
+def _fmt(value: Any) -> str:
+    if value is None:
+        return "-"
+    if isinstance(value, float):
+        return f"{value:.4g}"
+    return str(value)
+
+
+def table_rows(rows: list[TrialRow], keys: list[str], best: TrialRow | None) -> list[list[str]]:
+    out = []
+    for row in rows:
+        mark = "*" if best is not None and row.trial_id == best.trial_id else ""
+        out.append(
+            [
+                row.trial_id + mark,
+                *[_fmt(row.params.get(k)) for k in keys],
+                "-" if row.val_psnr is None else f"{row.val_psnr:.2f}",
+                "-" if row.val_psnr_step1 is None else f"{row.val_psnr_step1:.2f}",
+                f"{row.rounds}/{row.budget}",
+                row.status,
+            ]
+        )
+    return out
+
+
+def header(keys: list[str], adapt_step: int) -> list[str]:
+    return ["trial", *keys, f"val PSNR@{adapt_step}", "val PSNR@1", "rounds", "status"]
+
+
+def text_table(rows: list[TrialRow], keys: list[str], adapt_step: int, title: str) -> str:
+    """The table printed at the end of a sweep (``*`` marks the best trial)."""
+    head = header(keys, adapt_step)
+    body = table_rows(rows, keys, best_row(rows))
+    widths = [max(len(x) for x in col) for col in zip(head, *body, strict=True)]
+    line = "  ".join(h.ljust(w) for h, w in zip(head, widths, strict=True))
+    lines = ["  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)) for r in body]
+    return "\n".join([title, line, "-" * len(line), *lines])
+
+
+def markdown_table(rows: list[TrialRow], keys: list[str], adapt_step: int) -> str:
+    head = header(keys, adapt_step)
+    body = table_rows(rows, keys, best_row(rows))
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    return "\n".join(lines + ["| " + " | ".join(r) + " |" for r in body])
+
+
+def grouped_table(rows: list[TrialRow], keys: list[str], adapt_step: int) -> str:
+    """Markdown: final val PSNR (and after one step) by the values of ``keys``, as mean, spread
+    (min..max) and count over the other swept params (e.g. seeds): a sensitivity table."""
+    groups: dict[tuple, list[TrialRow]] = {}
+    for row in rows:
+        if row.val_psnr is not None and row.error is None:
+            groups.setdefault(tuple(row.params.get(k) for k in keys), []).append(row)
+
+    def stats(values: list[float]) -> str:
+        mean = sum(values) / len(values)
+        return (
+            f"{mean:.2f}"
+            if len(values) == 1
+            else f"{mean:.2f} ({min(values):.2f}..{max(values):.2f})"
+        )
+
+    head = [*keys, f"val PSNR@{adapt_step}", "val PSNR@1", "trials"]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for key in sorted(groups, key=lambda k: tuple(str(v) if v is None else v for v in k)):
+        group = groups[key]
+        cells = [
+            *[_fmt(v) for v in key],
+            stats([r.val_psnr for r in group]),
+            stats([r.val_psnr_step1 for r in group if r.val_psnr_step1 is not None]),
+            str(len(group)),
+        ]
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def write_csv(rows: list[TrialRow], keys: list[str], path: Path) -> None:
+    with open(path, "w", newline="") as file:
+        writer = csv.writer(file)
+        writer.writerow(
+            ["trial_id", *keys, "val_psnr", "val_psnr_step1", "rounds", "budget", "status"]
+        )
+        for row in rows:
+            writer.writerow(
+                [
+                    row.trial_id,
+                    *[row.params.get(k) for k in keys],
+                    row.val_psnr,
+                    row.val_psnr_step1,
+                    row.rounds,
+                    row.budget,
+                    row.status,
+                ]
+            )
+
+
+def plot_curves(rows: list[TrialRow], path: Path, title: str, adapt_step: int) -> None:
+    """Val PSNR against meta-round, one line per trial (dashed: stopped early)."""
+    fig, ax = plt.subplots(figsize=(6.5, 4.2))
+    best = best_row(rows)
+    for row in rows:
+        if not row.curve:
+            continue
+        rounds, psnr = zip(*row.curve, strict=True)
+        style = "--" if row.stopped_early else "-"
+        width = 2.5 if best is not None and row.trial_id == best.trial_id else 1.2
+        ax.plot(rounds, psnr, style, marker="o", ms=3, lw=width, label=row.trial_id)
+    ax.set_xlabel("meta-round")
+    ax.set_ylabel(f"validation PSNR after {adapt_step} steps (dB)")
+    ax.set_title(title)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7, ncol=2)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)

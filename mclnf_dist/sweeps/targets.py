@@ -1,0 +1,233 @@
+"""What a sweep trial meta-trains and validates on, per pipeline: the city or the signals.
+
+A pipeline's data are prepared ONCE, in the driver (:meth:`Pipeline.prepare`: the demo city
+generated and ingested, signals loaded and split), and shipped to every trial. Inside a trial,
+:meth:`prepared.task(cfg) <CityPrepared.task>` gives a :class:`MetaTask` for the trial's config:
+the field, the random initialisation, the next meta-training episode, and a validation score of a
+``theta_0``. Validation data are never meta-trained on:
+
+* city: meta-training uses the rays of ``city.meta_blocks``; validation adapts fresh modules to
+  the *held-out blocks* on training-view rays and scores them on held-out-view rays, as the city
+  job's continual phase does (so the sweep tunes on the blocks the city job reports on);
+* signals: the pipeline's own train/test split is made first (the test signals stay untouched),
+  then a fifth of the training signals (:data:`VALIDATION_FRACTION`) is held back for validation.
+"""
+
+import dataclasses
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+
+from mclnf_dist.data.signal_set import SignalSet
+from mclnf_dist.eval import MethodContext, MethodResult, evaluate_method
+from mclnf_dist.fields.stacked_mlp import Params, init_params
+from mclnf_dist.meta.fim import FimConfig
+from mclnf_dist.meta.meta_learning import Episode, MetaConfig, signal_episode
+from mclnf_dist.meta.methods import MethodSpec, get_method
+from mclnf_dist.progress import ProgressLog
+
+VALIDATION_FRACTION = 0.2
+"""Signals: share of the training signals held back to validate trials on (at least one)."""
+
+
+def trial_method(cfg: Any) -> MethodSpec:
+    """``mim`` (FIM loss in the inner loop and at adaptation) when ``fim_lambda > 0``, else ``mod``
+    (``fim_lambda = 0`` is exactly the MSE loss, so this only skips the Fisher's cost)."""
+    return get_method("mim" if cfg.fim.fim_lambda > 0 else "mod")
+
+
+class MetaTask:
+    """One trial's view of the data: episodes to meta-train on, a validation set to score on."""
+
+    def __init__(self, cfg: Any, field: Any, fit: SignalSet, score: SignalSet) -> None:
+        self.cfg, self.field, self.fit, self.score = cfg, field, fit, score
+        self.spec = trial_method(cfg)
+        self.fim: FimConfig | None = cfg.fim if self.spec.fim else None
+
+    def init(self) -> Params:
+        raise NotImplementedError
+
+    def episode(self, meta: MetaConfig, theta0: Params, generator: torch.Generator) -> Episode:
+        raise NotImplementedError
+
+    def validate(self, theta0: Params, adapt_step: int) -> MethodResult:
+        """Adapt fresh modules from ``theta0`` for ``adapt_step`` steps on the validation data
+        (curve at steps 1, 2, 4, ..., ``adapt_step``)."""
+        adapt = dataclasses.replace(self.cfg.adapt, max_steps=adapt_step)
+        ctx = MethodContext(self.spec, self.field, theta0, self.cfg.meta, self.cfg.fim, adapt)
+        return evaluate_method(ctx, self.fit, None, self.score)
+
+
+# ----------------------------------------------------------------------------------------- city
+
+
+class CityTask(MetaTask):
+    """Meta-train on the meta blocks' rays (read once from the Arrow store), validate on the
+    held-out blocks."""
+
+    def __init__(self, cfg: Any, prepared: "CityPrepared") -> None:
+        from mclnf_dist.data.ray_stream import read_block_rays
+        from mclnf_dist.experiments.city_data import blocks_as_segments
+        from mclnf_dist.nerf.field import RadianceFieldConfig, pack_rays
+
+        city = prepared.city
+        field = RadianceFieldConfig(
+            mlp=cfg.field.mlp,
+            num_samples=cfg.field.num_samples,
+            density_bias=cfg.field.density_bias,
+            scene_box=prepared.scene_box,
+            background=prepared.background,
+        )
+        held_out = city.held_out or city.block_order[-1:]
+        fit = blocks_as_segments(
+            city.train_uri, held_out, cfg.data.fit_rays_per_block, cfg.seed, "train views"
+        )
+        score = blocks_as_segments(
+            city.test_uri, held_out, cfg.data.score_rays_per_block, cfg.seed + 1, "held-out views"
+        )
+        super().__init__(cfg, field, fit, score)
+        self.rays: list[tuple[torch.Tensor, torch.Tensor]] = []  # per meta block: (R, 8), (R, 3)
+        columns = ["origin", "direction", "near", "far", "rgb"]
+        for block in city.meta_blocks:
+            rays = read_block_rays(city.train_uri, block, columns)
+            packed = pack_rays(rays["origin"], rays["direction"], rays["near"], rays["far"])
+            self.rays.append((packed, rays["rgb"]))
+
+    def init(self) -> Params:
+        from mclnf_dist.nerf.field import init_radiance_params
+
+        generator = torch.Generator().manual_seed(self.cfg.seed)
+        return init_radiance_params(self.field, 1, generator)
+
+    def episode(self, meta: MetaConfig, theta0: Params, generator: torch.Generator) -> Episode:
+        """``2n`` random rays of every meta block: the first ``n`` adapt, the rest score."""
+        n = self.cfg.train.rays_per_task
+        xs, ys = [], []
+        for x, y in self.rays:
+            pick = torch.randint(0, x.shape[0], (2 * n,), generator=generator)
+            xs.append(x[pick])
+            ys.append(y[pick])
+        x, y = torch.stack(xs), torch.stack(ys)  # (B, 2n, 8), (B, 2n, 3)
+        return Episode([(x[:, :n], y[:, :n])], (x[:, n:], y[:, n:]))
+
+
+@dataclass
+class CityPrepared:
+    """The city as the driver prepared it (absolute URIs) plus the scene's box and sky."""
+
+    city: Any
+    """:class:`~mclnf_dist.experiments.city_data.CityData`."""
+    scene_box: tuple[tuple[float, float, float], tuple[float, float, float]]
+    background: tuple[float, float, float]
+
+    def task(self, cfg: Any) -> MetaTask:
+        return CityTask(cfg, self)
+
+
+def prepare_city_target(cfg: Any, log: ProgressLog) -> CityPrepared:
+    """Generate (if needed) and ingest the city once; keep what the trials need."""
+    from mclnf_dist.data.scene import load_scene
+    from mclnf_dist.dist.fanout import ensure_ray
+    from mclnf_dist.experiments.city_data import check_scene, prepare_city
+    from mclnf_dist.nerf.field import field_for_scene
+
+    if cfg.data.scene:
+        check_scene(cfg.data.scene)
+    ensure_ray()  # the ingest runs as Ray tasks
+    city = prepare_city(cfg.data, log)
+    field = field_for_scene(load_scene(city.scene_root, "all"))
+    return CityPrepared(city, field.scene_box, field.background)
+
+
+# -------------------------------------------------------------------------------------- signals
+
+
+class SignalsTask(MetaTask):
+    """Meta-train on the sweep's training signals, validate on the held-back ones."""
+
+    def __init__(self, cfg: Any, prepared: "SignalsPrepared") -> None:
+        super().__init__(cfg, cfg.field, prepared.val, prepared.val)
+        self.train = prepared.train
+        self.coords = prepared.train.segment_coords()  # (T, n, d)
+        self.values = prepared.train.segment_values()  # (S, T, n, C)
+
+    def init(self) -> Params:
+        generator = torch.Generator().manual_seed(self.cfg.seed)
+        return init_params(
+            self.field, self.train.in_features, self.train.out_features, 1, generator
+        )
+
+    def episode(self, meta: MetaConfig, theta0: Params, generator: torch.Generator) -> Episode:
+        """A random meta-batch of training signals, drawn as :func:`meta_train` draws it."""
+        batch = torch.randperm(self.values.shape[0], generator=generator)[: meta.meta_batch_size]
+        values = self.values[batch]
+        return signal_episode(self.spec.meta_schedule, meta, theta0, self.coords, values)
+
+
+@dataclass
+class SignalsPrepared:
+    """Meta-training and validation signals (the pipeline's test signals are left out)."""
+
+    train: SignalSet
+    val: SignalSet
+
+    def task(self, cfg: Any) -> MetaTask:
+        return SignalsTask(cfg, self)
+
+
+def prepare_signals_target(cfg: Any, log: ProgressLog) -> SignalsPrepared:
+    """Load the signals once; split off the test signals (as the pipeline does), then validation."""
+    from mclnf_dist.data.signals import split_train_test
+    from mclnf_dist.experiments.signals import load_data, validate
+
+    validate(cfg)
+    train, _test = load_data(cfg, torch.device("cpu"))
+    num_val = max(1, round(VALIDATION_FRACTION * train.num_signals))
+    if train.num_signals - num_val < 1:
+        from mclnf_dist.errors import MclnfError
+
+        raise MclnfError(
+            f"data.num_train={train.num_signals} leaves no signal to meta-train on after "
+            f"{num_val} validation signals (expected data.num_train >= 2)"
+        )
+    meta_train, val = split_train_test(train, train.num_signals - num_val, num_val, cfg.seed + 1)
+    log.info(
+        f"{meta_train.num_signals} meta-training / {val.num_signals} validation "
+        f"{cfg.data.modality} signals ({_test.num_signals} test signals left untouched)"
+    )
+    return SignalsPrepared(meta_train, val)
+
+
+# ------------------------------------------------------------------------------------- registry
+
+
+@dataclass(frozen=True)
+class Pipeline:
+    """A pipeline a sweep can target: its config class, its budget field, its data preparation."""
+
+    name: str
+    config_class: Callable[[], Any]
+    budget_key: str
+    """Dotted path of the number of meta-rounds (the trials' time axis; never swept)."""
+    prepare: Callable[[Any, ProgressLog], Any]
+    resolve: Callable[[Any], None] = lambda cfg: None
+    """Fills "0 = default" fields of a config in place (the pipeline does the same)."""
+
+
+def pipelines() -> dict[str, Pipeline]:
+    """The registry (built on call: importing the experiments is slow)."""
+    from mclnf_dist.experiments.city import CityExperimentConfig
+    from mclnf_dist.experiments.signals import SignalsConfig, apply_modality_defaults
+
+    return {
+        "city": Pipeline("city", CityExperimentConfig, "train.rounds", prepare_city_target),
+        "signals": Pipeline(
+            "signals",
+            SignalsConfig,
+            "meta.outer_steps",
+            prepare_signals_target,
+            apply_modality_defaults,
+        ),
+    }

@@ -1,0 +1,230 @@
+"""One sweep trial: a short in-process meta-training that reports validation PSNR as it goes.
+
+:func:`meta_train_and_validate` is the trial itself, a pure function of a config and the prepared
+data: every ``metric.every`` meta-rounds it adapts fresh modules from the current ``theta_0`` on
+validation data for ``metric.adapt_step`` steps and hands the scores and its full state
+(``theta_0``, outer Adam, round, random states) to a callback. :func:`run_trial` is that function
+under Ray Tune (the callback logs to the trial's own MLflow run and calls ``ray.tune.report`` with
+a checkpoint, so a restored trial continues where it stopped); :func:`evaluate_config` runs it
+once without Tune.
+
+Everything is seeded from the config, one torch thread per CPU of the trial, and validation runs
+on a forked random state: re-running a config gives the same numbers (CPU, same thread count), and
+how often a trial validates does not change its meta-training.
+"""
+
+import logging
+import os
+import tempfile
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+
+from mclnf_dist.errors import MclnfError
+from mclnf_dist.meta.meta_learning import OuterOptimizer, meta_gradient
+from mclnf_dist.progress import ProgressLog
+from mclnf_dist.sweeps.space import SweepSpace
+from mclnf_dist.sweeps.targets import trial_method
+
+STATE_FILE = "trial_state.pt"
+
+
+@dataclass
+class TrialSettings:
+    """What every trial of one sweep shares (filled in by the driver)."""
+
+    sweep: str
+    space: SweepSpace
+    experiment: str
+    tracking_uri: str
+    parent_run_id: str
+    threads: int = 1
+
+
+def meta_train_and_validate(
+    cfg: Any,
+    prepared: Any,
+    space: SweepSpace,
+    on_report: Callable[[dict[str, float], dict], None],
+    state: dict | None = None,
+    log: ProgressLog | None = None,
+) -> dict[str, float]:
+    """Meta-train ``theta_0`` for the config's budget, validating every ``metric.every`` rounds.
+
+    Args:
+        cfg: the trial's full pipeline config (:meth:`SweepSpace.trial_config`).
+        prepared: the pipeline's data (:meth:`Pipeline.prepare`).
+        on_report: called with (metrics, state) after every validation; ``state`` restores it.
+        state: a state from an earlier ``on_report``: continue from there.
+
+    Returns:
+        The last metrics: ``round``, ``val_psnr`` (at ``adapt_step``), ``val_psnr_step1``,
+        ``outer_psnr`` (mean over the rounds since the previous report).
+    """
+    task = prepared.task(cfg)
+    metric, rounds = space.metric, space.rounds(cfg)
+    torch.manual_seed(cfg.seed)  # the radiance field's sample jitter uses the global generator
+    outer = OuterOptimizer(task.init(), cfg.meta.outer_lr, cfg.meta.grad_clip)
+    generator = torch.Generator().manual_seed(cfg.seed)
+    start, last = 0, {}
+    if state is not None:
+        outer.load_state_dict(state["outer"])
+        generator.set_state(state["generator"])
+        torch.set_rng_state(state["torch_rng"])
+        start, last = state["round"], state["metrics"]
+    outer_psnr, started = [], time.perf_counter()
+    for round_ in range(start + 1, rounds + 1):
+        episode = task.episode(cfg.meta, outer.theta0, generator)
+        grads, metrics = meta_gradient(task.field, cfg.meta, task.fim, outer.theta0, episode)
+        outer.step(grads)
+        outer_psnr.append(metrics["outer_psnr"])
+        if round_ % metric.every and round_ != rounds:
+            continue
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(cfg.seed + 1)
+            result = task.validate(outer.params(), metric.adapt_step)
+        last = {
+            "round": round_,
+            "val_psnr": result.curve[metric.adapt_step],
+            "val_psnr_step1": result.curve[1],
+            "outer_psnr": sum(outer_psnr) / len(outer_psnr),
+        }
+        outer_psnr = []
+        if log is not None:
+            log.info(
+                f"round {round_}/{rounds}: val PSNR {last['val_psnr']:.2f} dB after "
+                f"{metric.adapt_step} steps ({last['val_psnr_step1']:.2f} after 1), outer PSNR "
+                f"{last['outer_psnr']:.2f} dB, {time.perf_counter() - started:.1f}s"
+            )
+        state = {
+            "round": round_,
+            "metrics": last,
+            "outer": outer.state_dict(),
+            "generator": generator.get_state(),
+            "torch_rng": torch.get_rng_state(),
+        }
+        on_report(last, state)
+    return last
+
+
+def run_trial(params: dict[str, Any], prepared: Any, settings: TrialSettings) -> None:
+    """The Ray Tune function trainable (``tune.with_parameters`` supplies the last two)."""
+    from ray import tune
+
+    torch.set_num_threads(settings.threads)
+    logging.getLogger("ray.train._internal.storage").setLevel(logging.WARNING)  # a line a report
+    trial_id = tune.get_context().get_trial_id()
+    log = ProgressLog(f"trial {trial_id}")
+    cfg = settings.space.trial_config(params)
+    state = None
+    checkpoint = tune.get_checkpoint()
+    if checkpoint is not None:
+        with checkpoint.as_directory() as folder:
+            state = torch.load(os.path.join(folder, STATE_FILE), weights_only=False)
+        log.info(f"resuming at round {state['round']}")
+    logged = {**params, "method": trial_method(cfg).name}
+    run = TrialRun(settings, trial_id, logged, (state or {}).get("mlflow_run_id"))
+
+    def on_report(metrics: dict[str, float], state: dict) -> None:
+        run.log_metrics(metrics, step=int(metrics["round"]))
+        with tempfile.TemporaryDirectory() as folder:
+            torch.save({**state, "mlflow_run_id": run.run_id}, os.path.join(folder, STATE_FILE))
+            # Blocks until Tune decides; a trial the scheduler stops exits here (SystemExit).
+            tune.report(dict(metrics), checkpoint=tune.Checkpoint.from_directory(folder))
+
+    try:
+        meta_train_and_validate(cfg, prepared, settings.space, on_report, state, log)
+    except SystemExit:  # stopped by the scheduler (the driver tags the run "stopped early")
+        run.end("FINISHED")
+        raise
+    except BaseException:
+        run.end("FAILED")
+        raise
+    run.end("FINISHED")
+
+
+class TrialRun:
+    """A trial's MLflow run, child of the sweep's run; continued when the trial already has one.
+
+    Logged through ``MlflowClient`` with an explicit run id, not the fluent API: with reused
+    actors, trials follow one another in threads of one process, and a stopped trial never ends a
+    process-global active run.
+    """
+
+    def __init__(
+        self, settings: TrialSettings, trial_id: str, params: dict, run_id: str | None = None
+    ) -> None:
+        from mlflow.entities import Param
+        from mlflow.tracking import MlflowClient
+
+        self.client = MlflowClient(settings.tracking_uri)
+        experiment = self.client.get_experiment_by_name(settings.experiment)
+        run_id = run_id or find_trial_run(self.client, experiment.experiment_id, settings, trial_id)
+        if run_id is None:
+            tags = {
+                "mlflow.parentRunId": settings.parent_run_id,
+                "sweep": settings.sweep,
+                "trial_id": trial_id,
+                "pipeline": settings.space.pipeline.name,
+            }
+            run = self.client.create_run(experiment.experiment_id, run_name=trial_id, tags=tags)
+            run_id = run.info.run_id
+        else:
+            self.client.update_run(run_id, status="RUNNING")
+        self.run_id = run_id
+        self.client.log_batch(run_id, params=[Param(k, str(v)[:500]) for k, v in params.items()])
+
+    def log_metrics(self, metrics: dict[str, float], step: int) -> None:
+        from mlflow.entities import Metric
+
+        now = int(time.time() * 1000)
+        batch = [Metric(k, float(v), now, step) for k, v in metrics.items()]
+        self.client.log_batch(self.run_id, metrics=batch)
+
+    def end(self, status: str) -> None:
+        self.client.set_terminated(self.run_id, status)
+
+
+def find_trial_run(
+    client: Any, experiment_id: str, settings: TrialSettings, trial_id: str
+) -> str | None:
+    """The id of this trial's MLflow run, if an earlier attempt created one."""
+    runs = client.search_runs(
+        [experiment_id],
+        filter_string=(
+            f"tags.mlflow.parentRunId = '{settings.parent_run_id}' and tags.trial_id = '{trial_id}'"
+        ),
+        max_results=1,
+    )
+    return runs[0].info.run_id if runs else None
+
+
+def evaluate_config(
+    config_path: str, space: SweepSpace, threads: int = 1, log: ProgressLog | None = None
+) -> dict[str, float]:
+    """Re-run one trial from a full config file (e.g. ``best_config.yaml``), without Tune.
+
+    Same data preparation, seeds and thread count as in the sweep, so the final ``val_psnr``
+    reproduces the trial's (the reproducibility check).
+    """
+    from mclnf_dist.config import load_yaml_config
+
+    cfg = load_yaml_config(space.pipeline.config_class, config_path)
+    space.pipeline.resolve(cfg)
+    base = space.base_config()
+    if cfg.data != base.data:
+        raise MclnfError(
+            f"{config_path}: data differs from the base of {space.source} (expected a config of "
+            "that sweep: its data were prepared from the base)"
+        )
+    log = log or ProgressLog("rerun")
+    prepared = space.pipeline.prepare(base, log)  # as the sweep did (a swept seed included)
+    previous = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        return meta_train_and_validate(cfg, prepared, space, lambda m, s: None, None, log)
+    finally:
+        torch.set_num_threads(previous)

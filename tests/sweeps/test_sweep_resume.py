@@ -1,0 +1,135 @@
+"""A killed sweep resumes: run ``pipelines/sweep.py`` in a subprocess (joined to the test's real
+local Ray), SIGKILL it once some trials have finished, run the same command again; the finished
+trials are not rerun (no new iterations, no new MLflow points, no duplicate runs) and the sweep
+completes."""
+
+import csv
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from mlflow.tracking import MlflowClient
+
+ROOT = Path(__file__).resolve().parents[2]
+SPACE = """
+pipeline: city
+base:
+  data: {{work_dir: {work}, blocks_x: 2, blocks_y: 2, image_size: 24, views_per_block: 4,
+          fit_rays_per_block: 256, score_rays_per_block: 256}}
+  train: {{rounds: 40, rays_per_task: 256}}
+  field: {{num_samples: 16}}
+metric: {{name: val_psnr, adapt_step: 4, every: 4}}
+space:
+  fim.fim_lambda: {{dist: loguniform, low: 0.01, high: 2.0}}
+  meta.inner_lr: {{dist: loguniform, low: 0.1, high: 3.0}}
+  field.mlp.width: {{dist: choice, values: [16, 32]}}
+"""
+SAMPLES = 6
+
+
+def trial_states(folder: Path) -> dict[str, tuple[str, int]]:
+    """Trial id -> (status, reports) in the saved experiment state ({} while there is none)."""
+    from ray.tune import ExperimentAnalysis
+
+    if not list(folder.glob("experiment_state-*.json")):
+        return {}
+    try:
+        trials = ExperimentAnalysis(str(folder)).trials
+    except Exception:  # caught mid-write: try again
+        return {}
+    return {t.trial_id: (t.status, t.last_result.get("training_iteration", 0)) for t in trials}
+
+
+def iterations(folder: Path, trial_id: str) -> int:
+    """Results Tune recorded for a trial (lines of its result.json)."""
+    [trial_dir] = [p for p in folder.iterdir() if p.is_dir() and f"_{trial_id}_" in p.name]
+    return len((trial_dir / "result.json").read_text().splitlines())
+
+
+def sweep_is_midway(uri: str) -> bool:
+    """Some trial run is finished and another is running with a val_psnr point."""
+    client = MlflowClient(uri)
+    experiment = client.get_experiment_by_name("mclnf-sweep-resume-it")
+    if experiment is None:
+        return False
+    runs = [r for r in client.search_runs([experiment.experiment_id]) if "trial_id" in r.data.tags]
+    finished = any(r.info.status == "FINISHED" for r in runs)
+    midway = any(r.info.status == "RUNNING" and "val_psnr" in r.data.metrics for r in runs)
+    return finished and midway
+
+
+def mlflow_runs(uri: str) -> dict[str, list]:
+    client = MlflowClient(uri)
+    experiment = client.get_experiment_by_name("mclnf-sweep-resume-it")
+    runs = client.search_runs([experiment.experiment_id]) if experiment else []
+    out: dict[str, list] = {}
+    for run in runs:
+        if "trial_id" in run.data.tags:
+            points = client.get_metric_history(run.info.run_id, "val_psnr")
+            out.setdefault(run.data.tags["trial_id"], []).append((run.info.run_id, len(points)))
+    return out
+
+
+def test_a_killed_sweep_resumes_without_rerunning_finished_trials(ray_local, tmp_path, mlflow_uri):
+    import ray
+
+    space = tmp_path / "space.yaml"
+    space.write_text(SPACE.format(work=tmp_path / "city"))
+    folder = tmp_path / "sweeps" / "resume-it"
+    cmd = [
+        sys.executable, "pipelines/sweep.py", "--space", str(space), "--num-samples", str(SAMPLES),
+        "--work-dir", str(tmp_path), "--tracking-uri", mlflow_uri, "--name", "resume-it",
+        "--grace-period", "3",  # every trial runs >= 12 rounds: time to kill the sweep mid-way
+    ]  # fmt: skip
+    env = os.environ | {
+        "RAY_ADDRESS": ray.get_runtime_context().gcs_address,
+        "TUNE_GLOBAL_CHECKPOINT_S": "0.5",  # save the experiment state often: a finer kill test
+        "RAY_DEDUP_LOGS": "0",  # every trial's own log lines
+    }
+    with open(tmp_path / "first.log", "w") as log:
+        first = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
+        try:
+            # Kill once a trial has finished and another is mid-way (has reported), as MLflow
+            # shows it, and the experiment state (saved every 0.5 s here) has caught up.
+            deadline = time.monotonic() + 240
+            while first.poll() is None and time.monotonic() < deadline:
+                if sweep_is_midway(mlflow_uri):
+                    time.sleep(1.5)
+                    break
+                time.sleep(0.2)
+            running = first.poll() is None
+            first.send_signal(signal.SIGKILL)
+        finally:
+            first.kill()
+            first.wait()
+    assert running, (tmp_path / "first.log").read_text()[-3000:]
+    before = trial_states(folder)
+    finished = [t for t, (status, _) in before.items() if status == "TERMINATED"]
+    # a trial that was running loads as PENDING; with a reported result it has a checkpoint
+    midway = [t for t, (status, n) in before.items() if status != "TERMINATED" and n >= 1]
+    assert 1 <= len(finished) < SAMPLES, before
+    print(f"killed with {len(finished)} finished and {len(midway)} mid-way trials")
+    counted = {t: iterations(folder, t) for t in finished}
+    tracked = mlflow_runs(mlflow_uri)
+    assert all(len(tracked[t]) == 1 for t in finished)
+
+    second = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=400)
+    out = second.stdout + second.stderr
+    assert second.returncode == 0, out[-4000:]
+    assert "resuming sweep resume-it" in out, out[-3000:]
+    after = trial_states(folder)
+    assert len(after) == SAMPLES and {s for s, _ in after.values()} == {"TERMINATED"}, after
+    for trial in midway:  # continued from its checkpoint, in its own MLflow run
+        assert re.search(rf"\[trial {trial} +[\d.]+s\] resuming at round \d+", out), out[-3000:]
+        assert len(mlflow_runs(mlflow_uri)[trial]) == 1
+    for trial in finished:  # not rerun: no new results, no new MLflow points or runs
+        assert iterations(folder, trial) == counted[trial], trial
+        assert mlflow_runs(mlflow_uri)[trial] == tracked[trial], trial
+    assert all(len(runs) == 1 for runs in mlflow_runs(mlflow_uri).values())
+    rows = list(csv.DictReader(open(folder / "trials.csv")))
+    assert len(rows) == SAMPLES and all(r["status"] != "error" for r in rows), rows
+    assert (folder / "best_config.yaml").exists()
