@@ -5,9 +5,50 @@ MLflow is a real sqlite-backed tracking store in a temporary folder.
 """
 
 import os
+import signal
 import socket
+import subprocess
+import time
+from collections.abc import Callable
+from pathlib import Path
 
 import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def start_and_kill_when(
+    cmd: list[str],
+    env: dict[str, str],
+    log: Path,
+    ready: Callable[[], bool],
+    timeout: float,
+    settle: float = 0.0,
+) -> bool:
+    """Run ``cmd`` in the repository root (output to ``log``) and SIGKILL it once ``ready()``
+    holds (after ``settle`` more seconds) or ``timeout`` passes; True if it was still running
+    when killed (an injected crash, not a run that had already ended)."""
+    with open(log, "w") as out:
+        process = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT)
+        try:
+            deadline = time.monotonic() + timeout
+            while process.poll() is None and time.monotonic() < deadline:
+                if ready():
+                    time.sleep(settle)
+                    break
+                time.sleep(0.2)
+            running = process.poll() is None
+            process.send_signal(signal.SIGKILL)
+        finally:
+            process.kill()
+            process.wait()
+    return running
+
+
+@pytest.fixture
+def kill_when():
+    """:func:`start_and_kill_when` (tests run with importlib imports: no conftest imports)."""
+    return start_and_kill_when
 
 
 def free_port() -> int:

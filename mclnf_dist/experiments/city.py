@@ -140,8 +140,7 @@ def run_city(cfg: CityExperimentConfig) -> dict:
         for path in sorted(p for p in (out / "city_model").iterdir() if p.is_file()):
             tracker.log_artifact(path, "city_model")  # a folder would land in city_model/city_model
         report["mlflow_run_id"] = tracker.run_id
-    summaries = [r.summary() for r in results]
-    print(results_table(summaries, title="city: PSNR (dB) on held-out views, all blocks"))
+    print(results_table(report["results"], title="city: PSNR (dB) on held-out views, all blocks"))
     print(json.dumps(report["held_out_blocks"], indent=1))
     log.info(f"wrote {out}; MLflow run {report['mlflow_run_id']}")
     return report

@@ -74,8 +74,11 @@ def render_and_save(
     chosen = [frames[int(round(i))] for i in picks]
     path_frames = flythrough_frames(scene, FLYTHROUGH_FRAMES)
     views = [[to_uint8(load_frame_image(scene, f)) for f in chosen]]
-    flight = [truth_of_demo_city(city.scene_root, path_frames)]
     names = ["truth"]
+    # an invented path has ground truth only in the generated demo city
+    flight_truth = truth_of_demo_city(city.scene_root, path_frames)
+    flight = [] if flight_truth is None else [flight_truth]
+    flight_names = names[: len(flight)]
     for result in results:
         if result.final_params is None:
             continue
@@ -91,12 +94,9 @@ def render_and_save(
                 ]
             )
         names.append(result.method)
+        flight_names.append(result.method)
     path = out / "novel_views.png"
     save_grid(views, names, path)
-    if flight[0] is None:  # not the generated city: no ground truth along an invented path
-        flight, flight_names = flight[1:], names[1:]
-    else:
-        flight_names = names
     save_grid(flight, flight_names, out / "flythrough.png")
     log.info(
         f"rendered {len(chosen)} held-out views and a {len(path_frames)}-frame fly-through "

