@@ -23,18 +23,16 @@ def start_and_kill_when(
     log: Path,
     ready: Callable[[], bool],
     timeout: float,
-    settle: float = 0.0,
 ) -> bool:
     """Run ``cmd`` in the repository root (output to ``log``) and SIGKILL it once ``ready()``
-    holds (after ``settle`` more seconds) or ``timeout`` passes; True if it was still running
-    when killed (an injected crash, not a run that had already ended)."""
+    holds or ``timeout`` passes; True if it was still running when killed (an injected crash,
+    not a run that had already ended)."""
     with open(log, "w") as out:
         process = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT)
         try:
             deadline = time.monotonic() + timeout
             while process.poll() is None and time.monotonic() < deadline:
                 if ready():
-                    time.sleep(settle)
                     break
                 time.sleep(0.2)
             running = process.poll() is None

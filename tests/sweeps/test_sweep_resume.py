@@ -4,6 +4,7 @@ trials are not rerun (no new iterations, no new MLflow points, no duplicate runs
 completes."""
 
 import csv
+import logging
 import os
 import re
 import subprocess
@@ -29,17 +30,23 @@ space:
 SAMPLES = 6
 
 
-def trial_states(folder: Path) -> dict[str, tuple[str, int]]:
-    """Trial id -> (status, reports) in the saved experiment state ({} while there is none)."""
+def trial_states(folder: Path) -> dict[str, tuple[str, bool]]:
+    """Trial id -> (status, has a checkpoint) in the saved experiment state ({} while none).
+
+    The checkpoint, not the last result, says whether a trial resumes: Tune records a result
+    before the save that registers its checkpoint, and a state saved in between has the one
+    without the other."""
     from ray.tune import ExperimentAnalysis
 
+    # a trial with no result yet has no metrics file: a warning on every poll otherwise
+    logging.getLogger("ray.tune.analysis.experiment_analysis").setLevel(logging.ERROR)
     if not list(folder.glob("experiment_state-*.json")):
         return {}
     try:
         trials = ExperimentAnalysis(str(folder)).trials
     except Exception:  # caught mid-write: try again
         return {}
-    return {t.trial_id: (t.status, t.last_result.get("training_iteration", 0)) for t in trials}
+    return {t.trial_id: (t.status, t.checkpoint is not None) for t in trials}
 
 
 def iterations(folder: Path, trial_id: str) -> int:
@@ -48,16 +55,18 @@ def iterations(folder: Path, trial_id: str) -> int:
     return len((trial_dir / "result.json").read_text().splitlines())
 
 
-def sweep_is_midway(uri: str) -> bool:
-    """Some trial run is finished and another is running with a val_psnr point."""
-    client = MlflowClient(uri)
-    experiment = client.get_experiment_by_name("mclnf-sweep-resume-it")
-    if experiment is None:
-        return False
-    runs = [r for r in client.search_runs([experiment.experiment_id]) if "trial_id" in r.data.tags]
-    finished = any(r.info.status == "FINISHED" for r in runs)
-    midway = any(r.info.status == "RUNNING" and "val_psnr" in r.data.metrics for r in runs)
-    return finished and midway
+def split(states: dict[str, tuple[str, bool]]) -> tuple[list[str], list[str]]:
+    """(finished trials, trials mid-way with a checkpoint) of a saved experiment state."""
+    finished = [t for t, (status, _) in states.items() if status == "TERMINATED"]
+    # a trial that was running loads as PENDING, and resumes from its checkpoint if it has one
+    midway = [t for t, (status, saved) in states.items() if status != "TERMINATED" and saved]
+    return finished, midway
+
+
+def sweep_is_midway(folder: Path) -> bool:
+    """The saved experiment state has a finished trial and a checkpointed unfinished one."""
+    finished, midway = split(trial_states(folder))
+    return bool(finished) and bool(midway)
 
 
 def mlflow_runs(uri: str) -> dict[str, list]:
@@ -90,17 +99,13 @@ def test_a_killed_sweep_resumes_without_rerunning_finished_trials(
         "TUNE_GLOBAL_CHECKPOINT_S": "0.5",  # save the experiment state often: a finer kill test
         "RAY_DEDUP_LOGS": "0",  # every trial's own log lines
     }
-    # Kill once a trial has finished and another is mid-way (has reported), as MLflow shows it,
-    # and the experiment state (saved every 0.5 s here) has caught up.
-    running = kill_when(
-        cmd, env, tmp_path / "first.log", lambda: sweep_is_midway(mlflow_uri), 240, settle=1.5
-    )
+    # Kill once the experiment state (saved every 0.5 s here) has a finished trial and a
+    # checkpointed unfinished one. The state read after the kill is the one a resume loads.
+    running = kill_when(cmd, env, tmp_path / "first.log", lambda: sweep_is_midway(folder), 240)
     assert running, (tmp_path / "first.log").read_text()[-3000:]
     before = trial_states(folder)
-    finished = [t for t, (status, _) in before.items() if status == "TERMINATED"]
-    # a trial that was running loads as PENDING; with a reported result it has a checkpoint
-    midway = [t for t, (status, n) in before.items() if status != "TERMINATED" and n >= 1]
-    assert 1 <= len(finished) < SAMPLES, before
+    finished, midway = split(before)
+    assert 1 <= len(finished) < SAMPLES and midway, before
     print(f"killed with {len(finished)} finished and {len(midway)} mid-way trials")
     counted = {t: iterations(folder, t) for t in finished}
     tracked = mlflow_runs(mlflow_uri)
