@@ -61,7 +61,8 @@ def main() -> None:
 
     from mclnf_dist.data.scene import load_scene
     from mclnf_dist.dist.meta_train_loop import WorkerJob
-    from mclnf_dist.dist.meta_trainer import TrainConfig, meta_train_distributed
+    from mclnf_dist.dist.meta_trainer import meta_train_distributed
+    from mclnf_dist.dist.train_config import TrainConfig
     from mclnf_dist.experiments.city import CityExperimentConfig
     from mclnf_dist.experiments.city_data import CityDataConfig, prepare_city
     from mclnf_dist.nerf.field import field_for_scene, init_radiance_params

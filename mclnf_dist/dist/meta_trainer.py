@@ -1,56 +1,19 @@
 """Driver side of distributed meta-training: start the meta-init server, run the Train workers."""
 
 import os
-from dataclasses import dataclass
 from pathlib import Path
 
 import ray
 
 from mclnf_dist.dist.meta_init_server import start_meta_init_server
 from mclnf_dist.dist.meta_train_loop import WorkerJob, train_loop_per_worker
-from mclnf_dist.errors import MclnfError
+from mclnf_dist.dist.train_config import TrainConfig, check_workers
 from mclnf_dist.fields.stacked_mlp import Params
-
-
-@dataclass
-class TrainConfig:
-    """Distributed meta-training: workers, rounds, storage, fault tolerance."""
-
-    num_workers: int = 2
-    """Ray Train workers (each owns a share of the meta-training blocks); 0 runs in-process."""
-    cpus_per_worker: int = 1
-    """CPUs (and torch threads) per worker."""
-    use_gpu: bool = False
-    """One GPU per worker (CUDA is used inside a worker whenever it has one)."""
-    rounds: int = 300
-    """Meta-rounds (one synchronous outer step each). Demo city, held-out blocks, step 64:
-    120 rounds left theta_0 ~1 dB above random init, 300 (at outer lr 1e-2) ~5 dB."""
-    rays_per_task: int = 256
-    """Rays per block in the inner loop (the same number again are the query)."""
-    asynchronous: bool = False
-    """Bounded-staleness asynchronous updates instead of synchronous rounds."""
-    max_staleness: int = 1
-    """Asynchronous mode: oldest version a gradient may be computed on."""
-    max_failures: int = 2
-    """Worker-group restarts Ray Train may do before the run fails."""
-    checkpoint_every: int = 5
-    """Rounds between Train checkpoints (the meta-init server checkpoints every round)."""
-    fail_at_round: int = -1
-    """Testing only: worker rank 1 dies (os._exit) at this round, once per run name."""
 
 
 def storage_path(uri: str) -> str:
     """Ray Train wants an absolute local path or a URI."""
     return uri if "://" in uri else str(Path(uri).resolve())
-
-
-def check_workers(num_workers: int, blocks: list[int]) -> None:
-    """Raise :class:`MclnfError` when some worker would own no meta-training block."""
-    if max(1, num_workers) > len(blocks):
-        raise MclnfError(
-            f"num_workers={num_workers} is more than the {len(blocks)} meta-training "
-            f"blocks {blocks} (expected at most one worker per block)"
-        )
 
 
 def meta_train_distributed(

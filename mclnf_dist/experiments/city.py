@@ -20,8 +20,7 @@ import yaml
 from mclnf_dist.config import json_ready, parse_config, to_dict
 from mclnf_dist.device import pick_device
 from mclnf_dist.dist.fanout import ensure_ray, run_tasks
-from mclnf_dist.dist.meta_train_loop import WorkerJob
-from mclnf_dist.dist.meta_trainer import TrainConfig, check_workers, meta_train_distributed
+from mclnf_dist.dist.train_config import TrainConfig, check_workers
 from mclnf_dist.eval import MethodContext, MethodResult, evaluate_method
 from mclnf_dist.experiments.city_data import (
     CityData,
@@ -161,6 +160,9 @@ def meta_train_all(
     log: ProgressLog,
 ) -> dict[str, Params]:
     """``theta_0`` of every meta-objective the methods need, meta-trained on Ray Train."""
+    from mclnf_dist.dist.meta_train_loop import WorkerJob
+    from mclnf_dist.dist.meta_trainer import meta_train_distributed
+
     generator = torch.Generator().manual_seed(cfg.seed)
     random_init = init_radiance_params(field_cfg, 1, generator)
     inits = {"random": random_init}

@@ -56,8 +56,11 @@ class SweepConfig:
     """ASHA: keep the best ``1/reduction_factor`` of the trials at each rung."""
     cpus_per_trial: int = 1
     """CPUs (and torch threads) of every trial."""
+    gpus_per_trial: float = -1.0
+    """GPUs of every trial; a fraction packs several trials on one GPU (the fields are small:
+    0.25 runs four per GPU); 0: CPU-only trials; -1: 1 if the cluster has GPUs, else 0."""
     max_concurrent_trials: int = 0
-    """Trials running at once; 0: the cluster's CPUs // ``cpus_per_trial``."""
+    """Trials running at once; 0: as many as the cluster's CPUs (and GPUs) hold."""
     name: str = ""
     """Names the sweep (its folder, MLflow tags); empty: the space file's name. Re-running the same
     name resumes it."""
@@ -80,7 +83,8 @@ def main(argv: list[str]) -> None:
     cfg = parse_config(SweepConfig, argv, description=__doc__)
     if cfg.rerun:
         space = load_space(require_space(cfg))
-        metrics = evaluate_config(cfg.rerun, space, cfg.cpus_per_trial)
+        device = "cpu" if cfg.gpus_per_trial == 0 else "auto"  # where the sweep's trials ran
+        metrics = evaluate_config(cfg.rerun, space, cfg.cpus_per_trial, device=device)
         print(json.dumps(metrics, indent=1))
         return
     run_sweep(cfg)
@@ -106,6 +110,8 @@ def check(cfg: SweepConfig, space: SweepSpace) -> None:
     for key in ("num_samples", "grace_period", "cpus_per_trial"):
         if getattr(cfg, key) < 1:
             raise MclnfError(f"--{key.replace('_', '-')} must be >= 1, got {getattr(cfg, key)}")
+    if cfg.gpus_per_trial < 0 and cfg.gpus_per_trial != -1:
+        raise MclnfError(f"--gpus-per-trial must be >= 0 (or -1: auto), got {cfg.gpus_per_trial}")
     if cfg.reduction_factor <= 1:
         raise MclnfError(f"--reduction-factor must be > 1, got {cfg.reduction_factor}")
 
@@ -168,9 +174,8 @@ def run_sweep(cfg: SweepConfig) -> dict:
     space.pipeline.resolve(base)
     budget, reports = space.rounds(base), space.reports(base)
     prepared = space.pipeline.prepare(base, log)  # once, before any trial
-    concurrent = cfg.max_concurrent_trials or max(
-        1, int(ray.cluster_resources().get("CPU", 1)) // cfg.cpus_per_trial
-    )
+    resources = trial_resources(cfg, ray.cluster_resources())
+    concurrent = cfg.max_concurrent_trials or trials_that_fit(resources, ray.cluster_resources())
     tracking_uri = absolute_tracking_uri(cfg.tracking_uri)
     experiment = cfg.experiment or f"mclnf-sweep-{name}"
     experiment_id = ensure_experiment(experiment, tracking_uri)  # before trials race to create it
@@ -200,16 +205,22 @@ def run_sweep(cfg: SweepConfig) -> dict:
         }
     )
     settings = TrialSettings(
-        name, space, experiment, tracking_uri, parent.run_id, threads=cfg.cpus_per_trial
+        name,
+        space,
+        experiment,
+        tracking_uri,
+        parent.run_id,
+        threads=cfg.cpus_per_trial,
+        device="cuda" if resources["gpu"] > 0 else "cpu",
     )
     trainable = tune.with_resources(
-        tune.with_parameters(run_trial, prepared=prepared, settings=settings),
-        {"cpu": cfg.cpus_per_trial},
+        tune.with_parameters(run_trial, prepared=prepared, settings=settings), resources
     )
     log.info(
         f"sweep {name}: {space.pipeline.name} pipeline, {cfg.num_samples} samples of "
         f"{len(space.params)} params, {cfg.search} search, {cfg.scheduler} scheduler, up to "
-        f"{concurrent} trials at once, {budget} meta-rounds per trial (a report every "
+        f"{concurrent} trials at once ({resources['cpu']} CPU and {resources['gpu']:g} GPU "
+        f"each), {budget} meta-rounds per trial (a report every "
         f"{space.metric.every}); {folder}; MLflow experiment {experiment!r} run {parent.run_id}"
     )
     if tune.Tuner.can_restore(str(folder)):
@@ -245,6 +256,27 @@ def run_sweep(cfg: SweepConfig) -> dict:
     summary["experiment"] = experiment
     log.info(f"wrote {folder}/best_config.yaml, results.md, trials.csv, val_psnr.png")
     return summary
+
+
+def trial_resources(cfg: SweepConfig, cluster: dict[str, float]) -> dict[str, float]:
+    """Every trial's Ray resources; ``gpus_per_trial=-1`` becomes 1 GPU if the cluster has any.
+
+    A trial that asks for no GPU runs on the CPU even on a GPU node (this Ray leaves
+    ``CUDA_VISIBLE_DEVICES`` alone for it), so the trial's device follows its request."""
+    gpus = cfg.gpus_per_trial
+    if gpus == -1:
+        gpus = 1.0 if cluster.get("GPU", 0) > 0 else 0.0
+    if gpus > 1 and gpus != int(gpus):
+        raise MclnfError(f"--gpus-per-trial above 1 must be whole, got {gpus}")
+    return {"cpu": cfg.cpus_per_trial, "gpu": gpus}
+
+
+def trials_that_fit(resources: dict[str, float], cluster: dict[str, float]) -> int:
+    """How many trials the cluster holds at once (at least 1: more wait for the autoscaler)."""
+    fits = [
+        int(cluster.get(name.upper(), 0) // need) for name, need in resources.items() if need > 0
+    ]
+    return max(1, min(fits))
 
 
 def search_algorithm(cfg: SweepConfig, concurrent: int):

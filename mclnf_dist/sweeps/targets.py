@@ -2,9 +2,9 @@
 
 A pipeline's data are prepared ONCE, in the driver (:meth:`Pipeline.prepare`: the demo city
 generated and ingested, signals loaded and split), and shipped to every trial. Inside a trial,
-:meth:`prepared.task(cfg) <CityPrepared.task>` gives a :class:`MetaTask` for the trial's config:
-the field, the random initialisation, the next meta-training episode, and a validation score of a
-``theta_0``. Validation data are never meta-trained on:
+:meth:`prepared.task(cfg, device) <CityPrepared.task>` gives a :class:`MetaTask` for the trial's
+config, on the trial's device: the field, the random initialisation, the next meta-training
+episode, and a validation score of a ``theta_0``. Validation data are never meta-trained on:
 
 * city: meta-training uses the rays of ``city.meta_blocks``; validation adapts fresh modules to
   the *held-out blocks* on training-view rays and scores them on held-out-view rays, as the city
@@ -39,10 +39,15 @@ def trial_method(cfg: Any) -> MethodSpec:
 
 
 class MetaTask:
-    """One trial's view of the data: episodes to meta-train on, a validation set to score on."""
+    """One trial's view of the data, on the trial's device: episodes to meta-train on, a
+    validation set to score on. Random draws come from a CPU generator (the same episodes on any
+    device)."""
 
-    def __init__(self, cfg: Any, field: Any, fit: SignalSet, score: SignalSet) -> None:
-        self.cfg, self.field, self.fit, self.score = cfg, field, fit, score
+    def __init__(
+        self, cfg: Any, field: Any, fit: SignalSet, score: SignalSet, device: torch.device
+    ) -> None:
+        self.cfg, self.field, self.device = cfg, field, device
+        self.fit, self.score = fit.to(device), score.to(device)
         self.spec = trial_method(cfg)
         self.fim: FimConfig | None = cfg.fim if self.spec.fim else None
 
@@ -67,7 +72,7 @@ class CityTask(MetaTask):
     """Meta-train on the meta blocks' rays (read once from the Arrow store), validate on the
     held-out blocks."""
 
-    def __init__(self, cfg: Any, prepared: "CityPrepared") -> None:
+    def __init__(self, cfg: Any, prepared: "CityPrepared", device: torch.device) -> None:
         from mclnf_dist.data.ray_stream import read_block_rays
         from mclnf_dist.experiments.city_data import blocks_as_segments
         from mclnf_dist.nerf.field import RadianceFieldConfig, pack_rays
@@ -87,26 +92,26 @@ class CityTask(MetaTask):
         score = blocks_as_segments(
             city.test_uri, held_out, cfg.data.score_rays_per_block, cfg.seed + 1, "held-out views"
         )
-        super().__init__(cfg, field, fit, score)
+        super().__init__(cfg, field, fit, score, device)
         self.rays: list[tuple[torch.Tensor, torch.Tensor]] = []  # per meta block: (R, 8), (R, 3)
         columns = ["origin", "direction", "near", "far", "rgb"]
         for block in city.meta_blocks:
             rays = read_block_rays(city.train_uri, block, columns)
             packed = pack_rays(rays["origin"], rays["direction"], rays["near"], rays["far"])
-            self.rays.append((packed, rays["rgb"]))
+            self.rays.append((packed.to(device), rays["rgb"].to(device)))
 
     def init(self) -> Params:
         from mclnf_dist.nerf.field import init_radiance_params
 
         generator = torch.Generator().manual_seed(self.cfg.seed)
-        return init_radiance_params(self.field, 1, generator)
+        return init_radiance_params(self.field, 1, generator, self.device)
 
     def episode(self, meta: MetaConfig, theta0: Params, generator: torch.Generator) -> Episode:
         """``2n`` random rays of every meta block: the first ``n`` adapt, the rest score."""
         n = self.cfg.train.rays_per_task
         xs, ys = [], []
         for x, y in self.rays:
-            pick = torch.randint(0, x.shape[0], (2 * n,), generator=generator)
+            pick = torch.randint(0, x.shape[0], (2 * n,), generator=generator).to(self.device)
             xs.append(x[pick])
             ys.append(y[pick])
         x, y = torch.stack(xs), torch.stack(ys)  # (B, 2n, 8), (B, 2n, 3)
@@ -122,8 +127,8 @@ class CityPrepared:
     scene_box: tuple[tuple[float, float, float], tuple[float, float, float]]
     background: tuple[float, float, float]
 
-    def task(self, cfg: Any) -> MetaTask:
-        return CityTask(cfg, self)
+    def task(self, cfg: Any, device: torch.device) -> MetaTask:
+        return CityTask(cfg, self, device)
 
 
 def prepare_city_target(cfg: Any, log: ProgressLog) -> CityPrepared:
@@ -147,21 +152,23 @@ def prepare_city_target(cfg: Any, log: ProgressLog) -> CityPrepared:
 class SignalsTask(MetaTask):
     """Meta-train on the sweep's training signals, validate on the held-back ones."""
 
-    def __init__(self, cfg: Any, prepared: "SignalsPrepared") -> None:
-        super().__init__(cfg, cfg.field, prepared.val, prepared.val)
+    def __init__(self, cfg: Any, prepared: "SignalsPrepared", device: torch.device) -> None:
+        super().__init__(cfg, cfg.field, prepared.val, prepared.val, device)
         self.train = prepared.train
-        self.coords = prepared.train.segment_coords()  # (T, n, d)
-        self.values = prepared.train.segment_values()  # (S, T, n, C)
+        self.coords = prepared.train.segment_coords().to(device)  # (T, n, d)
+        self.values = prepared.train.segment_values().to(device)  # (S, T, n, C)
 
     def init(self) -> Params:
         generator = torch.Generator().manual_seed(self.cfg.seed)
+        train = self.train
         return init_params(
-            self.field, self.train.in_features, self.train.out_features, 1, generator
+            self.field, train.in_features, train.out_features, 1, generator, self.device
         )
 
     def episode(self, meta: MetaConfig, theta0: Params, generator: torch.Generator) -> Episode:
         """A random meta-batch of training signals, drawn as :func:`meta_train` draws it."""
         batch = torch.randperm(self.values.shape[0], generator=generator)[: meta.meta_batch_size]
+        batch = batch.to(self.device)
         values = self.values[batch]
         return signal_episode(self.spec.meta_schedule, meta, theta0, self.coords, values)
 
@@ -173,8 +180,8 @@ class SignalsPrepared:
     train: SignalSet
     val: SignalSet
 
-    def task(self, cfg: Any) -> MetaTask:
-        return SignalsTask(cfg, self)
+    def task(self, cfg: Any, device: torch.device) -> MetaTask:
+        return SignalsTask(cfg, self, device)
 
 
 def prepare_signals_target(cfg: Any, log: ProgressLog) -> SignalsPrepared:

@@ -23,6 +23,7 @@ from typing import Any
 
 import torch
 
+from mclnf_dist.device import pick_device
 from mclnf_dist.errors import MclnfError
 from mclnf_dist.meta.meta_learning import OuterOptimizer, meta_gradient
 from mclnf_dist.progress import ProgressLog
@@ -42,6 +43,8 @@ class TrialSettings:
     tracking_uri: str
     parent_run_id: str
     threads: int = 1
+    device: str = "cpu"
+    """``cuda`` when every trial is given a GPU (Ray makes only that one visible), else ``cpu``."""
 
 
 def meta_train_and_validate(
@@ -51,6 +54,7 @@ def meta_train_and_validate(
     on_report: Callable[[dict[str, float], dict], None],
     state: dict | None = None,
     log: ProgressLog | None = None,
+    device: torch.device | None = None,
 ) -> dict[str, float]:
     """Meta-train ``theta_0`` for the config's budget, validating every ``metric.every`` rounds.
 
@@ -59,12 +63,14 @@ def meta_train_and_validate(
         prepared: the pipeline's data (:meth:`Pipeline.prepare`).
         on_report: called with (metrics, state) after every validation; ``state`` restores it.
         state: a state from an earlier ``on_report``: continue from there.
+        device: where the trial computes (default CPU); episodes are drawn on the CPU either way.
 
     Returns:
         The last metrics: ``round``, ``val_psnr`` (at ``adapt_step``), ``val_psnr_step1``,
         ``outer_psnr`` (mean over the rounds since the previous report).
     """
-    task = prepared.task(cfg)
+    device = device or torch.device("cpu")
+    task = prepared.task(cfg, device)
     metric, rounds = space.metric, space.rounds(cfg)
     torch.manual_seed(cfg.seed)  # the radiance field's sample jitter uses the global generator
     outer = OuterOptimizer(task.init(), cfg.meta.outer_lr, cfg.meta.grad_clip)
@@ -74,6 +80,8 @@ def meta_train_and_validate(
         outer.load_state_dict(state["outer"])
         generator.set_state(state["generator"])
         torch.set_rng_state(state["torch_rng"])
+        if device.type == "cuda" and "cuda_rng" in state:
+            torch.cuda.set_rng_state(state["cuda_rng"], device)
         start, last = state["round"], state["metrics"]
     outer_psnr, started = [], time.perf_counter()
     for round_ in range(start + 1, rounds + 1):
@@ -83,7 +91,8 @@ def meta_train_and_validate(
         outer_psnr.append(metrics["outer_psnr"])
         if round_ % metric.every and round_ != rounds:
             continue
-        with torch.random.fork_rng(devices=[]):
+        # validation draws from a forked state: how often it runs leaves meta-training alone
+        with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
             torch.manual_seed(cfg.seed + 1)
             result = task.validate(outer.params(), metric.adapt_step)
         last = {
@@ -105,6 +114,7 @@ def meta_train_and_validate(
             "outer": outer.state_dict(),
             "generator": generator.get_state(),
             "torch_rng": torch.get_rng_state(),
+            **({"cuda_rng": torch.cuda.get_rng_state(device)} if device.type == "cuda" else {}),
         }
         on_report(last, state)
     return last
@@ -123,7 +133,9 @@ def run_trial(params: dict[str, Any], prepared: Any, settings: TrialSettings) ->
     checkpoint = tune.get_checkpoint()
     if checkpoint is not None:
         with checkpoint.as_directory() as folder:
-            state = torch.load(os.path.join(folder, STATE_FILE), weights_only=False)
+            state = torch.load(
+                os.path.join(folder, STATE_FILE), map_location="cpu", weights_only=False
+            )
         log.info(f"resuming at round {state['round']}")
     logged = {**params, "method": trial_method(cfg).name}
     run = TrialRun(settings, trial_id, logged, (state or {}).get("mlflow_run_id"))
@@ -136,7 +148,8 @@ def run_trial(params: dict[str, Any], prepared: Any, settings: TrialSettings) ->
             tune.report(dict(metrics), checkpoint=tune.Checkpoint.from_directory(folder))
 
     try:
-        meta_train_and_validate(cfg, prepared, settings.space, on_report, state, log)
+        device = pick_device(settings.device)
+        meta_train_and_validate(cfg, prepared, settings.space, on_report, state, log, device)
     except SystemExit:  # stopped by the scheduler (the driver tags the run "stopped early")
         run.end("FINISHED")
         raise
@@ -203,12 +216,17 @@ def find_trial_run(
 
 
 def evaluate_config(
-    config_path: str, space: SweepSpace, threads: int = 1, log: ProgressLog | None = None
+    config_path: str,
+    space: SweepSpace,
+    threads: int = 1,
+    log: ProgressLog | None = None,
+    device: str = "cpu",
 ) -> dict[str, float]:
     """Re-run one trial from a full config file (e.g. ``best_config.yaml``), without Tune.
 
     Same data preparation, seeds and thread count as in the sweep, so the final ``val_psnr``
-    reproduces the trial's (the reproducibility check).
+    reproduces the trial's (the reproducibility check; exactly so on the CPU). ``device``:
+    ``cpu``, ``cuda`` or ``auto``, as :func:`~mclnf_dist.device.pick_device` takes it.
     """
     from mclnf_dist.config import load_yaml_config
 
@@ -225,6 +243,8 @@ def evaluate_config(
     previous = torch.get_num_threads()
     torch.set_num_threads(threads)
     try:
-        return meta_train_and_validate(cfg, prepared, space, lambda m, s: None, None, log)
+        return meta_train_and_validate(
+            cfg, prepared, space, lambda m, s: None, None, log, pick_device(device)
+        )
     finally:
         torch.set_num_threads(previous)
