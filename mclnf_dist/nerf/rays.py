@@ -98,8 +98,9 @@ def near_far_from_box(
         ``(near, far, hit)``: (R,) entry and exit depths and a bool mask of rays that cross the
         box in front of the camera; for rays that miss, ``near == far == min_near``.
     """
-    lower = torch.as_tensor(np.asarray(box_min), dtype=origins.dtype, device=origins.device)
-    upper = torch.as_tensor(np.asarray(box_max), dtype=origins.dtype, device=origins.device)
+    # np.array copies: the box may be a read-only view (Arrow-backed), which torch warns about
+    lower = torch.as_tensor(np.array(box_min), dtype=origins.dtype, device=origins.device)
+    upper = torch.as_tensor(np.array(box_max), dtype=origins.dtype, device=origins.device)
     tiny = torch.finfo(directions.dtype).tiny
     sign = torch.where(directions < 0, -1.0, 1.0).to(directions.dtype)
     # Axis-parallel rays: a tiny non-zero component gives +-inf slab bounds instead of NaN.

@@ -176,6 +176,9 @@ class TrialRun:
         self.client = MlflowClient(settings.tracking_uri)
         experiment = self.client.get_experiment_by_name(settings.experiment)
         run_id = run_id or find_trial_run(self.client, experiment.experiment_id, settings, trial_id)
+        self.logged_until = 0
+        """Rounds the run already has: a trial that restarts from an earlier round (no checkpoint
+        yet, or one older than its last MLflow point) repeats them; they are not logged twice."""
         if run_id is None:
             tags = {
                 "mlflow.parentRunId": settings.parent_run_id,
@@ -187,12 +190,16 @@ class TrialRun:
             run_id = run.info.run_id
         else:
             self.client.update_run(run_id, status="RUNNING")
+            history = self.client.get_metric_history(run_id, "round")
+            self.logged_until = max((int(p.step) for p in history), default=0)
         self.run_id = run_id
         self.client.log_batch(run_id, params=[Param(k, str(v)[:500]) for k, v in params.items()])
 
     def log_metrics(self, metrics: dict[str, float], step: int) -> None:
         from mlflow.entities import Metric
 
+        if step <= self.logged_until:
+            return
         now = int(time.time() * 1000)
         batch = [Metric(k, float(v), now, step) for k, v in metrics.items()]
         self.client.log_batch(self.run_id, metrics=batch)

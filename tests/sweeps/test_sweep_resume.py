@@ -124,6 +124,10 @@ def test_a_killed_sweep_resumes_without_rerunning_finished_trials(
         assert iterations(folder, trial) == counted[trial], trial
         assert mlflow_runs(mlflow_uri)[trial] == tracked[trial], trial
     assert all(len(runs) == 1 for runs in mlflow_runs(mlflow_uri).values())
+    client = MlflowClient(mlflow_uri)
+    for [(run_id, _)] in mlflow_runs(mlflow_uri).values():  # no round logged twice
+        steps = [p.step for p in client.get_metric_history(run_id, "val_psnr")]
+        assert len(steps) == len(set(steps)), (run_id, steps)
     rows = list(csv.DictReader(open(folder / "trials.csv")))
     assert len(rows) == SAMPLES and all(r["status"] != "error" for r in rows), rows
     assert (folder / "best_config.yaml").exists()
