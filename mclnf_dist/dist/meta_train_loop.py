@@ -18,7 +18,7 @@ import torch
 
 from mclnf_dist.data.ray_stream import stream_block_rays
 from mclnf_dist.meta.fim import FimConfig
-from mclnf_dist.meta.meta_learning import Episode, MetaConfig, meta_gradient
+from mclnf_dist.meta.meta_learning import MetaConfig, block_episode, meta_gradient
 from mclnf_dist.nerf.field import RadianceFieldConfig, pack_rays
 
 STARTED = time.perf_counter()
@@ -44,6 +44,9 @@ class WorkerJob:
     fail_at_round: int = -1
     """Testing only: rank 1 raises at this round once (an injected worker death)."""
     fail_marker: str = ""
+    schedule: str = "modular"
+    """:func:`~mclnf_dist.meta.meta_learning.block_episode`'s: ``modular`` (maml, mod, mim) or
+    ``sequential`` (oml)."""
 
 
 def assigned_blocks(blocks: list[int], rank: int, world: int) -> list[int]:
@@ -96,8 +99,7 @@ def train_loop_per_worker(config: dict) -> None:
         theta0 = {k: v.to(device) for k, v in ray.get(ref).items()}
         pulled = time.perf_counter()
         x, y = block_batch(streams, device, job.rays_per_task)
-        n = job.rays_per_task
-        episode = Episode([(x[:, :n], y[:, :n])], (x[:, n:], y[:, n:]))
+        episode = block_episode(job.schedule, job.meta, theta0, x, y, job.rays_per_task)
         grads, metrics = meta_gradient(job.field, job.meta, job.fim, theta0, episode)
         grads = {k: v.detach().cpu() for k, v in grads.items()}
         computed = time.perf_counter()

@@ -146,7 +146,10 @@ def run_city(cfg: CityExperimentConfig) -> dict:
 
 
 def meta_key(spec: MethodSpec) -> str:
-    """Methods with the same meta-objective share one meta-training (maml and mod: MSE)."""
+    """Methods with the same meta-objective share one meta-training: ``mse`` (maml and mod: every
+    block a task), ``fim`` (mim), ``oml`` (blocks streamed through one network's head)."""
+    if spec.meta_schedule == "sequential":
+        return "oml"
     return "fim" if spec.fim else "mse"
 
 
@@ -187,6 +190,7 @@ def meta_train_all(
             checkpoint_every=cfg.train.checkpoint_every,
             fail_at_round=cfg.train.fail_at_round,
             fail_marker=f"{storage.rstrip('/')}/{run_name}/worker-failed-once",
+            schedule="sequential" if key == "oml" else "modular",
         )
         theta0, history = meta_train_distributed(
             job, cfg.train, random_init, cfg.meta.outer_lr, cfg.meta.grad_clip, run_name, storage

@@ -9,6 +9,10 @@ Three task schedules cover every meta-learned method:
 * ``sequential`` (``oml``): one shared network per signal adapts its head on segment 1, then 2, ...
   (the continual stream), and is scored on everything seen, as in OML.
 
+A city (:func:`block_episode`) is one signal whose segments are blocks: ``modular`` makes every
+block a task (which is also MAML's objective there: the blocks are its tasks, so ``maml`` and
+``mod`` share one meta-training), ``sequential`` streams the blocks through one network's head.
+
 :func:`meta_gradient` is a pure function of ``theta_0`` and a batch, so the same code runs in a
 local loop (:func:`meta_train`) and on distributed workers that push gradients to a server.
 """
@@ -104,6 +108,25 @@ def signal_episode(
         return Episode(stages, query, head_keys(theta0, meta.head_layers))
     x, y = tasks_for(schedule, coords, values)
     return Episode([(x, y)], (x, y))
+
+
+def block_episode(
+    schedule: str, meta: MetaConfig, theta0: Params, x: Tensor, y: Tensor, n: int
+) -> Episode:
+    """An episode of a city's blocks: x (B, 2n, d), y (B, 2n, C) rays of B blocks; the first ``n``
+    rays of each block adapt, the other ``n`` score.
+
+    ``modular``: every block a task with its own copy of ``theta_0`` (one stacked stage).
+    ``sequential`` (OML): one network adapts its head on block 1, then 2, ..., and is scored on
+    the query rays of all of them.
+    """
+    if schedule == "modular":
+        return Episode([(x[:, :n], y[:, :n])], (x[:, n:], y[:, n:]))
+    if schedule != "sequential":
+        raise ValueError(f"unknown block schedule {schedule!r} (expected modular or sequential)")
+    stages = [(x[b : b + 1, :n], y[b : b + 1, :n]) for b in range(x.shape[0])]
+    query = (x[:, n:].reshape(1, -1, x.shape[-1]), y[:, n:].reshape(1, -1, y.shape[-1]))
+    return Episode(stages, query, head_keys(theta0, meta.head_layers))
 
 
 def adapt_episode(

@@ -24,7 +24,7 @@ from mclnf_dist.data.signal_set import SignalSet
 from mclnf_dist.eval import MethodContext, MethodResult, evaluate_method
 from mclnf_dist.fields.stacked_mlp import Params, init_params
 from mclnf_dist.meta.fim import FimConfig
-from mclnf_dist.meta.meta_learning import Episode, MetaConfig, signal_episode
+from mclnf_dist.meta.meta_learning import Episode, MetaConfig, block_episode, signal_episode
 from mclnf_dist.meta.methods import MethodSpec, get_method
 from mclnf_dist.progress import ProgressLog
 
@@ -115,7 +115,7 @@ class CityTask(MetaTask):
             xs.append(x[pick])
             ys.append(y[pick])
         x, y = torch.stack(xs), torch.stack(ys)  # (B, 2n, 8), (B, 2n, 3)
-        return Episode([(x[:, :n], y[:, :n])], (x[:, n:], y[:, n:]))
+        return block_episode(self.spec.meta_schedule, meta, theta0, x, y, n)
 
 
 @dataclass

@@ -6,6 +6,8 @@ from mclnf_dist.meta.inner_loop import per_sample_loss
 from mclnf_dist.meta.meta_learning import (
     MetaConfig,
     adapt_episode,
+    block_episode,
+    head_keys,
     meta_gradient,
     signal_episode,
 )
@@ -88,3 +90,32 @@ def test_first_order_fim_meta_gradient_is_the_gradient_at_the_adapted_params():
     expected = torch.autograd.grad(loss, list(adapted.values()))
     for key, grad in zip(adapted, expected, strict=True):
         torch.testing.assert_close(grads[key], grad.sum(0, keepdim=True))
+
+
+def test_a_city_oml_episode_is_the_oml_objective_of_one_signal_whose_segments_are_blocks():
+    """``block_episode('sequential')`` (the city's oml meta-training) streams the blocks through
+    one network's head and scores all of them: the same meta-gradient as the signals' OML episode
+    of one signal with those blocks as segments (context rays == query rays here)."""
+    cfg = FieldConfig(depth=3, width=8, w0=3.0)
+    meta = MetaConfig(algorithm="maml", inner_steps=2, inner_lr=0.1, head_layers=2)
+    generator = torch.Generator().manual_seed(0)
+    theta0 = init_params(cfg, 2, 3, 1, generator=generator)
+    coords = torch.rand(3, 5, 2, generator=generator) * 2 - 1  # 3 blocks of 5 rays
+    values = torch.rand(1, 3, 5, 3, generator=generator)
+    x, y = torch.cat([coords, coords], 1), torch.cat([values[0], values[0]], 1)  # (3, 10, .)
+
+    episode = block_episode("sequential", meta, theta0, x, y, 5)
+    assert len(episode.context) == 3 and episode.query[0].shape == (1, 15, 2)
+    assert episode.adapt_keys == head_keys(theta0, 2) != set(theta0)
+    grads, _ = meta_gradient(cfg, meta, None, theta0, episode)
+    expected, _ = meta_gradient(
+        cfg, meta, None, theta0, signal_episode("sequential", meta, theta0, coords, values)
+    )
+    for key in theta0:
+        torch.testing.assert_close(grads[key], expected[key])
+    assert float(grads["w0"].abs().sum()) > 0  # the representation learns through the head
+
+    modular = block_episode("modular", meta, theta0, x, y, 5)
+    assert len(modular.context) == 1 and modular.query[0].shape == (3, 5, 2)
+    with pytest.raises(ValueError, match="unknown block schedule 'shared'"):
+        block_episode("shared", meta, theta0, x, y, 5)
