@@ -80,11 +80,12 @@ def radiance_fim_step(device) -> bool:
 
 
 def faces_learning(device) -> dict:
-    from mclnf_dist.data.signals import load_signal_set, split_train_test
-    from mclnf_dist.eval import MethodContext, evaluate_method
+    from mclnf_dist.evaluation.protocol import MethodContext, evaluate_method
     from mclnf_dist.meta.adaptation import AdaptConfig
-    from mclnf_dist.meta.meta_learning import MetaConfig, meta_train
+    from mclnf_dist.meta.meta_learning import MetaConfig
     from mclnf_dist.meta.methods import METHODS
+    from mclnf_dist.meta.outer_loop import meta_train
+    from mclnf_dist.signals.loading import load_signal_set, split_train_test
 
     train, test = split_train_test(load_signal_set("image", "builtin:lfw"), 80, 20, 0)
     train, test = train.to(device), test.to(device)

@@ -34,9 +34,9 @@ import pyarrow
 import pyarrow.parquet as pq
 import torch
 
-from mclnf_dist.data.partition import BlockPartition
-from mclnf_dist.data.ray_store import load_manifest, write_store
-from mclnf_dist.data.ray_stream import stream_block_rays
+from mclnf_dist.raystore.store import load_manifest, write_store
+from mclnf_dist.raystore.stream import stream_block_rays
+from mclnf_dist.scenes.partition import BlockPartition
 
 BATCH = 4096
 

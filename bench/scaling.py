@@ -59,14 +59,14 @@ def main() -> None:
     os.environ.setdefault("RAY_TRAIN_HEALTH_CHECK_INTERVAL_S", "0.2")  # before Ray starts
     import ray
 
-    from mclnf_dist.data.scene import load_scene
-    from mclnf_dist.dist.meta_train_loop import WorkerJob
-    from mclnf_dist.dist.meta_trainer import meta_train_distributed
-    from mclnf_dist.dist.train_config import TrainConfig
-    from mclnf_dist.experiments.city import CityExperimentConfig
-    from mclnf_dist.experiments.city_data import CityDataConfig, prepare_city
+    from mclnf_dist.distributed.meta_train_loop import WorkerJob
+    from mclnf_dist.distributed.meta_trainer import meta_train_distributed
+    from mclnf_dist.distributed.train_config import TrainConfig
+    from mclnf_dist.jobs.city import CityExperimentConfig
+    from mclnf_dist.jobs.city_data import CityDataConfig, prepare_city
     from mclnf_dist.nerf.field import field_for_scene, init_radiance_params
     from mclnf_dist.progress import ProgressLog
+    from mclnf_dist.scenes.scene import load_scene
 
     work = Path(opts.workdir or tempfile.mkdtemp(prefix="mclnf-scaling-"))
     blocks = [0, 1, 2, 3]
@@ -100,7 +100,6 @@ def main() -> None:
                 server_namespace=None,
                 cpus_per_worker=1,
                 seed=0,
-                checkpoint_every=opts.rounds,
             )
             train = TrainConfig(
                 num_workers=workers,

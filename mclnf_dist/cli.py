@@ -10,11 +10,11 @@ import sys
 from mclnf_dist.errors import MclnfError
 
 SUBCOMMANDS: dict[str, tuple[str, str]] = {
-    "signals": ("mclnf_dist.experiments.signals", "meta-train and evaluate on image/audio/video"),
-    "dataset": ("mclnf_dist.data.cli", "make-city | ingest: build and store city scenes"),
-    "city": ("mclnf_dist.experiments.city", "the main job: meta-continual city NeRF on Ray"),
-    "sweep": ("mclnf_dist.experiments.sweep", "Ray Tune sweeps over tune_spaces/*.yaml, in MLflow"),
-    "report": ("mclnf_dist.experiments.report", "every method, every modality -> docs/results.md"),
+    "signals": ("mclnf_dist.jobs.signals", "meta-train and evaluate on image/audio/video"),
+    "dataset": ("mclnf_dist.jobs.dataset", "make-city | ingest: build and store city scenes"),
+    "city": ("mclnf_dist.jobs.city", "the main job: meta-continual city NeRF on Ray"),
+    "sweep": ("mclnf_dist.sweeps.driver", "Ray Tune sweeps over tune_spaces/*.yaml, in MLflow"),
+    "report": ("mclnf_dist.jobs.report", "every method, every modality -> docs/results.md"),
 }
 
 

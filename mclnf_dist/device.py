@@ -1,5 +1,7 @@
 """Device choice: CUDA when present, else CPU; never assumed."""
 
+import platform
+
 import torch
 
 from mclnf_dist.errors import MclnfError
@@ -21,3 +23,14 @@ def pick_device(preference: str = "auto") -> torch.device:
         raise MclnfError(
             f"device={preference!r} is not a torch device (expected auto|cpu|cuda)"
         ) from err
+
+
+def machine_info() -> dict:
+    """What a result was measured on (recorded beside every report)."""
+    return {
+        "platform": platform.platform(),
+        "processor": platform.processor() or platform.machine(),
+        "torch": torch.__version__,
+        "torch_threads": torch.get_num_threads(),
+        "cuda": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
+    }

@@ -19,31 +19,52 @@ class ProgressLog:
         elapsed = time.perf_counter() - self.start
         print(f"[{self.prefix} {elapsed:7.1f}s] {message}", flush=True)
 
-    def bar(self, description: str, total: int, unit: str = "step") -> "Bar":
-        return Bar(self, description, total, unit)
+    def bar(
+        self, description: str, total: int, unit: str = "step", rays_per_unit: int = 0
+    ) -> "Bar":
+        return Bar(self, description, total, unit, rays_per_unit=rays_per_unit)
 
 
 class Bar:
     """A tqdm bar on a TTY; periodic ``n/total, rate, ETA`` lines elsewhere."""
 
     def __init__(
-        self, log: ProgressLog, description: str, total: int, unit: str, interval_s: float = 10.0
+        self,
+        log: ProgressLog,
+        description: str,
+        total: int,
+        unit: str,
+        interval_s: float = 10.0,
+        rays_per_unit: int = 0,
     ) -> None:
         self.log, self.description, self.total, self.unit = log, description, total, unit
+        self.rays_per_unit = rays_per_unit
+        """Rays each unit processes: the lines then show rays/s."""
         self.count, self.start, self.last_print, self.interval_s = (
             0,
             time.perf_counter(),
             0.0,
             interval_s,
         )
+        self.first: int | None = None  # count at the first update (a resumed loop starts late)
         self.tqdm = None
         if sys.stderr.isatty():
             from tqdm import tqdm
 
             self.tqdm = tqdm(total=total, desc=description, unit=unit)
 
+    def goto(self, count: int, **postfix: str) -> None:
+        """Set the count (a loop that knows its position, e.g. a resumed one)."""
+        if self.first is None:
+            self.first = count - 1
+            if self.tqdm is not None:
+                self.tqdm.update(self.first)
+        self.update(count - self.count, **postfix)
+
     def update(self, n: int = 1, **postfix: str) -> None:
         self.count += n
+        if self.first is None:
+            self.first = self.count - n
         if self.tqdm is not None:
             self.tqdm.update(n)
             if postfix:
@@ -52,12 +73,13 @@ class Bar:
         now = time.perf_counter()
         if now - self.last_print >= self.interval_s or self.count >= self.total:
             self.last_print = now
-            rate = self.count / max(now - self.start, 1e-9)
+            rate = (self.count - self.first) / max(now - self.start, 1e-9)
             eta = (self.total - self.count) / max(rate, 1e-9)
+            rays = f", {rate * self.rays_per_unit:,.0f} rays/s" if self.rays_per_unit else ""
             extra = " ".join(f"{k}={v}" for k, v in postfix.items())
             self.log.info(
                 f"{self.description}: {self.count}/{self.total} {self.unit}s, "
-                f"{rate:.1f} {self.unit}/s, ETA {eta:.0f}s {extra}"
+                f"{rate:.2f} {self.unit}/s{rays}, ETA {eta:.0f}s {extra}".rstrip()
             )
 
     def close(self) -> None:

@@ -8,7 +8,7 @@ python pipelines/city_nerf.py --help               # every option
 import sys
 
 from mclnf_dist.cli import run_with_clean_errors
-from mclnf_dist.experiments.city import main
+from mclnf_dist.jobs.city import main
 
 if __name__ == "__main__":
     run_with_clean_errors(main, sys.argv[1:])

@@ -8,7 +8,7 @@ python pipelines/report.py --sections faces city --quick
 import sys
 
 from mclnf_dist.cli import run_with_clean_errors
-from mclnf_dist.experiments.report import main
+from mclnf_dist.jobs.report import main
 
 if __name__ == "__main__":
     run_with_clean_errors(main, sys.argv[1:])

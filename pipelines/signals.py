@@ -8,7 +8,7 @@ python pipelines/signals.py --config my.yaml --help
 import sys
 
 from mclnf_dist.cli import run_with_clean_errors
-from mclnf_dist.experiments.signals import main
+from mclnf_dist.jobs.signals import main
 
 if __name__ == "__main__":
     run_with_clean_errors(main, sys.argv[1:])

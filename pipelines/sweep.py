@@ -9,7 +9,7 @@ Re-running the same command resumes an interrupted sweep.
 import sys
 
 from mclnf_dist.cli import run_with_clean_errors
-from mclnf_dist.experiments.sweep import main
+from mclnf_dist.sweeps.driver import main
 
 if __name__ == "__main__":
     run_with_clean_errors(main, sys.argv[1:])

@@ -4,7 +4,7 @@ import pytest
 
 from mclnf_dist.config import load_yaml_config
 from mclnf_dist.errors import MclnfError
-from mclnf_dist.experiments.signals import SignalsConfig
+from mclnf_dist.jobs.signals import SignalsConfig
 
 
 def test_float_fields_take_numbers_and_yaml_exponent_text(tmp_path):

@@ -13,12 +13,10 @@ A city (:func:`block_episode`) is one signal whose segments are blocks: ``modula
 block a task (which is also MAML's objective there: the blocks are its tasks, so ``maml`` and
 ``mod`` share one meta-training), ``sequential`` streams the blocks through one network's head.
 
-:func:`meta_gradient` is a pure function of ``theta_0`` and a batch, so the same code runs in a
-local loop (:func:`meta_train`) and on distributed workers that push gradients to a server.
+:func:`meta_gradient` is a pure function of ``theta_0`` and a batch; the one outer loop around it
+(:mod:`mclnf_dist.meta.outer_loop`) runs in this process and on distributed workers alike.
 """
 
-import time
-from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
@@ -230,41 +228,3 @@ class OuterOptimizer:
             for key, value in state["theta0"].items():
                 self.theta0[key].copy_(value)
         self.optimizer.load_state_dict(state["optimizer"])
-
-
-def meta_train(
-    schedule: str,
-    field: FieldConfig,
-    meta: MetaConfig,
-    fim: FimConfig | None,
-    theta0: Params,
-    coords: Tensor,
-    values: Tensor,
-    seed: int = 0,
-    on_step: Callable[[int, dict[str, float]], None] | None = None,
-) -> tuple[Params, list[dict[str, float]]]:
-    """Meta-train ``theta_0`` in this process.
-
-    Args:
-        coords: (T, n, d) segment coordinates. values: (S, T, n, C) all training signals.
-        on_step: called with (step, metrics) after every outer step (progress, tracking).
-
-    Returns:
-        (meta-learned ``theta_0``, per-step metrics).
-    """
-    outer = OuterOptimizer(theta0, meta.outer_lr, meta.grad_clip)
-    generator = torch.Generator().manual_seed(seed)
-    history = []
-    for step in range(meta.outer_steps):
-        start = time.perf_counter()
-        batch = torch.randperm(values.shape[0], generator=generator)[: meta.meta_batch_size]
-        episode = signal_episode(
-            schedule, meta, outer.theta0, coords, values[batch.to(values.device)]
-        )
-        grads, metrics = meta_gradient(field, meta, fim, outer.theta0, episode)
-        metrics["grad_norm"] = outer.step(grads)
-        metrics["step_time_s"] = time.perf_counter() - start
-        history.append(metrics)
-        if on_step is not None:
-            on_step(step, metrics)
-    return outer.params(), history

@@ -179,7 +179,7 @@ def init_radiance_params(
 
 
 def field_for_scene(scene, **overrides) -> RadianceFieldConfig:
-    """A radiance field fitted to a :class:`~mclnf_dist.data.scene.Scene`: its box and sky.
+    """A radiance field fitted to a :class:`~mclnf_dist.scenes.scene.Scene`: its box and sky.
 
     Args:
         scene: anything with ``scene_box`` ((2, 3) array, required) and ``background`` ((3,)).

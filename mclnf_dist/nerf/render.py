@@ -26,6 +26,7 @@ from mclnf_dist.nerf.field import (
     sample_points,
 )
 from mclnf_dist.nerf.rays import camera_rays, near_far_from_box
+from mclnf_dist.storage import atomic_write_bytes, filesystem_for
 
 RouteFn = Callable[[Tensor], Tensor]
 """``route_fn(points (P, 3) world coordinates) -> (P,) int64 module ids``."""
@@ -104,7 +105,7 @@ def render_view(
     background.
 
     Args:
-        frame: a :class:`~mclnf_dist.data.scene.Frame` or anything with ``c2w`` (4, 4), ``fx``,
+        frame: a :class:`~mclnf_dist.scenes.scene.Frame` or anything with ``c2w`` (4, 4), ``fx``,
             ``fy``, ``cx``, ``cy``, ``width``, ``height``.
         near, far: depth range of the scene (``Scene.near``/``Scene.far``); ``far=None``: unbounded.
 
@@ -144,7 +145,6 @@ def save_png(image: Tensor | np.ndarray, path: str) -> str:
     Written atomically through fsspec (local folders are created; ``s3://`` works too).
     """
     # Imported here: storage pulls in fsspec and pyarrow, which rendering itself never needs.
-    from mclnf_dist.data.storage import atomic_write_bytes, filesystem_for
 
     pixels = image if isinstance(image, np.ndarray) and image.dtype == np.uint8 else None
     pixels = to_uint8(image) if pixels is None else pixels

@@ -35,6 +35,8 @@ import yaml
 
 from mclnf_dist.config import as_float, merge
 from mclnf_dist.errors import MclnfError
+from mclnf_dist.fields.stacked_mlp import FIELD_KINDS, FieldConfig
+from mclnf_dist.meta.meta_learning import ALGORITHMS, MetaConfig
 from mclnf_dist.sweeps.targets import Pipeline, pipelines
 
 DISTRIBUTIONS = {
@@ -269,8 +271,6 @@ def check_value(source: str, base_cfg: Any, key: str, value: Any) -> Any:
 
 def allowed_values(cfg: Any, key: str) -> tuple[str, ...] | None:
     """The names a string field accepts, where the project has a fixed set."""
-    from mclnf_dist.fields.stacked_mlp import FIELD_KINDS, FieldConfig
-    from mclnf_dist.meta.meta_learning import ALGORITHMS, MetaConfig
 
     owner_path, _, name = key.rpartition(".")
     owner = get_path(cfg, owner_path) if owner_path else cfg

@@ -20,13 +20,22 @@ from typing import Any
 
 import torch
 
-from mclnf_dist.data.signal_set import SignalSet
-from mclnf_dist.eval import MethodContext, MethodResult, evaluate_method
+from mclnf_dist.distributed.block_episodes import BlockRayEpisodes, worker_seed
+from mclnf_dist.distributed.fanout import ensure_ray
+from mclnf_dist.errors import MclnfError
+from mclnf_dist.evaluation.protocol import MethodContext, MethodResult, evaluate_method
 from mclnf_dist.fields.stacked_mlp import Params, init_params
+from mclnf_dist.jobs.city import CityExperimentConfig, city_field
+from mclnf_dist.jobs.city_data import CityData, blocks_as_segments, check_scene, prepare_city
+from mclnf_dist.jobs.signals import SignalsConfig, apply_modality_defaults, load_data, validate
 from mclnf_dist.meta.fim import FimConfig
-from mclnf_dist.meta.meta_learning import Episode, MetaConfig, block_episode, signal_episode
 from mclnf_dist.meta.methods import MethodSpec, get_method
+from mclnf_dist.meta.outer_loop import EpisodeSource, SignalEpisodes
+from mclnf_dist.nerf.field import init_radiance_params
 from mclnf_dist.progress import ProgressLog
+from mclnf_dist.scenes.scene import Scene, load_scene
+from mclnf_dist.signals.loading import split_train_test
+from mclnf_dist.signals.signal_set import SignalSet
 
 VALIDATION_FRACTION = 0.2
 """Signals: share of the training signals held back to validate trials on (at least one)."""
@@ -50,11 +59,14 @@ class MetaTask:
         self.fit, self.score = fit.to(device), score.to(device)
         self.spec = trial_method(cfg)
         self.fim: FimConfig | None = cfg.fim if self.spec.fim else None
+        self.seed = cfg.seed
+        """Seeds the global torch generator (the radiance field's sample jitter)."""
 
     def init(self) -> Params:
         raise NotImplementedError
 
-    def episode(self, meta: MetaConfig, theta0: Params, generator: torch.Generator) -> Episode:
+    def episodes(self, generator: torch.Generator, start_round: int) -> EpisodeSource:
+        """The meta-training episodes, from round ``start_round`` on (a resumed trial)."""
         raise NotImplementedError
 
     def validate(self, theta0: Params, adapt_step: int) -> MethodResult:
@@ -69,22 +81,13 @@ class MetaTask:
 
 
 class CityTask(MetaTask):
-    """Meta-train on the meta blocks' rays (read once from the Arrow store), validate on the
-    held-out blocks."""
+    """Meta-train on the meta blocks' rays streamed exactly as the city job's one worker would
+    (:class:`BlockRayEpisodes`, rank 0 of 1), validate on the held-out blocks."""
 
     def __init__(self, cfg: Any, prepared: "CityPrepared", device: torch.device) -> None:
-        from mclnf_dist.data.ray_stream import read_block_rays
-        from mclnf_dist.experiments.city_data import blocks_as_segments
-        from mclnf_dist.nerf.field import RadianceFieldConfig, pack_rays
 
         city = prepared.city
-        field = RadianceFieldConfig(
-            mlp=cfg.field.mlp,
-            num_samples=cfg.field.num_samples,
-            density_bias=cfg.field.density_bias,
-            scene_box=prepared.scene_box,
-            background=prepared.background,
-        )
+        field = city_field(cfg, prepared.scene)
         held_out = city.held_out or city.block_order[-1:]
         fit = blocks_as_segments(
             city.train_uri, held_out, cfg.data.fit_rays_per_block, cfg.seed, "train views"
@@ -93,39 +96,34 @@ class CityTask(MetaTask):
             city.test_uri, held_out, cfg.data.score_rays_per_block, cfg.seed + 1, "held-out views"
         )
         super().__init__(cfg, field, fit, score, device)
-        self.rays: list[tuple[torch.Tensor, torch.Tensor]] = []  # per meta block: (R, 8), (R, 3)
-        columns = ["origin", "direction", "near", "far", "rgb"]
-        for block in city.meta_blocks:
-            rays = read_block_rays(city.train_uri, block, columns)
-            packed = pack_rays(rays["origin"], rays["direction"], rays["near"], rays["far"])
-            self.rays.append((packed.to(device), rays["rgb"].to(device)))
+        self.data_uri, self.meta_blocks = city.train_uri, city.meta_blocks
+        self.seed = worker_seed(cfg.seed, 0)
 
     def init(self) -> Params:
-        from mclnf_dist.nerf.field import init_radiance_params
 
         generator = torch.Generator().manual_seed(self.cfg.seed)
         return init_radiance_params(self.field, 1, generator, self.device)
 
-    def episode(self, meta: MetaConfig, theta0: Params, generator: torch.Generator) -> Episode:
-        """``2n`` random rays of every meta block: the first ``n`` adapt, the rest score."""
-        n = self.cfg.train.rays_per_task
-        xs, ys = [], []
-        for x, y in self.rays:
-            pick = torch.randint(0, x.shape[0], (2 * n,), generator=generator).to(self.device)
-            xs.append(x[pick])
-            ys.append(y[pick])
-        x, y = torch.stack(xs), torch.stack(ys)  # (B, 2n, 8), (B, 2n, 3)
-        return block_episode(self.spec.meta_schedule, meta, theta0, x, y, n)
+    def episodes(self, generator: torch.Generator, start_round: int) -> EpisodeSource:
+        source = BlockRayEpisodes(
+            self.data_uri,
+            self.meta_blocks,
+            self.cfg.train.rays_per_task,
+            worker_seed(self.cfg.seed, 0),
+            self.spec.meta_schedule,
+            self.cfg.meta,
+            self.device,
+        )
+        source.skip(start_round)
+        return source
 
 
 @dataclass
 class CityPrepared:
     """The city as the driver prepared it (absolute URIs) plus the scene's box and sky."""
 
-    city: Any
-    """:class:`~mclnf_dist.experiments.city_data.CityData`."""
-    scene_box: tuple[tuple[float, float, float], tuple[float, float, float]]
-    background: tuple[float, float, float]
+    city: CityData
+    scene: Scene
 
     def task(self, cfg: Any, device: torch.device) -> MetaTask:
         return CityTask(cfg, self, device)
@@ -133,17 +131,12 @@ class CityPrepared:
 
 def prepare_city_target(cfg: Any, log: ProgressLog) -> CityPrepared:
     """Generate (if needed) and ingest the city once; keep what the trials need."""
-    from mclnf_dist.data.scene import load_scene
-    from mclnf_dist.dist.fanout import ensure_ray
-    from mclnf_dist.experiments.city_data import check_scene, prepare_city
-    from mclnf_dist.nerf.field import field_for_scene
 
     if cfg.data.scene:
         check_scene(cfg.data.scene)
     ensure_ray()  # the ingest runs as Ray tasks
     city = prepare_city(cfg.data, log)
-    field = field_for_scene(load_scene(city.scene_root, "all"))
-    return CityPrepared(city, field.scene_box, field.background)
+    return CityPrepared(city, load_scene(city.scene_root, "all"))
 
 
 # -------------------------------------------------------------------------------------- signals
@@ -165,12 +158,10 @@ class SignalsTask(MetaTask):
             self.field, train.in_features, train.out_features, 1, generator, self.device
         )
 
-    def episode(self, meta: MetaConfig, theta0: Params, generator: torch.Generator) -> Episode:
-        """A random meta-batch of training signals, drawn as :func:`meta_train` draws it."""
-        batch = torch.randperm(self.values.shape[0], generator=generator)[: meta.meta_batch_size]
-        batch = batch.to(self.device)
-        values = self.values[batch]
-        return signal_episode(self.spec.meta_schedule, meta, theta0, self.coords, values)
+    def episodes(self, generator: torch.Generator, start_round: int) -> EpisodeSource:
+        """As the signals job draws them (a resumed trial restores ``generator``'s state)."""
+        schedule = self.spec.meta_schedule
+        return SignalEpisodes(schedule, self.cfg.meta, self.coords, self.values, generator)
 
 
 @dataclass
@@ -186,15 +177,11 @@ class SignalsPrepared:
 
 def prepare_signals_target(cfg: Any, log: ProgressLog) -> SignalsPrepared:
     """Load the signals once; split off the test signals (as the pipeline does), then validation."""
-    from mclnf_dist.data.signals import split_train_test
-    from mclnf_dist.experiments.signals import load_data, validate
 
     validate(cfg)
     train, _test = load_data(cfg, torch.device("cpu"))
     num_val = max(1, round(VALIDATION_FRACTION * train.num_signals))
     if train.num_signals - num_val < 1:
-        from mclnf_dist.errors import MclnfError
-
         raise MclnfError(
             f"data.num_train={train.num_signals} leaves no signal to meta-train on after "
             f"{num_val} validation signals (expected data.num_train >= 2)"
@@ -225,8 +212,6 @@ class Pipeline:
 
 def pipelines() -> dict[str, Pipeline]:
     """The registry (built on call: importing the experiments is slow)."""
-    from mclnf_dist.experiments.city import CityExperimentConfig
-    from mclnf_dist.experiments.signals import SignalsConfig, apply_modality_defaults
 
     return {
         "city": Pipeline("city", CityExperimentConfig, "train.rounds", prepare_city_target),

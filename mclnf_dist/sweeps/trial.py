@@ -23,9 +23,10 @@ from typing import Any
 
 import torch
 
+from mclnf_dist.config import load_yaml_config
 from mclnf_dist.device import pick_device
 from mclnf_dist.errors import MclnfError
-from mclnf_dist.meta.meta_learning import OuterOptimizer, meta_gradient
+from mclnf_dist.meta.outer_loop import LocalStore, meta_train_loop
 from mclnf_dist.progress import ProgressLog
 from mclnf_dist.sweeps.space import SweepSpace
 from mclnf_dist.sweeps.targets import trial_method
@@ -72,51 +73,54 @@ def meta_train_and_validate(
     device = device or torch.device("cpu")
     task = prepared.task(cfg, device)
     metric, rounds = space.metric, space.rounds(cfg)
-    torch.manual_seed(cfg.seed)  # the radiance field's sample jitter uses the global generator
-    outer = OuterOptimizer(task.init(), cfg.meta.outer_lr, cfg.meta.grad_clip)
+    torch.manual_seed(task.seed)  # the radiance field's sample jitter uses the global generator
+    store = LocalStore(task.init(), cfg.meta.outer_lr, cfg.meta.grad_clip)
     generator = torch.Generator().manual_seed(cfg.seed)
-    start, last = 0, {}
+    last: dict[str, float] = {}
     if state is not None:
-        outer.load_state_dict(state["outer"])
+        store.load_state_dict(state["store"])
         generator.set_state(state["generator"])
         torch.set_rng_state(state["torch_rng"])
         if device.type == "cuda" and "cuda_rng" in state:
             torch.cuda.set_rng_state(state["cuda_rng"], device)
-        start, last = state["round"], state["metrics"]
-    outer_psnr, started = [], time.perf_counter()
-    for round_ in range(start + 1, rounds + 1):
-        episode = task.episode(cfg.meta, outer.theta0, generator)
-        grads, metrics = meta_gradient(task.field, cfg.meta, task.fim, outer.theta0, episode)
-        outer.step(grads)
+        last = state["metrics"]
+    episodes = task.episodes(generator, store.version)
+    outer_psnr: list[float] = []
+    started = time.perf_counter()
+
+    def on_round(round_: int, metrics: dict[str, float]) -> None:
+        nonlocal last
         outer_psnr.append(metrics["outer_psnr"])
         if round_ % metric.every and round_ != rounds:
-            continue
+            return
         # validation draws from a forked state: how often it runs leaves meta-training alone
         with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
             torch.manual_seed(cfg.seed + 1)
-            result = task.validate(outer.params(), metric.adapt_step)
+            result = task.validate(store.params(), metric.adapt_step)
         last = {
             "round": round_,
             "val_psnr": result.curve[metric.adapt_step],
             "val_psnr_step1": result.curve[1],
             "outer_psnr": sum(outer_psnr) / len(outer_psnr),
         }
-        outer_psnr = []
+        outer_psnr.clear()
         if log is not None:
             log.info(
                 f"round {round_}/{rounds}: val PSNR {last['val_psnr']:.2f} dB after "
                 f"{metric.adapt_step} steps ({last['val_psnr_step1']:.2f} after 1), outer PSNR "
                 f"{last['outer_psnr']:.2f} dB, {time.perf_counter() - started:.1f}s"
             )
-        state = {
+        snapshot = {
             "round": round_,
             "metrics": last,
-            "outer": outer.state_dict(),
+            "store": store.state_dict(),
             "generator": generator.get_state(),
             "torch_rng": torch.get_rng_state(),
             **({"cuda_rng": torch.cuda.get_rng_state(device)} if device.type == "cuda" else {}),
         }
-        on_report(last, state)
+        on_report(last, snapshot)
+
+    meta_train_loop(task.field, cfg.meta, task.fim, store, episodes, rounds, on_round)
     return last
 
 
@@ -235,7 +239,6 @@ def evaluate_config(
     reproduces the trial's (the reproducibility check; exactly so on the CPU). ``device``:
     ``cpu``, ``cuda`` or ``auto``, as :func:`~mclnf_dist.device.pick_device` takes it.
     """
-    from mclnf_dist.config import load_yaml_config
 
     cfg = load_yaml_config(space.pipeline.config_class, config_path)
     space.pipeline.resolve(cfg)

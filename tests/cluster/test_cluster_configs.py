@@ -330,7 +330,7 @@ def test_rayjob_env_and_references_resolve(manifests):
 def test_rayjob_entrypoint_flags_exist_in_the_city_pipeline(manifests):
     """The entrypoint's flags parse with the pipeline's own CLI (catches drift between the two)."""
     from mclnf_dist.config import parse_config
-    from mclnf_dist.experiments.city import CityExperimentConfig
+    from mclnf_dist.jobs.city import CityExperimentConfig
 
     _, _, script = shlex.split(_rayjob(manifests)["spec"]["entrypoint"])
     words = shlex.split(

@@ -4,13 +4,14 @@ than a random init with Adam, and modules do not forget while a fine-tuned netwo
 import pytest
 import torch
 
-from mclnf_dist.data.signals import load_signal_set, split_train_test
-from mclnf_dist.eval import MethodContext, evaluate_method
+from mclnf_dist.evaluation.protocol import MethodContext, evaluate_method
 from mclnf_dist.fields.stacked_mlp import FieldConfig, init_params
 from mclnf_dist.meta.adaptation import AdaptConfig
 from mclnf_dist.meta.fim import FimConfig
-from mclnf_dist.meta.meta_learning import MetaConfig, meta_train
+from mclnf_dist.meta.meta_learning import MetaConfig
 from mclnf_dist.meta.methods import METHODS
+from mclnf_dist.meta.outer_loop import meta_train
+from mclnf_dist.signals.loading import load_signal_set, split_train_test
 
 
 @pytest.fixture(scope="module")

@@ -10,7 +10,6 @@ import pytest
 import torch
 from PIL import Image
 
-from mclnf_dist.data.partition import BlockPartition
 from mclnf_dist.fields.stacked_mlp import FieldConfig, evaluate, forward, mlp_forward
 from mclnf_dist.meta.fim import FimConfig
 from mclnf_dist.meta.inner_loop import loss_and_grads, per_sample_loss
@@ -32,6 +31,7 @@ from mclnf_dist.nerf.render import (
     save_png,
     to_uint8,
 )
+from mclnf_dist.scenes.partition import BlockPartition
 
 BOX = ((0.0, 0.0, 0.0), (4.0, 2.0, 2.0))
 

@@ -13,9 +13,6 @@ import numpy as np
 import pytest
 import torch
 
-from mclnf_dist.data.city import CityConfig, make_city
-from mclnf_dist.data.partition import BlockPartition
-from mclnf_dist.data.scene import Scene, load_frame_image, load_scene
 from mclnf_dist.fields.stacked_mlp import FieldConfig, evaluate
 from mclnf_dist.meta.inner_loop import loss_and_grads
 from mclnf_dist.meta.meta_learning import mse_to_psnr
@@ -26,6 +23,9 @@ from mclnf_dist.nerf.field import (
     pack_rays,
 )
 from mclnf_dist.nerf.rays import camera_rays, near_far_from_box
+from mclnf_dist.scenes.city import CityConfig, make_city
+from mclnf_dist.scenes.partition import BlockPartition
+from mclnf_dist.scenes.scene import Scene, load_frame_image, load_scene
 
 CITY = CityConfig(width=48, height=48, aerial_views_per_block=8, street_views_per_block=12)
 BLOCK = 0

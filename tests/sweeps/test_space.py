@@ -8,8 +8,8 @@ import pytest
 from ray.tune.search.sample import Categorical, Float, Integer
 
 from mclnf_dist.errors import MclnfError
-from mclnf_dist.experiments.city import CityExperimentConfig
-from mclnf_dist.experiments.signals import SignalsConfig
+from mclnf_dist.jobs.city import CityExperimentConfig
+from mclnf_dist.jobs.signals import SignalsConfig
 from mclnf_dist.sweeps.space import load_space
 
 ROOT = Path(__file__).resolve().parents[2]

@@ -10,9 +10,9 @@ import pytest
 from mlflow.tracking import MlflowClient
 
 from mclnf_dist.config import parse_config
-from mclnf_dist.experiments.city import CityExperimentConfig
-from mclnf_dist.experiments.signals import SignalsConfig
-from mclnf_dist.experiments.sweep import SweepConfig, run_sweep
+from mclnf_dist.jobs.city import CityExperimentConfig
+from mclnf_dist.jobs.signals import SignalsConfig
+from mclnf_dist.sweeps.driver import SweepConfig, run_sweep
 from mclnf_dist.sweeps.space import get_path, load_space
 from mclnf_dist.sweeps.trial import evaluate_config
 

@@ -4,7 +4,7 @@ GPU side is checked on a GPU machine by ``bench/cuda_sweep_trial.py``)."""
 import pytest
 
 from mclnf_dist.errors import MclnfError
-from mclnf_dist.experiments.sweep import SweepConfig, check, trial_resources, trials_that_fit
+from mclnf_dist.sweeps.driver import SweepConfig, check, trial_resources, trials_that_fit
 from mclnf_dist.sweeps.space import load_space
 
 CPU_BOX = {"CPU": 2.0}

@@ -1,1 +1,0 @@
-"""Data: signals (image/audio/video), city scenes, block partition, Arrow ray store."""

@@ -1,0 +1,1 @@
+"""Evaluation: the continual-learning protocol, result tables, plots."""

@@ -1,0 +1,373 @@
+"""The evaluation protocol: every method adapts to held-out signals under the same step budget.
+
+For each method we record the PSNR of the whole reconstruction (mean over signals) at steps
+1, 2, 4, ..., ``max_steps`` (budget = steps per segment), the best value and its step, SSIM for
+images, and the per-segment matrix ``R[i][j]`` = PSNR on segment j after learning segment i,
+from which forgetting = best earlier ``R[.][j]`` minus final ``R[T-1][j]``.
+
+How a budget is spent depends on the method's ``test_schedule``:
+
+* ``modular``: segment i's module adapts from the init on segment i only, and is then frozen.
+  Modules are independent, so all adapt in one stacked batch and checkpoints come for free.
+* ``offline``: one network per signal sees all coordinates at once (no order, no forgetting).
+* ``sequential``: one network per signal learns segment 1 for ``b`` steps, then segment 2, ...
+  The curve point at budget ``b`` is a full sequential run with ``b`` steps per segment (twice the
+  cost of one run in total), so every point means the same thing as for the modular methods.
+
+All held-out signals are processed together as stacked modules.
+"""
+
+import dataclasses
+import math
+import time
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from mclnf_dist.fields.stacked_mlp import (
+    FieldConfig,
+    Params,
+    count_parameters,
+    evaluate,
+    expand_params,
+)
+from mclnf_dist.meta.adaptation import (
+    AdaptConfig,
+    EwcPenalty,
+    OptimiserPlan,
+    adapt,
+)
+from mclnf_dist.meta.fim import FimConfig
+from mclnf_dist.meta.meta_learning import MetaConfig, head_keys
+from mclnf_dist.meta.methods import MethodSpec
+from mclnf_dist.progress import ProgressLog
+from mclnf_dist.signals.signal_set import SignalSet
+
+
+@dataclass
+class MethodResult:
+    """What one method achieved on the held-out signals."""
+
+    method: str
+    group: str
+    params_per_signal: int
+    curve: dict[int, float]
+    """Step budget -> mean PSNR (dB) of the whole reconstruction."""
+    wall_time: dict[int, float]
+    """Step budget -> seconds of adaptation spent to get there (all signals together)."""
+    segment_matrix: list[list[float | None]] | None
+    """R[i][j]: mean PSNR on segment j after learning segment i (None: not yet learned)."""
+    ssim_last: float | None = None
+    reconstruction: Tensor | None = field(default=None, repr=False)
+    """(S, N, C) final predictions (for pictures; not serialised)."""
+    segment_curve: dict[int, list[float]] = field(default_factory=dict)
+    """Step budget -> mean PSNR of every segment (e.g. a city's held-out blocks)."""
+    final_params: Params | None = field(default=None, repr=False)
+    """The adapted parameters at the last budget (to render or save; not serialised)."""
+
+    @property
+    def psnr_step1(self) -> float:
+        return self.curve[min(self.curve)]
+
+    @property
+    def psnr_last(self) -> float:
+        return self.curve[max(self.curve)]
+
+    @property
+    def best(self) -> tuple[float, int]:
+        step = max(self.curve, key=lambda s: self.curve[s])
+        return self.curve[step], step
+
+    @property
+    def forgetting(self) -> float | None:
+        """Mean over segments j < T-1 of best earlier R[i][j] minus final R[T-1][j]."""
+        matrix = self.segment_matrix
+        if matrix is None or len(matrix) < 2:
+            return None
+        last = len(matrix) - 1
+        drops = [max(matrix[i][j] for i in range(j, last)) - matrix[last][j] for j in range(last)]
+        return float(np.mean(drops))
+
+    def summary(self) -> dict:
+        best, best_step = self.best
+        return {
+            "method": self.method,
+            "group": self.group,
+            "params_per_signal": self.params_per_signal,
+            "psnr_step1": self.psnr_step1,
+            "psnr_best": best,
+            "best_step": best_step,
+            "psnr_last": self.psnr_last,
+            "ssim_last": self.ssim_last,
+            "forgetting": self.forgetting,
+            "curve": {str(k): v for k, v in self.curve.items()},
+            "wall_time": {str(k): v for k, v in self.wall_time.items()},
+            "segment_matrix": self.segment_matrix,
+            "segment_curve": {str(k): v for k, v in self.segment_curve.items()},
+        }
+
+
+def checkpoint_steps(max_steps: int) -> list[int]:
+    """1, 2, 4, ... up to ``max_steps`` (``max_steps`` itself always included)."""
+    steps = [2**k for k in range(int(math.log2(max_steps)) + 1)] if max_steps >= 1 else []
+    return sorted(set(steps + [max_steps]))
+
+
+def psnr_per_signal(mse: Tensor) -> Tensor:
+    """(S, ...) squared errors -> (S,) PSNR of each signal's mean error."""
+    return -10.0 * torch.log10(mse.flatten(1).mean(1).clamp_min(1e-12))
+
+
+@dataclass
+class MethodContext:
+    """Everything that fixes how one method adapts."""
+
+    spec: MethodSpec
+    field: FieldConfig
+    init: Params
+    """One-module initialisation (random or meta-learned)."""
+    meta: MetaConfig
+    fim: FimConfig
+    adapt: AdaptConfig
+    log: ProgressLog | None = None
+
+    def report(self, step: int, psnr: float, elapsed: float, work_done: float) -> None:
+        """A progress line at the larger checkpoints: PSNR so far and the ETA."""
+        if self.log is not None and step >= 64:
+            eta = elapsed / max(work_done, 1e-9) * (1 - work_done)
+            self.log.info(
+                f"{self.spec.name}: {step}/{self.adapt.max_steps} steps, "
+                f"PSNR {psnr:.2f} dB, ETA {eta:.0f}s"
+            )
+
+    def plan(self) -> OptimiserPlan:
+        if self.spec.meta_learned:
+            sgd_steps = self.adapt.meta_sgd_steps
+            if sgd_steps < 0:
+                sgd_steps = self.adapt.max_steps
+            return OptimiserPlan(sgd_steps, self.meta.inner_lr, self.adapt.adam_lr)
+        return OptimiserPlan(0, 0.0, self.adapt.adam_lr)
+
+    def loss(self) -> FimConfig | None:
+        return self.fim if self.spec.fim else None
+
+    def scoring_field(self) -> FieldConfig:
+        """The field used to measure PSNR: deterministic (a radiance field's jitter is off)."""
+        if getattr(self.field, "perturb", False):
+            return dataclasses.replace(self.field, perturb=False)
+        return self.field
+
+    def trainable(self) -> set[str] | None:
+        return head_keys(self.init, self.meta.head_layers) if self.spec.head_only else None
+
+
+def evaluate_method(
+    ctx: MethodContext,
+    signals: SignalSet,
+    log: ProgressLog | None = None,
+    score: SignalSet | None = None,
+) -> MethodResult:
+    """Run the protocol for one method (progress lines to ``log``).
+
+    Args:
+        signals: what every method fits (the held-out signals; a city's training-view rays).
+        score: what PSNR is measured on, with the same signals and segments (a city's held-out
+            views); default ``signals`` itself, as in neural-field fitting.
+    """
+    runner = {"modular": _modular, "offline": _offline, "sequential": _sequential}
+    ctx.log = log
+    result = runner[ctx.spec.test_schedule](ctx, signals, score or signals)
+    if (score or signals).modality == "image" and result.reconstruction is not None:
+        result.ssim_last = mean_ssim(result.reconstruction, score or signals)
+    return result
+
+
+def segment_predictions(ctx: MethodContext, params: Params, score: SignalSet) -> Tensor:
+    """(S, T, n, C) predictions of every scored segment, for modular or one-network params."""
+    coords = score.segment_coords()  # (T, n, d)
+    num, segments = score.num_signals, score.num_segments
+    if ctx.spec.modular:
+        x = coords.expand(num, *coords.shape).reshape(num * segments, *coords.shape[1:])
+    else:
+        x = coords.reshape(1, -1, coords.shape[-1]).expand(num, -1, -1)
+    out = predict(ctx.scoring_field(), params, x)
+    return out.reshape(num, segments, coords.shape[1], out.shape[-1])
+
+
+class Recorder:
+    """Curves of one run: whole-signal PSNR and per-segment PSNR at every checkpoint."""
+
+    def __init__(self, ctx: MethodContext, score: SignalSet) -> None:
+        self.ctx, self.score = ctx, score
+        self.curve: dict[int, float] = {}
+        self.segment_curve: dict[int, list[float]] = {}
+        self.wall: dict[int, float] = {}
+        self.start = time.perf_counter()
+
+    def measure(self, step: int, params: Params, work_done: float | None = None) -> Tensor:
+        prediction = segment_predictions(self.ctx, params, self.score)
+        mse = (prediction - self.score.segment_values()).square()  # (S, T, n, C)
+        self.wall[step] = time.perf_counter() - self.start
+        self.curve[step] = float(psnr_per_signal(mse).mean())
+        self.segment_curve[step] = (
+            psnr_matrix(prediction, self.score.segment_values()).mean(0).tolist()
+        )
+        done = step / self.ctx.adapt.max_steps if work_done is None else work_done
+        self.ctx.report(step, self.curve[step], self.wall[step], done)
+        return prediction
+
+    def result(
+        self, params_per_signal: int, matrix, prediction: Tensor, final: Params
+    ) -> MethodResult:
+        return MethodResult(
+            self.ctx.spec.name,
+            self.ctx.spec.group,
+            params_per_signal,
+            self.curve,
+            self.wall,
+            matrix,
+            reconstruction=unsegment(prediction, self.score),
+            segment_curve=self.segment_curve,
+            final_params=final,
+        )
+
+
+def adapt_all_at_once(
+    ctx: MethodContext, x: Tensor, y: Tensor, score: SignalSet
+) -> tuple[Params, Recorder]:
+    """Adapt every module on its own rows for the whole budget, recording every checkpoint."""
+    recorder = Recorder(ctx, score)
+    checkpoints = set(checkpoint_steps(ctx.adapt.max_steps))
+
+    def record(step: int, params: Params) -> None:
+        if step in checkpoints:
+            recorder.measure(step, params)
+
+    final = adapt(
+        ctx.field,
+        expand_params(ctx.init, x.shape[0]),
+        x,
+        y,
+        ctx.adapt.max_steps,
+        ctx.plan(),
+        ctx.loss(),
+        ctx.trainable(),
+        on_step=record,
+        batch_size=ctx.adapt.batch_size,
+    )
+    return final, recorder
+
+
+def _modular(ctx: MethodContext, signals: SignalSet, score: SignalSet) -> MethodResult:
+    num, segments = signals.num_signals, signals.num_segments
+    coords, values = signals.segment_coords(), signals.segment_values()  # (T,n,d), (S,T,n,C)
+    x = coords.expand(num, *coords.shape).reshape(num * segments, *coords.shape[1:])
+    y = values.reshape(num * segments, *values.shape[2:])
+    final, recorder = adapt_all_at_once(ctx, x, y, score)
+    learned = recorder.segment_curve[ctx.adapt.max_steps]  # frozen after its own training
+    matrix = [[learned[j] if j <= i else None for j in range(segments)] for i in range(segments)]
+    prediction = segment_predictions(ctx, final, score)
+    return recorder.result(count_parameters(ctx.init) * segments, matrix, prediction, final)
+
+
+def _offline(ctx: MethodContext, signals: SignalSet, score: SignalSet) -> MethodResult:
+    num = signals.num_signals
+    x, y = signals.coords.expand(num, *signals.coords.shape), signals.values
+    final, recorder = adapt_all_at_once(ctx, x, y, score)
+    prediction = segment_predictions(ctx, final, score)
+    return recorder.result(count_parameters(ctx.init), None, prediction, final)
+
+
+def _sequential(ctx: MethodContext, signals: SignalSet, score: SignalSet) -> MethodResult:
+    recorder = Recorder(ctx, score)
+    matrix, prediction, final = None, None, None
+    budgets = checkpoint_steps(ctx.adapt.max_steps)
+    for budget in budgets:
+        last = budget == ctx.adapt.max_steps
+        final, rows = run_sequence(ctx, signals, budget, score if last else None)
+        prediction = recorder.measure(
+            budget, final, sum(b for b in budgets if b <= budget) / sum(budgets)
+        )
+        if rows is not None:
+            matrix = [[v if j <= i else None for j, v in enumerate(r)] for i, r in enumerate(rows)]
+    return recorder.result(count_parameters(ctx.init), matrix, prediction, final)
+
+
+def run_sequence(
+    ctx: MethodContext, signals: SignalSet, steps: int, score: SignalSet | None
+) -> tuple[Params, list[list[float]] | None]:
+    """One network per signal learns the segments in order, ``steps`` steps each.
+
+    Returns the final parameters and, if ``score`` is given, the rows ``R[i][:]`` of the segment
+    matrix (mean PSNR of every scored segment after learning segment i).
+    """
+    num = signals.num_signals
+    coords, values = signals.segment_coords(), signals.segment_values()
+    params = expand_params(ctx.init, num)
+    ewc = EwcPenalty(ctx.adapt.ewc_lambda) if ctx.spec.regulariser == "ewc" else None
+    replay_x, replay_y = [], []
+    generator = torch.Generator().manual_seed(0)
+    rows = [] if score is not None else None
+    for segment in range(signals.num_segments):
+        x = coords[segment].expand(num, -1, -1)
+        y = values[:, segment]
+        train_x, train_y = torch.cat([x, *replay_x], 1), torch.cat([y, *replay_y], 1)
+        params = adapt(
+            ctx.field,
+            params,
+            train_x,
+            train_y,
+            steps,
+            ctx.plan(),
+            ctx.loss(),
+            ctx.trainable(),
+            ewc=ewc,
+            batch_size=ctx.adapt.batch_size,
+        )
+        if ewc is not None:
+            ewc.consolidate(ctx.field, params, x, y, ctx.adapt.ewc_batches)
+        if ctx.spec.regulariser == "replay":
+            keep = max(1, int(ctx.adapt.replay_fraction * x.shape[1]))
+            chosen = torch.randperm(x.shape[1], generator=generator)[:keep].to(x.device)
+            replay_x.append(x[:, chosen])
+            replay_y.append(y[:, chosen])
+        if rows is not None:
+            prediction = segment_predictions(ctx, params, score)
+            rows.append(psnr_matrix(prediction, score.segment_values()).mean(0).tolist())
+    return params, rows
+
+
+@torch.no_grad()
+def predict(field: FieldConfig, params: Params, x: Tensor) -> Tensor:
+    """(M, n, C) field values without building a graph."""
+    return evaluate(field, params, x)
+
+
+def psnr_matrix(prediction: Tensor, values: Tensor) -> Tensor:
+    """(S, T, n, C) predictions and targets -> (S, T) PSNR of every signal's segments."""
+    mse = (prediction - values).square().mean((2, 3))
+    return -10.0 * torch.log10(mse.clamp_min(1e-12))
+
+
+def unsegment(segmented: Tensor, signals: SignalSet) -> Tensor:
+    """(S, T, n, C) per-segment rows -> (S, N, C) in the signals' coordinate order."""
+    flat = segmented.reshape(segmented.shape[0], -1, segmented.shape[-1])
+    out = torch.empty_like(flat)
+    out[:, signals.segment_index.reshape(-1)] = flat
+    return out
+
+
+def mean_ssim(reconstruction: Tensor, signals: SignalSet) -> float:
+    """Mean SSIM (scikit-image) of the reconstructed images against the ground truth."""
+    from skimage.metrics import structural_similarity
+
+    shape = (signals.num_signals, *signals.grid_shape, signals.out_features)
+    pred = reconstruction.clamp(0, 1).reshape(shape).cpu().numpy()
+    true = signals.values.reshape(shape).cpu().numpy()
+    scores = [
+        structural_similarity(t, p, data_range=1.0, channel_axis=-1, win_size=min(7, *t.shape[:2]))
+        for p, t in zip(pred, true, strict=True)
+    ]
+    return float(np.mean(scores))

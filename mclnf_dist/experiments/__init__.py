@@ -1,1 +1,0 @@
-"""Experiments: the code behind ``pipelines/*.py`` and ``mclnf <subcommand>``."""

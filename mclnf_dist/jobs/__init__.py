@@ -1,0 +1,1 @@
+"""Jobs: the code behind ``pipelines/*.py`` and ``mclnf <subcommand>``."""

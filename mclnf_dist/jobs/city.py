@@ -1,0 +1,268 @@
+"""The product's main job: meta-continual learning of a city-scale NeRF on Ray.
+
+``python pipelines/city_nerf.py`` (laptop: embedded Ray, sqlite MLflow, generated demo city) or
+``ray job submit --working-dir . -- python pipelines/city_nerf.py`` (a cluster). Steps: scene ->
+Arrow ray stores (train/test views, same blocks) -> distributed meta-training of ``theta_0`` on
+Ray Train with a meta-init server -> continual phase (blocks arrive in order; every method adapts,
+as parallel Ray tasks) -> results table, JSON, PSNR curves, rendered novel views, saved city
+model, all tracked in MLflow.
+"""
+
+import json
+import time
+from dataclasses import dataclass
+from dataclasses import field as default
+from pathlib import Path
+
+import torch
+import yaml
+
+from mclnf_dist.config import json_ready, parse_config, to_dict
+from mclnf_dist.device import pick_device
+from mclnf_dist.distributed.checkpoints import CheckpointStore
+from mclnf_dist.distributed.fanout import ensure_ray, run_tasks
+from mclnf_dist.distributed.meta_train_loop import WorkerJob
+from mclnf_dist.distributed.meta_trainer import meta_train_distributed
+from mclnf_dist.distributed.train_config import TrainConfig, check_workers
+from mclnf_dist.evaluation.protocol import MethodContext, MethodResult, evaluate_method
+from mclnf_dist.evaluation.tables import results_table
+from mclnf_dist.fields.stacked_mlp import FieldConfig, Params
+from mclnf_dist.jobs.city_data import (
+    CityData,
+    CityDataConfig,
+    blocks_as_segments,
+    check_scene,
+    prepare_city,
+)
+from mclnf_dist.jobs.city_outputs import held_out_psnr, render_and_save, write_city_outputs
+from mclnf_dist.meta.adaptation import AdaptConfig
+from mclnf_dist.meta.fim import FimConfig
+from mclnf_dist.meta.meta_learning import MetaConfig
+from mclnf_dist.meta.methods import MethodSpec, get_method
+from mclnf_dist.nerf.field import RadianceFieldConfig, field_for_scene, init_radiance_params
+from mclnf_dist.progress import ProgressLog
+from mclnf_dist.scenes.scene import Scene, load_scene
+from mclnf_dist.tracking import Tracker
+
+
+def default_field() -> RadianceFieldConfig:
+    mlp = FieldConfig(kind="relu_pe", depth=4, width=64, pe_frequencies=8, output_offset=0.0)
+    return RadianceFieldConfig(mlp=mlp, num_samples=32)
+
+
+@dataclass
+class CityExperimentConfig:
+    """The city job: data, field, meta-training, continual phase, tracking."""
+
+    data: CityDataConfig = default(default_factory=CityDataConfig)
+    field: RadianceFieldConfig = default(default_factory=default_field)
+    meta: MetaConfig = default(
+        default_factory=lambda: MetaConfig(inner_steps=2, inner_lr=1.0, outer_lr=1e-2)
+    )
+    fim: FimConfig = default(default_factory=lambda: FimConfig(fim_lambda=0.5))
+    adapt: AdaptConfig = default(
+        default_factory=lambda: AdaptConfig(
+            max_steps=64, batch_size=512, adam_lr=5e-3, meta_sgd_steps=2
+        )
+    )
+    train: TrainConfig = default(default_factory=TrainConfig)
+    methods: tuple[str, ...] = ("random", "maml", "mod", "mim")
+    """Methods compared in the continual phase."""
+    run_name: str = "city-demo"
+    """Names the Train runs and meta-init checkpoints: re-running the same name resumes."""
+    storage_uri: str = ""
+    """Checkpoints (local path or ``s3://``); empty: ``<work_dir>/runs``."""
+    tracking_uri: str = ""
+    """MLflow tracking URI; empty: $MLFLOW_TRACKING_URI or sqlite:///./mlflow.db."""
+    experiment: str = "mclnf-city"
+    render_views: int = 3
+    """Held-out views rendered through the routed modules (PNG)."""
+    device: str = "auto"
+    workers: int = -1
+    """Continual-phase methods as parallel Ray tasks when > 1; -1: on CPU yes, on a GPU no."""
+    seed: int = 0
+
+
+def main(argv: list[str]) -> None:
+    """Entry point of ``pipelines/city_nerf.py`` and ``mclnf city``."""
+    run_city(parse_config(CityExperimentConfig, argv, description=__doc__))
+
+
+def run_city(cfg: CityExperimentConfig) -> dict:
+    """Run the whole city job; returns the JSON-able report."""
+    specs = [get_method(name) for name in cfg.methods]
+    device = pick_device(cfg.device)
+    print("resolved config:\n" + yaml.safe_dump(json_ready(to_dict(cfg)), sort_keys=False))
+    log = ProgressLog("city")
+    storage = cfg.storage_uri or str(Path(cfg.data.work_dir) / "runs")
+
+    CheckpointStore(f"{storage.rstrip('/')}/{cfg.run_name}")  # fail now if it can't be written
+    if cfg.data.scene:
+        check_scene(cfg.data.scene)  # before starting Ray
+    ensure_ray()
+    city = prepare_city(cfg.data, log)
+    if any(s.meta_learned for s in specs):
+        check_workers(cfg.train.num_workers, city.meta_blocks)  # before any run is tracked
+
+    scene = load_scene(city.scene_root, "all")
+    field_cfg = city_field(cfg, scene)
+    fit = blocks_as_segments(
+        city.train_uri, city.block_order, cfg.data.fit_rays_per_block, cfg.seed, "train views"
+    )
+    score = blocks_as_segments(
+        city.test_uri,
+        city.block_order,
+        cfg.data.score_rays_per_block,
+        cfg.seed + 1,
+        "held-out views",
+    )
+    with Tracker(
+        cfg.experiment,
+        f"{cfg.run_name}-{time.strftime('%Y%m%d-%H%M%S')}",
+        cfg.tracking_uri or None,
+        tags={"job": "city_nerf"},
+    ) as tracker:
+        tracker.log_params(to_dict(cfg))
+        inits = meta_train_all(cfg, specs, field_cfg, city, storage, tracker, log)
+        results = continual_phase(cfg, specs, field_cfg, inits, fit, score, device, log)
+        for result in results:
+            log_city_result(tracker, result, city)
+        out = Path(cfg.data.work_dir)
+        render_and_save(cfg, results, field_cfg, city, scene, out, log)
+        report = write_city_outputs(cfg, results, city, out)
+        for path in sorted(p for p in out.iterdir() if p.is_file()):
+            tracker.log_artifact(path, "results")
+        for path in sorted(p for p in (out / "city_model").iterdir() if p.is_file()):
+            tracker.log_artifact(path, "city_model")  # a folder would land in city_model/city_model
+        report["mlflow_run_id"] = tracker.run_id
+    print(results_table(report["results"], title="city: PSNR (dB) on held-out views, all blocks"))
+    print(json.dumps(report["held_out_blocks"], indent=1))
+    log.info(f"wrote {out}; MLflow run {report['mlflow_run_id']}")
+    return report
+
+
+def city_field(cfg: CityExperimentConfig, scene: Scene) -> RadianceFieldConfig:
+    """The job's radiance field (and its sweep trials'): the config's MLP and sampling, the
+    scene's box and background."""
+    return field_for_scene(
+        scene,
+        mlp=cfg.field.mlp,
+        num_samples=cfg.field.num_samples,
+        density_bias=cfg.field.density_bias,
+    )
+
+
+def meta_key(spec: MethodSpec) -> str:
+    """Methods with the same meta-objective share one meta-training: ``mse`` (maml and mod: every
+    block a task), ``fim`` (mim), ``oml`` (blocks streamed through one network's head)."""
+    if spec.meta_schedule == "sequential":
+        return "oml"
+    return "fim" if spec.fim else "mse"
+
+
+def meta_train_all(
+    cfg: CityExperimentConfig,
+    specs: list[MethodSpec],
+    field_cfg: RadianceFieldConfig,
+    city: CityData,
+    storage: str,
+    tracker: Tracker,
+    log: ProgressLog,
+) -> dict[str, Params]:
+    """``theta_0`` of every meta-objective the methods need, meta-trained on Ray Train."""
+
+    random_init = init_radiance_params(field_cfg, 1, torch.Generator().manual_seed(cfg.seed))
+    inits = {"random": random_init}
+    for key in sorted({meta_key(s) for s in specs if s.meta_learned}):
+        log.info(
+            f"meta-training theta_0 ({key} inner loss) on blocks {city.meta_blocks} with "
+            f"{cfg.train.num_workers} workers, {cfg.train.rounds} rounds"
+        )
+        job = worker_job(cfg, key, field_cfg, city, storage)
+        theta0, history = meta_train_distributed(
+            job,
+            cfg.train,
+            random_init,
+            cfg.meta.outer_lr,
+            cfg.meta.grad_clip,
+            f"{cfg.run_name}-{key}",
+            storage,
+        )
+        for round_, metrics in enumerate(history, start=1):
+            tracker.log_metrics({f"meta_{key}_{k}": v for k, v in metrics.items()}, round_)
+        inits[key] = theta0
+    return inits
+
+
+def worker_job(
+    cfg: CityExperimentConfig,
+    key: str,
+    field_cfg: RadianceFieldConfig,
+    city: CityData,
+    storage: str,
+) -> WorkerJob:
+    """What every Train worker of the ``key`` meta-training runs (``mse``, ``fim`` or ``oml``)."""
+    run_name = f"{cfg.run_name}-{key}"
+    return WorkerJob(
+        field=field_cfg,
+        meta=cfg.meta,
+        fim=cfg.fim if key == "fim" else None,
+        data_uri=city.train_uri,
+        blocks=city.meta_blocks,
+        rays_per_task=cfg.train.rays_per_task,
+        rounds=cfg.train.rounds,
+        server_name=f"meta-init-{run_name}",
+        server_namespace=None,
+        cpus_per_worker=cfg.train.cpus_per_worker,
+        seed=cfg.seed,
+        fail_at_round=cfg.train.fail_at_round,
+        fail_marker=f"{storage.rstrip('/')}/{run_name}/worker-failed-once",
+        schedule="sequential" if key == "oml" else "modular",
+        label=f"meta-train {key}",
+    )
+
+
+def city_method(ctx: MethodContext, fit, score) -> MethodResult:
+    """One method's continual phase (a Ray task)."""
+    return evaluate_method(ctx, fit, ProgressLog(ctx.spec.name), score)
+
+
+def continual_phase(
+    cfg: CityExperimentConfig,
+    specs: list[MethodSpec],
+    field_cfg: RadianceFieldConfig,
+    inits: dict[str, Params],
+    fit,
+    score,
+    device: torch.device,
+    log: ProgressLog,
+) -> list[MethodResult]:
+    """Blocks arrive in order; every method adapts to each block for up to ``max_steps``."""
+    contexts = []
+    for spec in specs:
+        init = inits[meta_key(spec)] if spec.meta_learned else inits["random"]
+        init = {k: v.to(device) for k, v in init.items()}
+        contexts.append(MethodContext(spec, field_cfg, init, cfg.meta, cfg.fim, cfg.adapt))
+    parallel = cfg.workers > 1 or (cfg.workers == -1 and device.type == "cpu")
+    log.info(f"continual phase: {len(contexts)} methods over {fit.num_segments} blocks")
+    calls = [(ctx, fit.to(device), score.to(device)) for ctx in contexts]
+    results: list[MethodResult | None] = [None] * len(calls)
+    for index, result in run_tasks(city_method, calls, parallel):
+        log.info(f"{result.method}: PSNR step1 {result.psnr_step1:.2f} best {result.best[0]:.2f}")
+        results[index] = result
+    return results
+
+
+def log_city_result(tracker: Tracker, result: MethodResult, city: CityData) -> None:
+    for step in sorted(result.curve):
+        metrics = {f"{result.method}_psnr": result.curve[step]}
+        held = held_out_psnr(result, city, step)
+        if held is not None:
+            metrics[f"{result.method}_heldout_psnr"] = held
+        tracker.log_metrics(metrics, step=step)
+    tracker.log_metrics(
+        {
+            f"{result.method}_forgetting": result.forgetting,
+            f"{result.method}_params": result.params_per_signal,
+        }
+    )

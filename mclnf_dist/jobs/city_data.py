@@ -1,0 +1,156 @@
+"""City data for the pipeline: the scene (given or a generated demo city), its Arrow ray stores
+(train and test views, cut into the same blocks), and blocks as segments for the protocol.
+
+A city is evaluated with the same protocol as any signal: the blocks in arrival order are the
+segments, a ray (8 numbers, see :mod:`mclnf_dist.nerf.field`) is a coordinate and its pixel
+colour the value. Training-view rays are what methods fit; held-out-view rays are what is scored.
+"""
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from mclnf_dist.errors import MclnfError
+from mclnf_dist.nerf.field import pack_rays
+from mclnf_dist.raystore.ingest import ingest_scene
+from mclnf_dist.raystore.store import IngestOptions, load_manifest
+from mclnf_dist.raystore.stream import read_block_rays
+from mclnf_dist.scenes.city import CityConfig, make_city
+from mclnf_dist.scenes.partition import BlockPartition
+from mclnf_dist.signals.signal_set import SignalSet
+
+
+@dataclass
+class CityDataConfig:
+    """Where the city comes from, how it is cut into blocks, which blocks do what."""
+
+    scene: str = ""
+    """A transforms.json scene folder; empty: generate the demo city into ``work_dir``."""
+    data_uri: str = ""
+    """Root of the ray stores (local path or ``s3://...``); empty: ``<work_dir>/rays``."""
+    work_dir: str = "outputs/city"
+    """Local folder for the generated city, results, PNGs and the saved city model."""
+    blocks_x: int = 3
+    """Blocks along x (the demo city is generated with this many city blocks too)."""
+    blocks_y: int = 2
+    """Blocks along y."""
+    image_size: int = 40
+    """Demo city: image width and height in pixels."""
+    views_per_block: int = 10
+    """Demo city: aerial and street views per block (each)."""
+    meta_blocks: tuple[int, ...] = ()
+    """Blocks whose rays meta-train ``theta_0``; empty: the first two thirds."""
+    block_order: tuple[int, ...] = ()
+    """Arrival order of blocks in the continual phase; empty: 0, 1, 2, ..."""
+    fit_rays_per_block: int = 4096
+    """Training-view rays per block that a method fits in the continual phase."""
+    score_rays_per_block: int = 2048
+    """Held-out-view rays per block that PSNR is measured on."""
+    seed: int = 0
+
+
+@dataclass
+class CityData:
+    scene_root: str
+    train_uri: str
+    test_uri: str
+    partition: BlockPartition
+    meta_blocks: list[int]
+    block_order: list[int]
+
+    @property
+    def held_out(self) -> list[int]:
+        """Blocks never seen in meta-training (where the headline comparison is made)."""
+        return [b for b in self.block_order if b not in self.meta_blocks]
+
+
+def prepare_city(cfg: CityDataConfig, log) -> CityData:
+    """Generate (if needed) and ingest (idempotently) the city; choose the blocks."""
+
+    work = Path(cfg.work_dir)
+    scene_root = cfg.scene
+    if not scene_root:
+        scene_root = str(work / "demo_city")
+        views = cfg.views_per_block
+        city = CityConfig(
+            blocks_x=cfg.blocks_x,
+            blocks_y=cfg.blocks_y,
+            width=cfg.image_size,
+            height=cfg.image_size,
+            aerial_views_per_block=views,
+            street_views_per_block=views,
+            seed=cfg.seed,
+        )
+        log.info(f"generating the demo city ({cfg.blocks_x}x{cfg.blocks_y} blocks) in {scene_root}")
+        make_city(scene_root, city)
+    else:
+        check_scene(scene_root)
+    root = (cfg.data_uri or str(work / "rays")).rstrip("/")
+    if "://" not in root:  # workers run in other folders (Ray Train, ray job submit)
+        root = str(Path(root).resolve())
+    scene_root = str(Path(scene_root).resolve())
+    uris = {}
+    for split in ("train", "test"):
+        uris[split] = f"{root}/{split}"
+        options = IngestOptions(
+            blocks_x=cfg.blocks_x, blocks_y=cfg.blocks_y, split=split, progress=False
+        )
+        manifest = ingest_scene(scene_root, uris[split], options)
+        log.info(
+            f"{split} rays in {uris[split]}: {sum(manifest.block_rows.values())} "
+            f"({manifest.partition.num_blocks} blocks)"
+        )
+    manifest = load_manifest(uris["train"])
+    blocks = [b for b, rows in sorted(manifest.block_rows.items()) if rows > 0]
+    order = list(cfg.block_order) or blocks
+    meta = list(cfg.meta_blocks) or order[: max(1, (2 * len(order)) // 3)]
+    for block in [*order, *meta]:
+        manifest.partition.check_block(block)
+        if block not in blocks:
+            raise MclnfError(f"block {block} has no training rays (blocks with rays: {blocks})")
+    return CityData(scene_root, uris["train"], uris["test"], manifest.partition, meta, order)
+
+
+def check_scene(scene_root: str) -> None:
+    """Raise :class:`MclnfError` unless ``scene_root`` holds a posed-image scene."""
+    if not (Path(scene_root) / "transforms.json").exists() and not any(
+        Path(scene_root).glob("transforms_*.json")
+    ):
+        raise MclnfError(
+            f"scene {scene_root} has no transforms.json (expected a posed-image scene)"
+        )
+
+
+def blocks_as_segments(
+    uri: str, blocks: list[int], rays_per_block: int, seed: int, name: str
+) -> SignalSet:
+    """``rays_per_block`` random rays of each block (in ``blocks`` order) as one SignalSet.
+
+    coords (T*n, 8) packed rays, values (1, T*n, 3) colours, segment t = block ``blocks[t]``.
+    """
+    generator = torch.Generator().manual_seed(seed)
+    coords, values = [], []
+    for block in blocks:
+        rays = read_block_rays(uri, block, ["origin", "direction", "near", "far", "rgb"])
+        total = rays["rgb"].shape[0]
+        if total == 0:
+            raise MclnfError(f"block {block} of {uri} has no rays (expected some to fit/score)")
+        pick = torch.randperm(total, generator=generator)[:rays_per_block]
+        if total < rays_per_block:  # small blocks: sample with replacement
+            pick = torch.randint(0, total, (rays_per_block,), generator=generator)
+        coords.append(
+            pack_rays(
+                rays["origin"][pick], rays["direction"][pick], rays["near"][pick], rays["far"][pick]
+            )
+        )
+        values.append(rays["rgb"][pick])
+    n = rays_per_block
+    return SignalSet(
+        modality="city",
+        names=[name],
+        coords=torch.cat(coords),
+        values=torch.cat(values)[None],
+        grid_shape=(len(blocks) * n,),
+        segment_index=torch.arange(len(blocks) * n).reshape(-1, n),
+    )

@@ -1,0 +1,212 @@
+"""What the city job leaves behind: rendered novel views, the saved city model, JSON and plots."""
+
+import dataclasses
+import json
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from mclnf_dist.config import json_ready, to_dict
+from mclnf_dist.device import machine_info
+from mclnf_dist.evaluation.plots import plot_psnr_curves
+from mclnf_dist.evaluation.protocol import MethodResult
+from mclnf_dist.fields.stacked_mlp import FieldConfig, Params
+from mclnf_dist.jobs.city_data import CityData
+from mclnf_dist.nerf.field import RadianceFieldConfig
+from mclnf_dist.nerf.render import partition_router, render_view, to_uint8
+from mclnf_dist.scenes.city import CityConfig, look_along, render_frame
+from mclnf_dist.scenes.partition import BlockPartition, load_partition
+from mclnf_dist.scenes.scene import load_frame_image, load_scene
+
+
+def module_router(partition: BlockPartition, block_order: list[int], modular: bool):
+    """Route a 3-D point to its block's module (position in arrival order); one net: module 0."""
+    by_block = torch.zeros(partition.num_blocks, dtype=torch.int64)
+    for position, block in enumerate(block_order):
+        by_block[block] = position
+    route_blocks = partition_router(partition)
+
+    def route(points: torch.Tensor) -> torch.Tensor:
+        if not modular:
+            return torch.zeros(points.shape[0], dtype=torch.int64, device=points.device)
+        return by_block.to(points.device)[route_blocks(points)]
+
+    return route
+
+
+def save_city_model(
+    folder: Path, method: str, field_cfg: RadianceFieldConfig, params: Params, city, modular: bool
+) -> Path:
+    """Modules + partition + field config, enough to render the city again (``load_city_model``)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    city.partition.save(str(folder))
+    path = folder / f"{method}.pt"
+    state = {
+        "params": {k: v.cpu() for k, v in params.items()},
+        "block_order": city.block_order,
+        "field": dataclasses.asdict(field_cfg),
+        "modular": modular,
+    }
+    tmp = path.with_name(path.name + ".tmp")
+    torch.save(state, tmp)
+    tmp.replace(path)
+    return path
+
+
+def load_city_model(folder: str | Path, method: str):
+    """(field config, params, router) of a saved city model, ready for ``render_view``."""
+    state = torch.load(Path(folder) / f"{method}.pt", weights_only=False)
+    field = dict(state["field"])
+    field["mlp"] = FieldConfig(**field["mlp"])
+    field_cfg = RadianceFieldConfig(**field)
+    partition = load_partition(str(folder))
+    return (
+        field_cfg,
+        state["params"],
+        module_router(partition, state["block_order"], state["modular"]),
+    )
+
+
+def render_and_save(
+    cfg, results: list[MethodResult], field_cfg, city, scene, out: Path, log
+) -> Path | None:
+    """Save every method's city model; render held-out views and a fly-through of the whole city
+    through the routed modules (``novel_views.png``, ``flythrough.png``)."""
+
+    frames = load_scene(city.scene_root, "test").frames
+    picks = np.linspace(0, len(frames) - 1, max(1, min(cfg.render_views, len(frames))))
+    chosen = [frames[int(round(i))] for i in picks]
+    path_frames = flythrough_frames(scene, FLYTHROUGH_FRAMES)
+    views = [[to_uint8(load_frame_image(scene, f)) for f in chosen]]
+    names = ["truth"]
+    # an invented path has ground truth only in the generated demo city
+    flight_truth = truth_of_demo_city(city.scene_root, path_frames)
+    flight = [] if flight_truth is None else [flight_truth]
+    flight_names = names[: len(flight)]
+    for result in results:
+        if result.final_params is None:
+            continue
+        modular = result.final_params["w0"].shape[0] > 1 or len(city.block_order) == 1
+        params = {k: v.cpu() for k, v in result.final_params.items()}
+        save_city_model(out / "city_model", result.method, field_cfg, params, city, modular)
+        route = module_router(city.partition, city.block_order, modular)
+        for row, shown in ((views, chosen), (flight, path_frames)):
+            row.append(
+                [
+                    to_uint8(render_view(field_cfg, params, f, route, scene.near, scene.far))
+                    for f in shown
+                ]
+            )
+        names.append(result.method)
+        flight_names.append(result.method)
+    path = out / "novel_views.png"
+    save_grid(views, names, path)
+    save_grid(flight, flight_names, out / "flythrough.png")
+    log.info(
+        f"rendered {len(chosen)} held-out views and a {len(path_frames)}-frame fly-through "
+        f"x {len(names) - 1} methods -> {path}, {out / 'flythrough.png'}"
+    )
+    return path
+
+
+FLYTHROUGH_FRAMES = 6
+
+
+def flythrough_frames(scene, count: int) -> list:
+    """``count`` cameras flying along the scene's x axis over its middle, looking ahead and 45
+    degrees down, at the mean height of the upper half of the scene's cameras (its aerial views).
+    Intrinsics are those of the scene's first frame."""
+
+    first = scene.frames[0]
+    centres = scene.camera_centers()
+    heights = np.sort(centres[:, 2])
+    height = float(heights[len(heights) // 2 :].mean())
+    if scene.scene_box is not None:
+        low, high = np.asarray(scene.scene_box, dtype=np.float64)
+    else:
+        low, high = centres.min(0), centres.max(0)
+    y = 0.5 * (low[1] + high[1])
+    back = height  # start one height before the box: the first view looks at its edge
+    forward = np.array([np.cos(np.pi / 4), 0.0, -np.sin(np.pi / 4)])
+    eyes = np.linspace([low[0] - back, y, height], [high[0] - back, y, height], count)
+    return [dataclasses.replace(first, c2w=look_along(eye, forward), file_path="") for eye in eyes]
+
+
+def truth_of_demo_city(scene_root: str, frames: list) -> list[np.ndarray] | None:
+    """What ``frames`` really see, when the scene is the generated demo city; else None."""
+
+    try:
+        meta = json.loads((Path(scene_root) / "transforms.json").read_text())
+    except (OSError, ValueError):
+        return None
+    generator = meta.get("generator") or {}
+    if generator.get("name") != "mclnf_dist.scenes.city":
+        return None
+    city_cfg = CityConfig(**generator["config"])
+    same_size = all(f.width == city_cfg.width and f.height == city_cfg.height for f in frames)
+    return [render_frame(city_cfg, f.c2w) for f in frames] if same_size else None
+
+
+def save_grid(rows: list[list[np.ndarray]], names: list[str], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    cols = len(rows[0])
+    fig, axes = plt.subplots(len(rows), cols, figsize=(2 * cols, 2 * len(rows)), squeeze=False)
+    for r, (images, name) in enumerate(zip(rows, names, strict=True)):
+        for c, image in enumerate(images):
+            axes[r][c].imshow(image)
+            axes[r][c].set_xticks([])
+            axes[r][c].set_yticks([])
+        axes[r][0].set_ylabel(name)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
+def write_city_outputs(cfg, results: list[MethodResult], city, out: Path) -> dict:
+    """results.json (all methods, held-out-block numbers) and PSNR-vs-step plots."""
+
+    last = cfg.adapt.max_steps
+    held = {
+        r.method: {
+            "psnr_step1": held_out_psnr(r, city, 1),
+            f"psnr_step{last}": held_out_psnr(r, city, last),
+            "forgetting": r.forgetting,
+            "params": r.params_per_signal,
+        }
+        for r in results
+    }
+    report = {
+        "machine": machine_info(),
+        "config": cfg_dict(cfg),
+        "blocks": {
+            "order": city.block_order,
+            "meta_trained": city.meta_blocks,
+            "held_out": city.held_out,
+        },
+        "held_out_blocks": held,
+        "results": [r.summary() for r in results],
+    }
+    tmp = out / "results.json.tmp"
+    tmp.write_text(json.dumps(report, indent=1))
+    tmp.replace(out / "results.json")
+    plot_psnr_curves(results, out / "psnr_curves.png", "city: held-out views, all blocks")
+    return report
+
+
+def cfg_dict(cfg) -> dict:
+
+    return json_ready(to_dict(cfg))
+
+
+def held_out_psnr(result: MethodResult, city: CityData, step: int) -> float | None:
+    """Mean PSNR over the blocks never meta-trained on, at ``step``."""
+    positions = [city.block_order.index(b) for b in city.held_out]
+    curve = result.segment_curve.get(step)
+    if not positions or curve is None:
+        return None
+    return sum(curve[p] for p in positions) / len(positions)

@@ -1,0 +1,1 @@
+"""The Arrow ray store: Parquet schema and manifest, parallel ingest, streaming reader."""

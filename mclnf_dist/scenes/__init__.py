@@ -1,0 +1,1 @@
+"""Scenes: transforms.json formats, the block partition, the procedural city."""

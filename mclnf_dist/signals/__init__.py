@@ -1,0 +1,1 @@
+"""Signals: real image, audio and video loaders, segments, builtin offline datasets."""

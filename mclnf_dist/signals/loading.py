@@ -1,0 +1,115 @@
+"""One entry point for signal data: ``load_signal_set(modality, source, **options)``.
+
+``source`` is ``builtin:<name>`` (an offline real dataset, see :mod:`mclnf_dist.signals.builtin`) or
+a path: an image folder; an audio file or folder of audio files; a video file, a folder of frame
+images, or a folder of video files. Pipelines call only this, so a config names data as a string.
+"""
+
+import inspect
+from collections.abc import Callable
+from pathlib import Path
+
+import torch
+
+from mclnf_dist.errors import MclnfError
+from mclnf_dist.signals.audio import list_audio_files, load_audio_files
+from mclnf_dist.signals.builtin import BUILTIN_SETS
+from mclnf_dist.signals.images import IMAGE_EXTENSIONS, load_image_folder
+from mclnf_dist.signals.signal_set import SignalSet
+from mclnf_dist.signals.video import VIDEO_EXTENSIONS, load_videos
+
+BUILTIN_PREFIX = "builtin:"
+MODALITIES = tuple(BUILTIN_SETS)
+
+
+def default_source(modality: str) -> str:
+    """``builtin:<first builtin set>`` of a modality, e.g. ``builtin:lfw`` for images."""
+    _check_modality(modality)
+    return BUILTIN_PREFIX + next(iter(BUILTIN_SETS[modality]))
+
+
+def _check_modality(modality: str) -> None:
+    if modality not in BUILTIN_SETS:
+        raise MclnfError(f"unknown modality {modality!r} (expected one of {', '.join(MODALITIES)})")
+
+
+def _call(
+    loader: Callable[..., SignalSet], what: str, *args: object, **options: object
+) -> SignalSet:
+    """Call ``loader`` after checking ``options`` against its signature, so a typo in a config
+    key is a one-line error instead of a TypeError traceback."""
+    parameters = inspect.signature(loader).parameters
+    allowed = [name for name in parameters if name not in ("path", "paths", "sources")]
+    unknown = [key for key in options if key not in allowed]
+    if unknown:
+        raise MclnfError(
+            f"unknown option {unknown[0]!r} for {what} (expected some of {', '.join(allowed)})"
+        )
+    return loader(*args, **options)
+
+
+def _load_path(modality: str, path: Path, options: dict[str, object]) -> SignalSet:
+    if not path.exists():
+        raise MclnfError(f"{modality} source {path} does not exist (expected a file or folder)")
+    what = f"{modality} {path}"
+    if modality == "image":
+        return _call(load_image_folder, what, path, **options)
+    if modality == "audio":
+        files = list_audio_files(path) if path.is_dir() else [path]
+        return _call(load_audio_files, what, files, **options)
+    videos = []
+    if path.is_dir():
+        entries = sorted(p for p in path.iterdir() if p.is_file())
+        videos = [p for p in entries if p.suffix.lower() in VIDEO_EXTENSIONS]
+        if not videos and not any(p.suffix.lower() in IMAGE_EXTENSIONS for p in entries):
+            raise MclnfError(
+                f"video folder {path} is empty (expected {'/'.join(VIDEO_EXTENSIONS)} files or "
+                f"{'/'.join(IMAGE_EXTENSIONS)} frames)"
+            )
+    return _call(load_videos, what, videos or [path], **options)
+
+
+def load_signal_set(
+    modality: str, source: str | Path | None = None, **options: object
+) -> SignalSet:
+    """Load a SignalSet of ``modality`` (image | audio | video) from a builtin name or a path.
+
+    Args:
+        modality: ``image``, ``audio`` or ``video``.
+        source: ``builtin:<name>`` or a path (see module docstring); None: the default builtin.
+        **options: keyword arguments of the loader, e.g. ``size=(32, 32)``, ``splits=(2, 2)``,
+            ``sample_rate=8000``, ``frames=8``.
+
+    Returns:
+        The SignalSet; values (S, N, C) in [0, 1], coords (N, d) in [-1, 1].
+    """
+    _check_modality(modality)
+    source = default_source(modality) if source is None else source
+    if isinstance(source, str) and source.startswith(BUILTIN_PREFIX):
+        name = source[len(BUILTIN_PREFIX) :]
+        sets = BUILTIN_SETS[modality]
+        if name not in sets:
+            valid = ", ".join(BUILTIN_PREFIX + n for n in sets)
+            raise MclnfError(f"unknown {modality} source {source!r} (expected one of {valid})")
+        return _call(sets[name], f"{modality} {source}", **options)
+    return _load_path(modality, Path(source).expanduser(), dict(options))
+
+
+def split_train_test(
+    signal_set: SignalSet, num_train: int, num_test: int, seed: int = 0
+) -> tuple[SignalSet, SignalSet]:
+    """Disjoint random train and test subsets, the same for the same seed on any machine.
+
+    Indices inside each subset are kept in dataset order so reports list signals stably.
+    """
+    total = signal_set.num_signals
+    if num_train < 0 or num_test < 0 or num_train + num_test > total:
+        raise MclnfError(
+            f"num_train={num_train} + num_test={num_test} signals requested, but the "
+            f"{signal_set.modality} set has {total} (expected a sum of at most {total})"
+        )
+    generator = torch.Generator().manual_seed(seed)
+    order = torch.randperm(total, generator=generator).tolist()
+    train = sorted(order[:num_train])
+    test = sorted(order[num_train : num_train + num_test])
+    return signal_set.subset(train), signal_set.subset(test)

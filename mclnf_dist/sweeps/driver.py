@@ -1,0 +1,416 @@
+"""Hyperparameter sweeps with Ray Tune over a pipeline's meta-learning, tracked in MLflow.
+
+``python pipelines/sweep.py --space tune_spaces/city.yaml --num-samples 8`` (or ``mclnf sweep``):
+prepare the pipeline's data once, then run trials (short in-process meta-trainings that report
+validation PSNR every few rounds, :mod:`mclnf_dist.sweeps.trial`) with Ray Tune: random or Optuna
+search, ASHA early stopping, as many concurrent trials as the cluster has CPUs for. Every trial is
+an MLflow run under the sweep's parent run. Writes ``best_config.yaml`` (load it with
+``pipelines/city_nerf.py --config`` or ``pipelines/signals.py --config``), ``trials.csv``,
+``results.md`` and ``val_psnr.png`` to ``<work_dir>/sweeps/<name>/``. Re-running the same command
+resumes an interrupted sweep (finished trials are not rerun); ``--rerun best_config.yaml``
+re-runs one config without Tune (the reproducibility check).
+"""
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import yaml
+
+from mclnf_dist.config import flatten, parse_config, save_yaml
+from mclnf_dist.distributed.fanout import ensure_ray
+from mclnf_dist.errors import MclnfError
+from mclnf_dist.progress import ProgressLog
+from mclnf_dist.sweeps.report import (
+    TrialRow,
+    best_row,
+    grouped_table,
+    markdown_table,
+    plot_curves,
+    rows_from_results,
+    text_table,
+    write_csv,
+)
+from mclnf_dist.sweeps.space import SweepSpace, load_space
+from mclnf_dist.sweeps.trial import TrialSettings, evaluate_config, run_trial
+from mclnf_dist.tracking import Tracker, ensure_experiment, resolve_tracking_uri
+
+SEARCHES = ("random", "optuna")
+SCHEDULERS = ("asha", "fifo")
+
+
+@dataclass
+class SweepConfig:
+    """A sweep: which space, how to search it, where results go."""
+
+    space: str = ""
+    """The search-space YAML file (e.g. ``tune_spaces/city.yaml``); required."""
+    num_samples: int = 8
+    """Trials to sample (a ``grid`` in the space is repeated this many times)."""
+    search: str = "random"
+    """``random`` (Tune's random/grid search) or ``optuna`` (TPE; no ``grid`` dists)."""
+    scheduler: str = "asha"
+    """``asha`` (stops trials that trail at a rung) or ``fifo`` (every trial runs its budget)."""
+    grace_period: int = 1
+    """ASHA: reports (``metric.every`` rounds each) before a trial can be stopped."""
+    reduction_factor: float = 2.0
+    """ASHA: keep the best ``1/reduction_factor`` of the trials at each rung."""
+    cpus_per_trial: int = 1
+    """CPUs (and torch threads) of every trial."""
+    gpus_per_trial: float = -1.0
+    """GPUs of every trial; a fraction packs several trials on one GPU (the fields are small:
+    0.25 runs four per GPU); 0: CPU-only trials; -1: 1 if the cluster has GPUs, else 0."""
+    max_concurrent_trials: int = 0
+    """Trials running at once; 0: as many as the cluster's CPUs (and GPUs) hold."""
+    name: str = ""
+    """Names the sweep (its folder, MLflow tags); empty: the space file's name. Re-running the same
+    name resumes it."""
+    work_dir: str = "outputs"
+    """The sweep's folder is ``<work_dir>/sweeps/<name>`` (Tune's state, trial checkpoints,
+    results)."""
+    tracking_uri: str = ""
+    """MLflow tracking URI; empty: $MLFLOW_TRACKING_URI or sqlite:///./mlflow.db."""
+    experiment: str = ""
+    """MLflow experiment (one per sweep); empty: ``mclnf-sweep-<name>``."""
+    seed: int = 0
+    """Seed of the search (which configs are sampled); each trial's own seed is in its config."""
+    rerun: str = ""
+    """A full config (e.g. a sweep's ``best_config.yaml``): re-run it as one trial without Tune
+    and print its metrics, instead of sweeping."""
+
+
+def main(argv: list[str]) -> None:
+    """Entry point of ``pipelines/sweep.py`` and ``mclnf sweep``."""
+    cfg = parse_config(SweepConfig, argv, description=__doc__)
+    if cfg.rerun:
+        space = load_space(require_space(cfg))
+        device = "cpu" if cfg.gpus_per_trial == 0 else "auto"  # where the sweep's trials ran
+        metrics = evaluate_config(cfg.rerun, space, cfg.cpus_per_trial, device=device)
+        print(json.dumps(metrics, indent=1))
+        return
+    run_sweep(cfg)
+
+
+def require_space(cfg: SweepConfig) -> str:
+    if not cfg.space:
+        raise MclnfError("--space is required (a YAML file such as tune_spaces/city.yaml)")
+    return cfg.space
+
+
+def check(cfg: SweepConfig, space: SweepSpace) -> None:
+    if cfg.search not in SEARCHES:
+        raise MclnfError(f"unknown search {cfg.search!r} (expected one of: {', '.join(SEARCHES)})")
+    if cfg.scheduler not in SCHEDULERS:
+        raise MclnfError(
+            f"unknown scheduler {cfg.scheduler!r} (expected one of: {', '.join(SCHEDULERS)})"
+        )
+    if cfg.search == "optuna" and space.has_grid:
+        raise MclnfError(
+            f"{space.source}: --search optuna cannot run a grid (use --search random, or choice)"
+        )
+    for key in ("num_samples", "grace_period", "cpus_per_trial"):
+        if getattr(cfg, key) < 1:
+            raise MclnfError(f"--{key.replace('_', '-')} must be >= 1, got {getattr(cfg, key)}")
+    if cfg.gpus_per_trial < 0 and cfg.gpus_per_trial != -1:
+        raise MclnfError(f"--gpus-per-trial must be >= 0 (or -1: auto), got {cfg.gpus_per_trial}")
+    if cfg.reduction_factor <= 1:
+        raise MclnfError(f"--reduction-factor must be > 1, got {cfg.reduction_factor}")
+
+
+def absolute_tracking_uri(explicit: str) -> str:
+    """Trials run in other folders: a relative sqlite path is made absolute here, in the driver."""
+    uri = resolve_tracking_uri(explicit or None)
+    prefix = "sqlite:///"
+    if uri.startswith(prefix) and not uri.startswith(prefix + "/"):
+        return prefix + str(Path(uri.removeprefix(prefix)).resolve())
+    return uri
+
+
+def sweep_identity(cfg: SweepConfig, space: SweepSpace) -> dict:
+    """What must not change when a sweep of the same name is re-run (it resumes)."""
+    raw = yaml.safe_load(Path(space.source).read_text())
+    keys = ("num_samples", "search", "scheduler", "grace_period", "reduction_factor", "seed")
+    return {"space": raw, **{k: getattr(cfg, k) for k in keys}}
+
+
+def check_identity(folder: Path, identity: dict, name: str) -> dict:
+    """The sweep's record (``sweep.json``) from an earlier attempt, or a new one; a re-run with
+    other settings is an error (it would resume a different sweep)."""
+    file = folder / "sweep.json"
+    record = json.loads(file.read_text()) if file.exists() else {}
+    before = record.get("identity")
+    if before is not None:
+        changed = [k for k in identity if before.get(k) != identity[k]]
+        if changed:
+            raise MclnfError(
+                f"sweep {name!r} in {folder} was started with a different {', '.join(changed)} "
+                "(expected the same command to resume it; pass --name for a new sweep)"
+            )
+    folder.mkdir(parents=True, exist_ok=True)
+    record["identity"] = identity
+    file.write_text(json.dumps(record, indent=1))
+    return record
+
+
+def save_record(folder: Path, record: dict) -> None:
+    (folder / "sweep.json").write_text(json.dumps(record, indent=1))
+
+
+def run_sweep(cfg: SweepConfig) -> dict:
+    """Run (or resume) a sweep; returns a JSON-able summary."""
+    import ray
+    from ray import tune
+
+    space = load_space(require_space(cfg))
+    check(cfg, space)
+    name = cfg.name or Path(space.source).stem
+    storage = Path(cfg.work_dir).resolve() / "sweeps"
+    folder = storage / name
+    record = check_identity(folder, sweep_identity(cfg, space), name)
+    log = ProgressLog("sweep")
+    ensure_ray()
+    base = space.base_config()
+    space.pipeline.resolve(base)
+    budget, reports = space.rounds(base), space.reports(base)
+    prepared = space.pipeline.prepare(base, log)  # once, before any trial
+    resources = trial_resources(cfg, ray.cluster_resources())
+    concurrent = cfg.max_concurrent_trials or trials_that_fit(resources, ray.cluster_resources())
+    tracking_uri = absolute_tracking_uri(cfg.tracking_uri)
+    experiment = cfg.experiment or f"mclnf-sweep-{name}"
+    experiment_id = ensure_experiment(experiment, tracking_uri)  # before trials race to create it
+    parent_id = existing_run(tracking_uri, record.get("parent_run_id"))
+    parent = Tracker(
+        experiment,
+        name,
+        tracking_uri,
+        tags={"sweep": name, "sweep_role": "parent", "max_concurrent_trials": str(concurrent)},
+        run_id=parent_id,
+    )
+    record["parent_run_id"] = parent.run_id
+    save_record(folder, record)
+    parent.log_params(
+        {
+            "pipeline": space.pipeline.name,
+            "space_file": space.source,
+            "search": cfg.search,
+            "scheduler": cfg.scheduler,
+            "num_samples": cfg.num_samples,
+            "grace_period": cfg.grace_period,
+            "reduction_factor": cfg.reduction_factor,
+            "metric": f"{space.metric.name}@{space.metric.adapt_step} every {space.metric.every}",
+            "rounds": budget,
+            "space": space.describe(),
+            "base": space.base,
+        }
+    )
+    settings = TrialSettings(
+        name,
+        space,
+        experiment,
+        tracking_uri,
+        parent.run_id,
+        threads=cfg.cpus_per_trial,
+        device="cuda" if resources["gpu"] > 0 else "cpu",
+    )
+    trainable = tune.with_resources(
+        tune.with_parameters(run_trial, prepared=prepared, settings=settings), resources
+    )
+    log.info(
+        f"sweep {name}: {space.pipeline.name} pipeline, {cfg.num_samples} samples of "
+        f"{len(space.params)} params, {cfg.search} search, {cfg.scheduler} scheduler, up to "
+        f"{concurrent} trials at once ({resources['cpu']} CPU and {resources['gpu']:g} GPU "
+        f"each), {budget} meta-rounds per trial (a report every "
+        f"{space.metric.every}); {folder}; MLflow experiment {experiment!r} run {parent.run_id}"
+    )
+    if tune.Tuner.can_restore(str(folder)):
+        log.info(f"resuming sweep {name} from {folder} (finished trials are kept)")
+        tuner = tune.Tuner.restore(
+            str(folder), trainable, resume_unfinished=True, resume_errored=True
+        )
+    else:
+        tuner = tune.Tuner(
+            trainable,
+            param_space=space.tune_space(),
+            tune_config=tune.TuneConfig(
+                metric=space.metric.name,
+                mode="max",
+                search_alg=search_algorithm(cfg, concurrent),
+                scheduler=scheduler(cfg, reports),
+                num_samples=cfg.num_samples,
+                reuse_actors=True,  # a fresh trial process costs ~10 s on 2 busy cores
+            ),
+            run_config=tune.RunConfig(
+                name=name,
+                storage_path=str(storage),
+                verbose=0,
+                # a trial resumes from its last checkpoint; older ones are pruned
+                checkpoint_config=tune.CheckpointConfig(num_to_keep=1),
+            ),
+        )
+    try:
+        results = tuner.fit()
+        rows = rows_from_results(results, budget)
+        summary = write_results(cfg, space, rows, folder, name)
+        finish_trial_runs(tracking_uri, experiment_id, parent.run_id, rows)
+        log_to_parent(parent, rows, folder)
+    except BaseException as err:
+        parent.end("KILLED" if isinstance(err, KeyboardInterrupt) else "FAILED")
+        raise
+    parent.end("FINISHED")
+    summary["mlflow_run_id"] = parent.run_id
+    summary["experiment"] = experiment
+    log.info(f"wrote {folder}/best_config.yaml, results.md, trials.csv, val_psnr.png")
+    return summary
+
+
+def trial_resources(cfg: SweepConfig, cluster: dict[str, float]) -> dict[str, float]:
+    """Every trial's Ray resources; ``gpus_per_trial=-1`` becomes 1 GPU if the cluster has any.
+
+    A trial that asks for no GPU runs on the CPU even on a GPU node (this Ray leaves
+    ``CUDA_VISIBLE_DEVICES`` alone for it), so the trial's device follows its request."""
+    gpus = cfg.gpus_per_trial
+    if gpus == -1:
+        gpus = 1.0 if cluster.get("GPU", 0) > 0 else 0.0
+    if gpus > 1 and gpus != int(gpus):
+        raise MclnfError(f"--gpus-per-trial above 1 must be whole, got {gpus}")
+    return {"cpu": cfg.cpus_per_trial, "gpu": gpus}
+
+
+def trials_that_fit(resources: dict[str, float], cluster: dict[str, float]) -> int:
+    """How many trials the cluster holds at once (at least 1: more wait for the autoscaler)."""
+    fits = [
+        int(cluster.get(name.upper(), 0) // need) for name, need in resources.items() if need > 0
+    ]
+    return max(1, min(fits))
+
+
+def search_algorithm(cfg: SweepConfig, concurrent: int):
+    """Seeded random/grid search or Optuna's TPE, at most ``concurrent`` trials at once."""
+    if cfg.search == "optuna":
+        from ray.tune.search import ConcurrencyLimiter
+        from ray.tune.search.optuna import OptunaSearch
+
+        return ConcurrencyLimiter(OptunaSearch(seed=cfg.seed), max_concurrent=concurrent)
+    from ray.tune.search.basic_variant import BasicVariantGenerator
+
+    return BasicVariantGenerator(max_concurrent=concurrent, random_state=cfg.seed)
+
+
+def scheduler(cfg: SweepConfig, reports: int):
+    from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
+
+    if cfg.scheduler == "fifo":
+        return FIFOScheduler()
+    return ASHAScheduler(
+        time_attr="training_iteration",
+        max_t=reports,
+        grace_period=min(cfg.grace_period, reports),
+        reduction_factor=cfg.reduction_factor,
+    )
+
+
+def existing_run(tracking_uri: str, run_id: str | None) -> str | None:
+    """``run_id`` if that run is in this tracking store (a resumed sweep continues its run)."""
+    if not run_id:
+        return None
+    from mlflow.exceptions import MlflowException
+    from mlflow.tracking import MlflowClient
+
+    try:
+        return MlflowClient(tracking_uri).get_run(run_id).info.run_id
+    except MlflowException:
+        return None
+
+
+def write_results(
+    cfg: SweepConfig, space: SweepSpace, rows: list[TrialRow], folder: Path, name: str
+) -> dict:
+    """best_config.yaml, trials.csv, results.md, val_psnr.png; the table printed."""
+    keys = list(space.params)
+    step = space.metric.adapt_step
+    best = best_row(rows)
+    title = f"sweep {name}: validation PSNR (dB) after {step} adaptation steps (* = best)"
+    print(text_table(rows, keys, step, title), flush=True)
+    write_csv(rows, keys, folder / "trials.csv")
+    plot_curves(rows, folder / "val_psnr.png", f"sweep {name}", step)
+    lines = [f"# Sweep {name}", "", f"space: `{space.source}` ({space.pipeline.name} pipeline), "
+             f"{cfg.search} search, {cfg.scheduler} scheduler, {len(rows)} trials, "
+             f"{sum(r.stopped_early for r in rows)} stopped early.", "",
+             markdown_table(rows, keys, step), ""]  # fmt: skip
+    grid = [k for k, spec in space.params.items() if spec.dist == "grid" and k != "seed"]
+    if grid and len(rows) > 1:
+        by = ", ".join(grid)
+        lines += [f"## By {by}", "", grouped_table(rows, grid, step), ""]
+    summary = {
+        "name": name,
+        "folder": str(folder),
+        "trials": len(rows),
+        "stopped_early": sum(r.stopped_early for r in rows),
+        "errors": sum(r.error is not None for r in rows),
+        "best": None,
+    }
+    if best is not None:
+        best_cfg = space.trial_config(best.params)
+        save_yaml(best_cfg, folder / "best_config.yaml")
+        summary["best"] = {
+            "trial_id": best.trial_id,
+            "params": best.params,
+            "val_psnr": best.val_psnr,
+            "val_psnr_step1": best.val_psnr_step1,
+            "rounds": best.rounds,
+            "config": str(folder / "best_config.yaml"),
+        }
+        lines += [
+            f"best: trial {best.trial_id}, val PSNR {best.val_psnr:.2f} dB; full config in "
+            f"`best_config.yaml`, run it with `python pipelines/"
+            f"{'city_nerf' if space.pipeline.name == 'city' else 'signals'}.py --config "
+            f"{folder / 'best_config.yaml'}`."
+        ]
+    (folder / "results.md").write_text("\n".join(lines) + "\n")
+    (folder / "summary.json").write_text(json.dumps(summary, indent=1, default=str))
+    return summary
+
+
+def finish_trial_runs(
+    tracking_uri: str, experiment_id: str, parent_run_id: str, rows: list[TrialRow]
+) -> None:
+    """Tag every trial's MLflow run with its outcome and make sure it is closed."""
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(tracking_uri)
+    query = f"tags.mlflow.parentRunId = '{parent_run_id}'"
+    runs = client.search_runs([experiment_id], filter_string=query, max_results=10000)
+    by_trial = {r.data.tags.get("trial_id"): r for r in runs if "trial_id" in r.data.tags}
+    known = {row.trial_id for row in rows}
+    for trial_id, run in by_trial.items():  # from an attempt killed before Tune saved its state
+        if trial_id not in known and run.info.status == "RUNNING":
+            client.set_tag(run.info.run_id, "outcome", "abandoned")
+            client.set_terminated(run.info.run_id, "KILLED")
+    for row in rows:
+        run = by_trial.get(row.trial_id)
+        if run is None:
+            continue
+        client.set_tag(run.info.run_id, "outcome", row.status)
+        client.set_tag(run.info.run_id, "stopped_early", str(row.stopped_early).lower())
+        status = "FAILED" if row.error is not None else "FINISHED"
+        if run.info.status != status:
+            client.set_terminated(run.info.run_id, status)
+
+
+def log_to_parent(parent: Tracker, rows: list[TrialRow], folder: Path) -> None:
+    best = best_row(rows)
+    parent.log_metrics(
+        {
+            "trials": len(rows),
+            "trials_stopped_early": sum(r.stopped_early for r in rows),
+            "trials_failed": sum(r.error is not None for r in rows),
+        }
+    )
+    if best is not None:
+        parent.log_metrics({"best_val_psnr": best.val_psnr})
+        for key, value in flatten({"best": best.params}).items():
+            parent.mlflow.set_tag(key, str(value))
+        parent.mlflow.set_tag("best_trial_id", best.trial_id)
+    for file in ("best_config.yaml", "results.md", "trials.csv", "val_psnr.png", "summary.json"):
+        if (folder / file).exists():
+            parent.log_artifact(folder / file, "sweep")
