@@ -131,3 +131,16 @@ def json_ready(value: Any) -> Any:
     if isinstance(value, list | tuple):
         return [json_ready(v) for v in value]
     return value
+
+
+def describe(config: Any) -> str:
+    """A resolved config in a few lines: one per section (``meta: inner_steps=2 inner_lr=1.0``),
+    the top-level values on the first; the full YAML goes to the run's tracking."""
+    top, sections = [], []
+    for key, value in to_dict(config).items():
+        if isinstance(value, dict):
+            items = " ".join(f"{k}={v}" for k, v in flatten(json_ready(value)).items())
+            sections.append(f"  {key}: {items}")
+        else:
+            top.append(f"{key}={json_ready(value)}")
+    return "\n".join(["resolved config: " + " ".join(top), *sections])

@@ -4,6 +4,8 @@ Under ``ray job submit``, CI or a pipe, a redrawn bar is unreadable; there every
 line at most every ``interval_s`` seconds with its rate and ETA.
 """
 
+import logging
+import os
 import sys
 import time
 
@@ -46,25 +48,26 @@ class Bar:
             0.0,
             interval_s,
         )
-        self.first: int | None = None  # count at the first update (a resumed loop starts late)
+        self.first = 0
+        """Count the bar started at (a resumed loop starts late): rates count from there."""
         self.tqdm = None
         if sys.stderr.isatty():
             from tqdm import tqdm
 
             self.tqdm = tqdm(total=total, desc=description, unit=unit)
 
+    def start_at(self, count: int) -> None:
+        """Begin at ``count`` (a resumed loop): rates and ETA count only the work done now."""
+        self.count = self.first = count
+        if self.tqdm is not None:
+            self.tqdm.update(count)
+
     def goto(self, count: int, **postfix: str) -> None:
-        """Set the count (a loop that knows its position, e.g. a resumed one)."""
-        if self.first is None:
-            self.first = count - 1
-            if self.tqdm is not None:
-                self.tqdm.update(self.first)
+        """Advance to ``count`` (a loop that knows its position)."""
         self.update(count - self.count, **postfix)
 
     def update(self, n: int = 1, **postfix: str) -> None:
         self.count += n
-        if self.first is None:
-            self.first = self.count - n
         if self.tqdm is not None:
             self.tqdm.update(n)
             if postfix:
@@ -85,3 +88,11 @@ class Bar:
     def close(self) -> None:
         if self.tqdm is not None:
             self.tqdm.close()
+
+
+def quiet_logs(verbose: bool) -> None:
+    """Libraries' INFO chatter (MLflow's database set-up, Ray's start) off unless ``verbose``."""
+    level = "INFO" if verbose else "WARNING"
+    os.environ["MLFLOW_LOGGING_LEVEL"] = level  # MLflow resets its logger when first imported
+    for name in ("mlflow", "ray", "alembic"):
+        logging.getLogger(name).setLevel(level)

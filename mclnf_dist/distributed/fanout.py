@@ -14,20 +14,28 @@ from typing import Any
 from mclnf_dist.raystore.ingest import storage_env
 
 
-def ensure_ray() -> None:
-    """Join the cluster at ``RAY_ADDRESS``, or start an embedded local Ray (laptop default)."""
+def ensure_ray(worker_logs: bool = False) -> None:
+    """Join the cluster at ``RAY_ADDRESS``, or start an embedded local Ray (laptop default).
+
+    Args:
+        worker_logs: forward what Ray's workers and actors print (Ray Train's controller and
+            per-round reports among them) to this driver. Off by default: the driver prints the
+            progress people need; ``--verbose`` turns it on.
+    """
     import ray
 
     if ray.is_initialized():
         return
+    quiet = {"log_to_driver": worker_logs, "logging_level": "INFO" if worker_logs else "WARNING"}
     if os.environ.get("RAY_ADDRESS"):
         # The cluster's workers predate this driver's S3 endpoint settings (MinIO, a test's S3
         # server): hand them on. A submitted job's own runtime env already carries its settings.
 
         env = {} if "RAY_JOB_CONFIG_JSON_ENV_VAR" in os.environ else storage_env()
-        ray.init(address=os.environ["RAY_ADDRESS"], runtime_env={"env_vars": env} if env else None)
+        runtime_env = {"env_vars": env} if env else None
+        ray.init(address=os.environ["RAY_ADDRESS"], runtime_env=runtime_env, **quiet)
     else:
-        ray.init(num_cpus=os.cpu_count(), include_dashboard=False)
+        ray.init(num_cpus=os.cpu_count(), include_dashboard=False, **quiet)
 
 
 def _with_threads(threads: int, fn: Callable[..., Any], args: tuple) -> Any:

@@ -111,6 +111,10 @@ class MetaInitServerImpl:
     def params(self) -> Params:
         return self.outer.params()
 
+    def progress(self) -> tuple[int, dict[str, float] | None]:
+        """(version, the last round's metrics): what a progress line needs, without history."""
+        return self.version, (self.history[-1] if self.history else None)
+
 
 @ray.remote(max_restarts=-1, max_task_retries=-1, num_cpus=0)
 class MetaInitServer:
@@ -142,6 +146,9 @@ class MetaInitServer:
 
     async def params(self) -> Params:
         return self.impl.params()
+
+    async def progress(self) -> tuple[int, dict | None]:
+        return self.impl.progress()
 
 
 def start_meta_init_server(

@@ -22,7 +22,6 @@ from mclnf_dist.meta.fim import FimConfig
 from mclnf_dist.meta.meta_learning import MetaConfig
 from mclnf_dist.meta.outer_loop import meta_train_loop
 from mclnf_dist.nerf.field import RadianceFieldConfig
-from mclnf_dist.progress import ProgressLog
 
 
 @dataclass
@@ -101,15 +100,9 @@ def train_loop_per_worker(config: dict) -> None:
         device,
     )
     store = ServerStore(job, rank, device)
-    rays_per_round = 2 * job.rays_per_task * len(job.blocks)
-    bar = None
-    if rank == 0:
-        bar = ProgressLog(job.label).bar("meta-train", job.rounds, "round", rays_per_round)
 
     def on_round(done: int, metrics: dict[str, float]) -> None:
-        if bar is not None:
-            bar.goto(done, outer_psnr=f"{metrics['outer_psnr']:.2f}dB")
-        ray.train.report({"round": done, **metrics})
+        ray.train.report({"round": done, **metrics})  # progress: the driver polls the server
 
     meta_train_loop(job.field, job.meta, job.fim, store, episodes, job.rounds, on_round)
 

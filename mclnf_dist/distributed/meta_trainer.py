@@ -1,6 +1,8 @@
 """Driver side of distributed meta-training: start the meta-init server, run the Train workers."""
 
 import os
+import threading
+import time
 from pathlib import Path
 
 import ray
@@ -9,6 +11,7 @@ from mclnf_dist.distributed.meta_init_server import start_meta_init_server
 from mclnf_dist.distributed.meta_train_loop import WorkerJob, train_loop_per_worker
 from mclnf_dist.distributed.train_config import TrainConfig, check_workers
 from mclnf_dist.fields.stacked_mlp import Params
+from mclnf_dist.progress import ProgressLog
 
 
 def storage_path(uri: str) -> str:
@@ -46,9 +49,10 @@ def meta_train_distributed(
         asynchronous=train.asynchronous,
         max_staleness=train.max_staleness,
     )
+    log = ProgressLog(job.label)
     resumed = ray.get(server.status.remote())["version"]
     if resumed:
-        print(f"[meta-train] {run_name}: resuming at round {resumed}/{job.rounds}", flush=True)
+        log.info(f"{run_name}: resuming at round {resumed}/{job.rounds}")
     trainer = TorchTrainer(
         train_loop_per_worker,
         train_loop_config={"job": job},
@@ -64,8 +68,62 @@ def meta_train_distributed(
         ),
     )
     os.environ.setdefault("RAY_TRAIN_HEALTH_CHECK_INTERVAL_S", "0.2")
-    trainer.fit()
+    with ServerProgress(server, log, job, resumed):
+        trainer.fit()
     status = ray.get(server.status.remote())
     params = ray.get(server.params.remote())
     ray.kill(server)  # state is in storage; a later run of the same name restores it
     return params, status["history"]
+
+
+class ServerProgress:
+    """Progress of a distributed meta-training, from the driver: a thread polls the meta-init
+    server and advances one bar (a line every ``interval_s`` off a terminal: rounds, rays/s, ETA,
+    outer PSNR). Workers print nothing, so a line appears once whatever the worker count. Rates
+    count from the first round seen, not from the worker group's start-up."""
+
+    def __init__(
+        self,
+        server: ray.actor.ActorHandle,
+        log: ProgressLog,
+        job: WorkerJob,
+        start: int,
+        interval_s: float = 30.0,
+    ) -> None:
+        rays_per_round = 2 * job.rays_per_task * len(job.blocks)
+        self.bar = log.bar("meta-train", job.rounds, "round", rays_per_round)
+        self.bar.interval_s = interval_s
+        self.log, self.start, self.seen = log, start, False
+        self.server, self.stop = server, threading.Event()
+        self.thread = threading.Thread(target=self.poll, daemon=True)
+
+    def poll(self) -> None:
+        while not self.stop.wait(1.0):
+            self.show()
+
+    def show(self) -> None:
+        version, last = ray.get(self.server.progress.remote())
+        if last is None or version <= self.start:
+            return
+        if not self.seen:  # the clock starts at the first finished round
+            self.seen = True
+            self.bar.start_at(version)
+            self.bar.start = self.bar.last_print = time.perf_counter()
+        elif version > self.bar.count:
+            self.bar.goto(version, outer_psnr=f"{last['outer_psnr']:.2f}dB")
+
+    def __enter__(self) -> "ServerProgress":
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop.set()
+        self.thread.join()
+        if exc[0] is None:
+            seen = self.seen
+            self.show()  # the last line: all rounds, the final rate
+            if not seen:  # finished before the first poll: one summary line instead
+                version, last = ray.get(self.server.progress.remote())
+                psnr = f", outer PSNR {last['outer_psnr']:.2f} dB" if last else ""
+                self.log.info(f"meta-train: {version} rounds done{psnr}")
+        self.bar.close()

@@ -70,3 +70,21 @@ def _draw(ax, values: np.ndarray, signals: SignalSet) -> None:
         image = np.concatenate(list(image), axis=1)
     ax.imshow(image[..., 0] if image.shape[-1] == 1 else image, cmap="gray", vmin=0, vmax=1)
     ax.axis("off")
+
+
+def plot_step_curves(curves: dict[str, dict[int, float]], path: str | Path, title: str) -> Path:
+    """One line per init: PSNR (dB) against training steps (block training's probe curves)."""
+    fig, ax = plt.subplots(figsize=(6.5, 4.2))
+    for name, curve in curves.items():
+        steps = sorted(curve)
+        ax.plot(steps, [curve[s] for s in steps], marker="o", ms=3, label=name)
+    ax.set_xscale("log", base=2)
+    ax.set_xlabel("training steps per block")
+    ax.set_ylabel("PSNR (dB), held-out rays")
+    ax.set_title(title)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return Path(path)

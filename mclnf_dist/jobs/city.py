@@ -8,25 +8,26 @@ as parallel Ray tasks) -> results table, JSON, PSNR curves, rendered novel views
 model, all tracked in MLflow.
 """
 
-import json
 import time
 from dataclasses import dataclass
 from dataclasses import field as default
 from pathlib import Path
 
 import torch
-import yaml
 
-from mclnf_dist.config import json_ready, parse_config, to_dict
+from mclnf_dist.config import describe, parse_config, to_dict
 from mclnf_dist.device import pick_device
+from mclnf_dist.distributed.block_training import BlockTrainingConfig
 from mclnf_dist.distributed.checkpoints import CheckpointStore
 from mclnf_dist.distributed.fanout import ensure_ray, run_tasks
 from mclnf_dist.distributed.meta_train_loop import WorkerJob
 from mclnf_dist.distributed.meta_trainer import meta_train_distributed
 from mclnf_dist.distributed.train_config import TrainConfig, check_workers
+from mclnf_dist.errors import MclnfError
 from mclnf_dist.evaluation.protocol import MethodContext, MethodResult, evaluate_method
 from mclnf_dist.evaluation.tables import results_table
 from mclnf_dist.fields.stacked_mlp import FieldConfig, Params
+from mclnf_dist.jobs.city_blocks import block_phase
 from mclnf_dist.jobs.city_data import (
     CityData,
     CityDataConfig,
@@ -35,12 +36,13 @@ from mclnf_dist.jobs.city_data import (
     prepare_city,
 )
 from mclnf_dist.jobs.city_outputs import held_out_psnr, render_and_save, write_city_outputs
+from mclnf_dist.jobs.init_asset import load_init, locate, save_init
 from mclnf_dist.meta.adaptation import AdaptConfig
 from mclnf_dist.meta.fim import FimConfig
 from mclnf_dist.meta.meta_learning import MetaConfig
 from mclnf_dist.meta.methods import MethodSpec, get_method
 from mclnf_dist.nerf.field import RadianceFieldConfig, field_for_scene, init_radiance_params
-from mclnf_dist.progress import ProgressLog
+from mclnf_dist.progress import ProgressLog, quiet_logs
 from mclnf_dist.scenes.scene import Scene, load_scene
 from mclnf_dist.tracking import Tracker
 
@@ -66,6 +68,7 @@ class CityExperimentConfig:
         )
     )
     train: TrainConfig = default(default_factory=TrainConfig)
+    block: BlockTrainingConfig = default(default_factory=BlockTrainingConfig)
     methods: tuple[str, ...] = ("random", "maml", "mod", "mim")
     """Methods compared in the continual phase."""
     run_name: str = "city-demo"
@@ -81,6 +84,8 @@ class CityExperimentConfig:
     workers: int = -1
     """Continual-phase methods as parallel Ray tasks when > 1; -1: on CPU yes, on a GPU no."""
     seed: int = 0
+    verbose: bool = False
+    """Show Ray's and Ray Train's own logs (controller, per-round reports) besides progress."""
 
 
 def main(argv: list[str]) -> None:
@@ -92,14 +97,17 @@ def run_city(cfg: CityExperimentConfig) -> dict:
     """Run the whole city job; returns the JSON-able report."""
     specs = [get_method(name) for name in cfg.methods]
     device = pick_device(cfg.device)
-    print("resolved config:\n" + yaml.safe_dump(json_ready(to_dict(cfg)), sort_keys=False))
+    quiet_logs(cfg.verbose)
+    print(describe(cfg), flush=True)
     log = ProgressLog("city")
     storage = cfg.storage_uri or str(Path(cfg.data.work_dir) / "runs")
 
     CheckpointStore(f"{storage.rstrip('/')}/{cfg.run_name}")  # fail now if it can't be written
     if cfg.data.scene:
         check_scene(cfg.data.scene)  # before starting Ray
-    ensure_ray()
+    if cfg.meta.init_from:
+        locate(cfg.meta.init_from, "mse", cfg.tracking_uri)  # before any work
+    ensure_ray(worker_logs=cfg.verbose)
     city = prepare_city(cfg.data, log)
     if any(s.meta_learned for s in specs):
         check_workers(cfg.train.num_workers, city.meta_blocks)  # before any run is tracked
@@ -129,16 +137,62 @@ def run_city(cfg: CityExperimentConfig) -> dict:
             log_city_result(tracker, result, city)
         out = Path(cfg.data.work_dir)
         render_and_save(cfg, results, field_cfg, city, scene, out, log)
-        report = write_city_outputs(cfg, results, city, out)
+        blocks = run_block_phase(cfg, inits, field_cfg, city, storage, out, device, log)
+        log_block_phase(tracker, blocks)
+        report = write_city_outputs(cfg, results, city, out, blocks)
         for path in sorted(p for p in out.iterdir() if p.is_file()):
             tracker.log_artifact(path, "results")
         for path in sorted(p for p in (out / "city_model").iterdir() if p.is_file()):
             tracker.log_artifact(path, "city_model")  # a folder would land in city_model/city_model
         report["mlflow_run_id"] = tracker.run_id
     print(results_table(report["results"], title="city: PSNR (dB) on held-out views, all blocks"))
-    print(json.dumps(report["held_out_blocks"], indent=1))
+    held = report["held_out_blocks"]
+    steps = [k for k in next(iter(held.values()), {}) if k.startswith("psnr_step")]
+    if steps and city.held_out:
+        scores = ", ".join(
+            f"{name} " + " -> ".join(f"{row[k]:.2f}" for k in steps) for name, row in held.items()
+        )
+        print(f"held-out blocks {city.held_out}, PSNR (dB) at {' -> '.join(steps)}: {scores}")
+    for name, scores in blocks["inits"].items():
+        reach = blocks.get("steps_to_reach_other_final", {}).get(name, "-")
+        print(
+            f"city model, {name} init, {blocks['steps']} steps per block: held-out images PSNR "
+            f"{scores['heldout_image_psnr']:.2f} dB, SSIM {scores['heldout_image_ssim']:.3f}; "
+            f"steps to the other init's final probe PSNR: {reach}"
+        )
     log.info(f"wrote {out}; MLflow run {report['mlflow_run_id']}")
     return report
+
+
+def run_block_phase(
+    cfg: CityExperimentConfig,
+    inits: dict[str, Params],
+    field_cfg: RadianceFieldConfig,
+    city: CityData,
+    storage: str,
+    out: Path,
+    device: torch.device,
+    log: ProgressLog,
+) -> dict:
+    """Block training from the meta-learned ``theta_0`` (``mse``, when meta-trained) and from the
+    random init, same budget; each city model saved and scored on full held-out images."""
+    block_inits = {"meta": inits["mse"]} if "mse" in inits else {}
+    block_inits["random"] = inits["random"]
+    root = f"{storage.rstrip('/')}/{cfg.run_name}/blocks"
+    parallel = cfg.workers > 1 or (cfg.workers == -1 and device.type == "cpu")
+    return block_phase(cfg.block, block_inits, field_cfg, city, root, out, cfg.seed, parallel, log)
+
+
+def log_block_phase(tracker: Tracker, blocks: dict) -> None:
+    for name, scores in blocks["inits"].items():
+        tracker.log_metrics(
+            {
+                f"blocks_{name}_heldout_image_psnr": scores["heldout_image_psnr"],
+                f"blocks_{name}_heldout_image_ssim": scores["heldout_image_ssim"],
+            }
+        )
+        for step, psnr in scores["probe_curve"].items():
+            tracker.log_metrics({f"blocks_{name}_probe_psnr": psnr}, step=int(step))
 
 
 def city_field(cfg: CityExperimentConfig, scene: Scene) -> RadianceFieldConfig:
@@ -174,6 +228,9 @@ def meta_train_all(
     random_init = init_radiance_params(field_cfg, 1, torch.Generator().manual_seed(cfg.seed))
     inits = {"random": random_init}
     for key in sorted({meta_key(s) for s in specs if s.meta_learned}):
+        if cfg.meta.init_from:
+            inits[key] = loaded_init(cfg, key, random_init, log)
+            continue
         log.info(
             f"meta-training theta_0 ({key} inner loss) on blocks {city.meta_blocks} with "
             f"{cfg.train.num_workers} workers, {cfg.train.rounds} rounds"
@@ -190,8 +247,22 @@ def meta_train_all(
         )
         for round_, metrics in enumerate(history, start=1):
             tracker.log_metrics({f"meta_{key}_{k}": v for k, v in metrics.items()}, round_)
+        save_init(cfg.data.work_dir, key, theta0, field_cfg)  # the asset a later job can load
         inits[key] = theta0
     return inits
+
+
+def loaded_init(cfg: CityExperimentConfig, key: str, like: Params, log: ProgressLog) -> Params:
+    """``theta_0`` of the ``key`` objective from ``--meta.init-from`` (its ``mse`` init when the
+    source has none for ``key``), instead of meta-training."""
+    try:
+        theta0 = load_init(cfg.meta.init_from, key, like, cfg.tracking_uri)
+    except MclnfError:
+        if key == "mse":
+            raise
+        theta0, key = load_init(cfg.meta.init_from, "mse", like, cfg.tracking_uri), "mse"
+    log.info(f"theta_0 from {cfg.meta.init_from} ({key} objective): not meta-training")
+    return theta0
 
 
 def worker_job(

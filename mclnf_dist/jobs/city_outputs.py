@@ -84,22 +84,23 @@ def render_and_save(
     flight_truth = truth_of_demo_city(city.scene_root, path_frames)
     flight = [] if flight_truth is None else [flight_truth]
     flight_names = names[: len(flight)]
-    for result in results:
-        if result.final_params is None:
-            continue
+    rendered = [r for r in results if r.final_params is not None]
+    bar = log.bar("rendering", len(rendered) * (len(chosen) + len(path_frames)), "view")
+    for result in rendered:
         modular = result.final_params["w0"].shape[0] > 1 or len(city.block_order) == 1
         params = {k: v.cpu() for k, v in result.final_params.items()}
         save_city_model(out / "city_model", result.method, field_cfg, params, city, modular)
         route = module_router(city.partition, city.block_order, modular)
         for row, shown in ((views, chosen), (flight, path_frames)):
-            row.append(
-                [
-                    to_uint8(render_view(field_cfg, params, f, route, scene.near, scene.far))
-                    for f in shown
-                ]
-            )
+            images = []
+            for frame in shown:
+                image = render_view(field_cfg, params, frame, route, scene.near, scene.far)["rgb"]
+                images.append(to_uint8(image))
+                bar.update()
+            row.append(images)
         names.append(result.method)
         flight_names.append(result.method)
+    bar.close()
     path = out / "novel_views.png"
     save_grid(views, names, path)
     save_grid(flight, flight_names, out / "flythrough.png")
@@ -167,8 +168,10 @@ def save_grid(rows: list[list[np.ndarray]], names: list[str], path: Path) -> Non
     plt.close(fig)
 
 
-def write_city_outputs(cfg, results: list[MethodResult], city, out: Path) -> dict:
-    """results.json (all methods, held-out-block numbers) and PSNR-vs-step plots."""
+def write_city_outputs(
+    cfg, results: list[MethodResult], city, out: Path, blocks: dict | None = None
+) -> dict:
+    """results.json (all methods, held-out-block numbers, the block phase) and PSNR plots."""
 
     last = cfg.adapt.max_steps
     held = {
@@ -190,6 +193,7 @@ def write_city_outputs(cfg, results: list[MethodResult], city, out: Path) -> dic
         },
         "held_out_blocks": held,
         "results": [r.summary() for r in results],
+        "block_training": blocks,
     }
     tmp = out / "results.json.tmp"
     tmp.write_text(json.dumps(report, indent=1))

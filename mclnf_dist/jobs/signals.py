@@ -13,9 +13,8 @@ from dataclasses import field as default
 from pathlib import Path
 
 import torch
-import yaml
 
-from mclnf_dist.config import json_ready, parse_config, to_dict
+from mclnf_dist.config import describe, json_ready, parse_config, to_dict
 from mclnf_dist.device import machine_info, pick_device
 from mclnf_dist.distributed.fanout import run_tasks
 from mclnf_dist.errors import MclnfError
@@ -112,7 +111,7 @@ def run_signals(cfg: SignalsConfig) -> dict:
     specs = validate(cfg)
     apply_modality_defaults(cfg)
     device = pick_device(cfg.device)
-    print("resolved config:\n" + yaml.safe_dump(json_ready(to_dict(cfg)), sort_keys=False))
+    print(describe(cfg), flush=True)
     train, test = load_data(cfg, device)
     out_dir = Path(cfg.output_dir) / cfg.data.modality
     out_dir.mkdir(parents=True, exist_ok=True)

@@ -51,6 +51,9 @@ class MetaConfig:
     """Outer gradient-norm clip."""
     head_layers: int = 2
     """``oml`` only: the last layers adapted in the inner loop (the rest is the representation)."""
+    init_from: str = ""
+    """Start from a ``theta_0`` learned elsewhere instead of meta-training: a ``theta0-*.pt``
+    an earlier city run wrote, a folder holding it, an ``s3://`` URI, or ``mlflow:<run id>``."""
 
 
 def head_keys(params: Params, head_layers: int) -> set[str]:

@@ -98,7 +98,8 @@ def render_view(
     near: float = 0.0,
     far: float | None = None,
     chunk: int = 2048,
-) -> Tensor:
+    on_chunk: Callable[[int], None] | None = None,
+) -> dict[str, Tensor]:
     """Render one camera's image through the routed modules (deterministic samples, no grad).
 
     Ray bounds are the scene box clipped to ``[near, far]``; rays that miss the box show the
@@ -108,9 +109,11 @@ def render_view(
         frame: a :class:`~mclnf_dist.scenes.scene.Frame` or anything with ``c2w`` (4, 4), ``fx``,
             ``fy``, ``cx``, ``cy``, ``width``, ``height``.
         near, far: depth range of the scene (``Scene.near``/``Scene.far``); ``far=None``: unbounded.
+        on_chunk: called with the number of rays after each chunk (a progress bar).
 
     Returns:
-        (H, W, 3) float32 rgb in [0, 1] on the parameters' device.
+        dict ``rgb`` (H, W, 3) float32 in [0, 1], ``depth`` (H, W) world units along the ray
+        (weighted, not divided by opacity) and ``opacity`` (H, W), on the parameters' device.
     """
     device = next(iter(params.values())).device
     origins, directions = camera_rays(
@@ -123,11 +126,30 @@ def render_view(
     if far is not None:
         ray_far = ray_far.clamp_max(float(far))
         ray_near = torch.minimum(ray_near, ray_far)
+    pieces: dict[str, list[Tensor]] = {"rgb": [], "depth": [], "opacity": []}
     with torch.no_grad():
-        out = render_rays_routed(
-            cfg.for_evaluation(), params, origins, directions, ray_near, ray_far, route_fn, chunk
-        )
-    return out["rgb"].reshape(frame.height, frame.width, 3)
+        for start in range(0, origins.shape[0], chunk):
+            part = slice(start, start + chunk)
+            out = render_rays_routed(
+                cfg.for_evaluation(),
+                params,
+                origins[part],
+                directions[part],
+                ray_near[part],
+                ray_far[part],
+                route_fn,
+                chunk,
+            )
+            for key, values in pieces.items():
+                values.append(out[key])
+            if on_chunk is not None:
+                on_chunk(out["rgb"].shape[0])
+    shape = (frame.height, frame.width)
+    return {
+        "rgb": torch.cat(pieces["rgb"]).reshape(*shape, 3),
+        "depth": torch.cat(pieces["depth"]).reshape(shape),
+        "opacity": torch.cat(pieces["opacity"]).reshape(shape),
+    }
 
 
 def to_uint8(image: Tensor | np.ndarray) -> np.ndarray:

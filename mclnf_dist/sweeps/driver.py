@@ -168,7 +168,7 @@ def run_sweep(cfg: SweepConfig) -> dict:
     folder = storage / name
     record = check_identity(folder, sweep_identity(cfg, space), name)
     log = ProgressLog("sweep")
-    ensure_ray()
+    ensure_ray(worker_logs=True)  # the trials' validation lines are the sweep's progress
     base = space.base_config()
     space.pipeline.resolve(base)
     budget, reports = space.rounds(base), space.reports(base)

@@ -219,7 +219,7 @@ def test_render_view_and_save_png(tmp_path):
     c2w = np.eye(4)
     c2w[:3, 3] = [2.0, 1.0, 6.0]  # above the box, looking down (-z)
     frame = SimpleNamespace(c2w=c2w, fx=4.0, fy=4.0, cx=4.0, cy=3.0, width=8, height=6)
-    image = render_view(cfg, params, frame, partition_router(partition), near=0.1, far=20.0)
+    image = render_view(cfg, params, frame, partition_router(partition), near=0.1, far=20.0)["rgb"]
     assert image.shape == (6, 8, 3) and 0 <= image.min() and image.max() <= 1
     # the corner pixels see past the box: sky
     torch.testing.assert_close(image[0, 0], torch.tensor(cfg.background))

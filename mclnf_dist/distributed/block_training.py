@@ -1,0 +1,239 @@
+"""Block training: every block's module trained to quality by streaming ALL its rays.
+
+The continual phase at scale. Each arriving block's module starts from an init (the meta-learned
+``theta_0``, or a random init for the comparison) and trains for ``steps`` Adam steps on batches
+streamed from the Arrow ray store (a bounded shuffle window; a block is never in memory whole),
+with the same optimiser plan for every init. One block is one Ray task (one GPU each when the
+cluster has GPUs). Each task checkpoints its module atomically every ``checkpoint_every`` steps
+and when done, under ``<run>/blocks/<init>/block-NNNN.pt``: a re-run of the same run skips the
+finished blocks and continues an unfinished one from its last checkpoint, on the same stream.
+
+Along the way a task scores a fixed probe of the block's held-out-view rays at steps 1, 2, 4,
+... and at regular intervals: the PSNR-vs-step curve of that init on that block.
+"""
+
+import io
+import math
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+import ray
+import torch
+
+from mclnf_dist.distributed.fanout import run_tasks
+from mclnf_dist.fields.stacked_mlp import Params, evaluate
+from mclnf_dist.meta.inner_loop import per_sample_loss
+from mclnf_dist.meta.meta_learning import mse_to_psnr
+from mclnf_dist.nerf.field import RadianceFieldConfig, pack_rays
+from mclnf_dist.progress import ProgressLog
+from mclnf_dist.raystore.stream import stream_block_rays
+from mclnf_dist.storage import atomic_write_bytes, filesystem_for, join
+
+COLUMNS = ["origin", "direction", "near", "far", "rgb"]
+
+
+@dataclass
+class BlockTrainingConfig:
+    """Block training after meta-training: every block's module on all its rays."""
+
+    steps: int = 256
+    """Adam steps per block (CPU-sized default; thousands on a GPU)."""
+    batch_rays: int = 1024
+    """Rays per step, streamed from the block's training views."""
+    lr: float = 5e-3
+    """Adam learning rate at step 1, the same for every init."""
+    final_lr_fraction: float = 0.1
+    """The rate decays exponentially to ``lr * final_lr_fraction`` at the last step."""
+    shuffle_buffer: int = 262144
+    """Rays decoded and mixed at once: the stream window (memory is a few windows, whatever the
+    block's size)."""
+    checkpoint_every: int = 100
+    """Steps between a block's checkpoints (and one when it is done)."""
+    probe_rays: int = 2048
+    """Held-out-view rays of the block scored along the way (the PSNR-vs-step curve)."""
+    curve_points: int = 8
+    """Evenly spaced curve steps besides 1, 2, 4, ... (the curve's resolution)."""
+
+
+@dataclass
+class BlockTask:
+    """One block's training: everything a Ray task needs."""
+
+    block: int
+    init_name: str
+    """``meta`` or ``random``: names the checkpoint folder and the curve."""
+    init: Params
+    """One-module parameters the block starts from (copied, never modified)."""
+    field: RadianceFieldConfig
+    train_uri: str
+    test_uri: str
+    cfg: BlockTrainingConfig
+    checkpoint_root: str
+    seed: int
+
+
+@dataclass
+class BlockResult:
+    block: int
+    init_name: str
+    params: Params
+    """One-module trained parameters (CPU)."""
+    curve: dict[int, float]
+    """Step -> PSNR (dB) on the probe rays."""
+    seconds: float
+    """Training time of this run (0 for a block a previous run finished)."""
+    resumed_from: int
+    """Step the run started at (0 fresh, ``steps`` already done)."""
+
+
+def curve_steps(steps: int, points: int) -> list[int]:
+    """1, 2, 4, ... up to ``steps``, plus ``points`` evenly spaced steps, plus ``steps``."""
+    powers = [2**i for i in range(int(math.log2(steps)) + 1)] if steps >= 1 else []
+    even = [round(steps * (i + 1) / points) for i in range(points)] if points else []
+    return sorted({s for s in [*powers, *even, steps] if 1 <= s <= steps})
+
+
+def lr_at(cfg: BlockTrainingConfig, step: int) -> float:
+    """The learning rate of step ``step`` (1-based): exponential decay over the budget."""
+    return cfg.lr * cfg.final_lr_fraction ** ((step - 1) / max(cfg.steps - 1, 1))
+
+
+def checkpoint_path(task: BlockTask) -> str:
+    return join(task.checkpoint_root, task.init_name, f"block-{task.block:04d}.pt")
+
+
+def load_checkpoint(task: BlockTask) -> dict | None:
+    fs, path = filesystem_for(checkpoint_path(task))
+    if not fs.exists(path):
+        return None
+    with fs.open(path, "rb") as handle:
+        return torch.load(io.BytesIO(handle.read()), map_location="cpu", weights_only=False)
+
+
+def save_checkpoint(task: BlockTask, state: dict) -> None:
+    buffer = io.BytesIO()
+    torch.save(state, buffer)
+    fs, path = filesystem_for(checkpoint_path(task))
+    atomic_write_bytes(fs, path, buffer.getvalue())
+
+
+def probe_batch(task: BlockTask, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+    """A fixed sample of the block's held-out-view rays: x (1, P, 8), y (1, P, 3)."""
+    stream = stream_block_rays(
+        task.test_uri,
+        task.block,
+        batch_size=task.cfg.probe_rays,
+        shuffle_buffer=max(task.cfg.probe_rays, task.cfg.shuffle_buffer),
+        seed=task.seed,
+        columns=COLUMNS,
+    )
+    batch = next(stream)
+    x = pack_rays(batch["origin"], batch["direction"], batch["near"], batch["far"])
+    return x[None].to(device), batch["rgb"][None].to(device)
+
+
+@torch.no_grad()
+def probe_psnr(field: RadianceFieldConfig, params: Params, probe: tuple) -> float:
+    x, y = probe
+    prediction = evaluate(field.for_evaluation(), params, x).clamp(0.0, 1.0)
+    return float(mse_to_psnr(per_sample_loss(prediction, y).mean()))
+
+
+def train_block(
+    task: BlockTask,
+    device: torch.device | None = None,
+    batches: Iterator[dict[str, torch.Tensor]] | None = None,
+) -> BlockResult:
+    """Train one block's module (resuming from its checkpoint); see the module docstring.
+
+    Args:
+        batches: where training rays come from; default the block's stream from the ray store
+            (``bench/block_training.py`` passes rays held in memory to compare).
+    """
+    device = device or torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    cfg = task.cfg
+    state = load_checkpoint(task)
+    if state is not None and state["step"] >= cfg.steps:
+        params = {k: v.clone() for k, v in state["params"].items()}
+        return BlockResult(task.block, task.init_name, params, state["curve"], 0.0, cfg.steps)
+    start = 0 if state is None else state["step"]
+    source = state["params"] if state is not None else task.init
+    params = {k: v.detach().to(device).clone().requires_grad_() for k, v in source.items()}
+    adam = torch.optim.Adam(list(params.values()), lr=cfg.lr)
+    curve: dict[int, float] = {}
+    if state is not None:
+        adam.load_state_dict(state["adam"])
+        curve = dict(state["curve"])
+        torch.set_rng_state(state["torch_rng"])
+    else:
+        torch.manual_seed(task.seed)  # the sample jitter
+    stream = batches or stream_block_rays(
+        task.train_uri,
+        task.block,
+        batch_size=cfg.batch_rays,
+        shuffle_buffer=cfg.shuffle_buffer,
+        seed=task.seed,
+        epochs=None,
+        drop_last=True,
+        columns=COLUMNS,
+    )
+    for _ in range(start):  # continue the same stream where the checkpoint left it
+        next(stream)
+    probe = probe_batch(task, device)
+    scored = set(curve_steps(cfg.steps, cfg.curve_points))
+    started = time.perf_counter()
+    for step in range(start + 1, cfg.steps + 1):
+        batch = next(stream)
+        x = pack_rays(batch["origin"], batch["direction"], batch["near"], batch["far"])[None]
+        loss = per_sample_loss(
+            evaluate(task.field, params, x.to(device)), batch["rgb"][None].to(device)
+        )
+        for group in adam.param_groups:
+            group["lr"] = lr_at(cfg, step)
+        adam.zero_grad(set_to_none=True)
+        loss.mean().backward()
+        adam.step()
+        if step in scored:
+            curve[step] = probe_psnr(task.field, params, probe)
+        if step % cfg.checkpoint_every == 0 or step == cfg.steps:
+            save_checkpoint(
+                task,
+                {
+                    "step": step,
+                    "params": {k: v.detach().cpu() for k, v in params.items()},
+                    "adam": adam.state_dict(),
+                    "curve": curve,
+                    "torch_rng": torch.get_rng_state(),
+                },
+            )
+    trained = {k: v.detach().cpu() for k, v in params.items()}
+    seconds = time.perf_counter() - started
+    return BlockResult(task.block, task.init_name, trained, curve, seconds, start)
+
+
+def train_blocks(tasks: list[BlockTask], log: ProgressLog, parallel: bool) -> list[BlockResult]:
+    """Train every task's block as a Ray task (one GPU each when the cluster has GPUs); a line per
+    finished block (rays/s, probe PSNR first -> last, how many blocks remain)."""
+    gpus = 1.0 if parallel and cluster_gpus() > 0 else 0.0
+    results: list[BlockResult | None] = [None] * len(tasks)
+    calls = [(task,) for task in tasks]
+    for done, (index, result) in enumerate(run_tasks(train_block, calls, parallel, 1, gpus), 1):
+        results[index] = result
+        task, curve = tasks[index], result.curve
+        trained = task.cfg.steps - result.resumed_from
+        if trained == 0:
+            speed = "done in an earlier run"
+        else:
+            speed = f"{trained * task.cfg.batch_rays / max(result.seconds, 1e-9):,.0f} rays/s"
+        first, last = curve[min(curve)], curve[max(curve)]
+        log.info(
+            f"block {task.block} ({task.init_name} init): {speed}, held-out probe PSNR "
+            f"{first:.2f} -> {last:.2f} dB; {done}/{len(tasks)} blocks"
+        )
+    return results
+
+
+def cluster_gpus() -> float:
+    """GPUs of the Ray cluster (0 when Ray is not running)."""
+    return float(ray.cluster_resources().get("GPU", 0)) if ray.is_initialized() else 0.0

@@ -1,0 +1,92 @@
+"""``theta_0`` as an asset: saved with every run, loadable by a later job.
+
+A meta-learned init is written beside the run's results as ``theta0-<objective>.pt`` (and logged
+to the run's MLflow artifacts under ``results/``), with the field it belongs to. A later job
+names one with ``--meta.init-from``: a file, a folder holding it, an ``s3://`` URI, or an MLflow
+run (``mlflow:<run id>``), so a new scene, or one with too few blocks to meta-train on, starts
+from an init learned elsewhere instead of meta-training its own.
+"""
+
+import dataclasses
+import io
+from pathlib import Path
+
+import torch
+
+from mclnf_dist.errors import MclnfError
+from mclnf_dist.fields.stacked_mlp import Params
+from mclnf_dist.nerf.field import RadianceFieldConfig
+from mclnf_dist.storage import atomic_write_bytes, filesystem_for, join
+from mclnf_dist.tracking import resolve_tracking_uri
+
+MLFLOW_PREFIX = "mlflow:"
+
+
+def asset_name(key: str) -> str:
+    """File name of the ``key`` meta-objective's init (``mse``, ``fim``, ``oml``)."""
+    return f"theta0-{key}.pt"
+
+
+def save_init(folder: str | Path, key: str, theta0: Params, field: RadianceFieldConfig) -> str:
+    """Write the init atomically; returns its path."""
+    buffer = io.BytesIO()
+    state = {
+        "theta0": {k: v.detach().cpu() for k, v in theta0.items()},
+        "field": dataclasses.asdict(field),
+        "objective": key,
+    }
+    torch.save(state, buffer)
+    fs, root = filesystem_for(str(folder))
+    fs.makedirs(root, exist_ok=True)
+    path = join(root, asset_name(key))
+    atomic_write_bytes(fs, path, buffer.getvalue())
+    return path
+
+
+def locate(source: str, key: str, tracking_uri: str = "") -> str:
+    """A local path or URI of the init file that ``source`` names."""
+    if source.startswith(MLFLOW_PREFIX):
+        import mlflow
+
+        run_id = source.removeprefix(MLFLOW_PREFIX)
+        try:
+            return mlflow.artifacts.download_artifacts(
+                run_id=run_id,
+                artifact_path=f"results/{asset_name(key)}",
+                tracking_uri=resolve_tracking_uri(tracking_uri or None),
+            )
+        except Exception as err:  # MLflow raises several types for a missing run or artifact
+            raise MclnfError(
+                f"--meta.init-from {source}: no results/{asset_name(key)} in that MLflow run "
+                f"({str(err).splitlines()[0]})"
+            ) from None
+    fs, path = filesystem_for(source)
+    if fs.isdir(path):
+        path = join(path, asset_name(key))
+        source = join(source, asset_name(key))
+    if not fs.exists(path):
+        raise MclnfError(
+            f"--meta.init-from {source}: file not found (expected a {asset_name(key)} written by "
+            "an earlier run, a folder holding one, or mlflow:<run id>)"
+        )
+    return source
+
+
+def load_init(source: str, key: str, expected: Params, tracking_uri: str = "") -> Params:
+    """The init ``source`` names, checked to fit this job's field (``expected``'s shapes)."""
+    where = locate(source, key, tracking_uri)
+    fs, path = filesystem_for(where)
+    with fs.open(path, "rb") as handle:
+        state = torch.load(io.BytesIO(handle.read()), map_location="cpu", weights_only=False)
+    theta0 = state.get("theta0") if isinstance(state, dict) else None
+    if not isinstance(theta0, dict):
+        raise MclnfError(f"{where}: not a theta_0 asset (expected a file written by save_init)")
+    shapes = {k: tuple(v.shape) for k, v in theta0.items()}
+    wanted = {k: tuple(v.shape) for k, v in expected.items()}
+    if shapes != wanted:
+        mlp = state.get("field", {}).get("mlp", {})
+        raise MclnfError(
+            f"{where}: theta_0 of a different field (mlp {mlp}); this job's field needs parameter "
+            f"shapes {wanted}, the file has {shapes}"
+        )
+    return theta0
