@@ -14,6 +14,7 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "dataset": ("mclnf_dist.jobs.dataset", "make-city | ingest: build and store city scenes"),
     "city": ("mclnf_dist.jobs.city", "the main job: meta-continual city NeRF on Ray"),
     "sweep": ("mclnf_dist.sweeps.driver", "Ray Tune sweeps over tune_spaces/*.yaml, in MLflow"),
+    "render": ("mclnf_dist.jobs.render", "render a saved city model along cameras: PNGs + MP4"),
     "report": ("mclnf_dist.jobs.report", "every method, every modality -> docs/results.md"),
 }
 

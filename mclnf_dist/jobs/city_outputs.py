@@ -15,7 +15,8 @@ from mclnf_dist.fields.stacked_mlp import FieldConfig, Params
 from mclnf_dist.jobs.city_data import CityData
 from mclnf_dist.nerf.field import RadianceFieldConfig
 from mclnf_dist.nerf.render import partition_router, render_view, to_uint8
-from mclnf_dist.scenes.city import CityConfig, look_along, render_frame
+from mclnf_dist.scenes.camera_paths import flyover_frames
+from mclnf_dist.scenes.city import CityConfig, render_frame
 from mclnf_dist.scenes.partition import BlockPartition, load_partition
 from mclnf_dist.scenes.scene import load_frame_image, load_scene
 
@@ -47,6 +48,7 @@ def save_city_model(
         "block_order": city.block_order,
         "field": dataclasses.asdict(field_cfg),
         "modular": modular,
+        "scene_root": city.scene_root,
     }
     tmp = path.with_name(path.name + ".tmp")
     torch.save(state, tmp)
@@ -55,7 +57,8 @@ def save_city_model(
 
 
 def load_city_model(folder: str | Path, method: str):
-    """(field config, params, router) of a saved city model, ready for ``render_view``."""
+    """(field config, params, router, saved state) of a saved city model, ready for
+    ``render_view``; the state holds ``block_order``, ``modular`` and ``scene_root``."""
     state = torch.load(Path(folder) / f"{method}.pt", weights_only=False)
     field = dict(state["field"])
     field["mlp"] = FieldConfig(**field["mlp"])
@@ -65,6 +68,7 @@ def load_city_model(folder: str | Path, method: str):
         field_cfg,
         state["params"],
         module_router(partition, state["block_order"], state["modular"]),
+        state,
     )
 
 
@@ -77,7 +81,7 @@ def render_and_save(
     frames = load_scene(city.scene_root, "test").frames
     picks = np.linspace(0, len(frames) - 1, max(1, min(cfg.render_views, len(frames))))
     chosen = [frames[int(round(i))] for i in picks]
-    path_frames = flythrough_frames(scene, FLYTHROUGH_FRAMES)
+    path_frames = flyover_frames(scene, FLYTHROUGH_FRAMES)
     views = [[to_uint8(load_frame_image(scene, f)) for f in chosen]]
     names = ["truth"]
     # an invented path has ground truth only in the generated demo city
@@ -112,26 +116,6 @@ def render_and_save(
 
 
 FLYTHROUGH_FRAMES = 6
-
-
-def flythrough_frames(scene, count: int) -> list:
-    """``count`` cameras flying along the scene's x axis over its middle, looking ahead and 45
-    degrees down, at the mean height of the upper half of the scene's cameras (its aerial views).
-    Intrinsics are those of the scene's first frame."""
-
-    first = scene.frames[0]
-    centres = scene.camera_centers()
-    heights = np.sort(centres[:, 2])
-    height = float(heights[len(heights) // 2 :].mean())
-    if scene.scene_box is not None:
-        low, high = np.asarray(scene.scene_box, dtype=np.float64)
-    else:
-        low, high = centres.min(0), centres.max(0)
-    y = 0.5 * (low[1] + high[1])
-    back = height  # start one height before the box: the first view looks at its edge
-    forward = np.array([np.cos(np.pi / 4), 0.0, -np.sin(np.pi / 4)])
-    eyes = np.linspace([low[0] - back, y, height], [high[0] - back, y, height], count)
-    return [dataclasses.replace(first, c2w=look_along(eye, forward), file_path="") for eye in eyes]
 
 
 def truth_of_demo_city(scene_root: str, frames: list) -> list[np.ndarray] | None:
