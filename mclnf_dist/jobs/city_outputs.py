@@ -17,7 +17,7 @@ from mclnf_dist.nerf.field import RadianceFieldConfig
 from mclnf_dist.nerf.render import partition_router, render_view, to_uint8
 from mclnf_dist.scenes.city import CityConfig, look_along, render_frame
 from mclnf_dist.scenes.partition import BlockPartition, load_partition
-from mclnf_dist.scenes.scene import load_frame_image, load_scene
+from mclnf_dist.scenes.scene import load_frame_image
 
 
 def module_router(partition: BlockPartition, block_order: list[int], modular: bool):
@@ -74,7 +74,7 @@ def render_and_save(
     """Save every method's city model; render held-out views and a fly-through of the whole city
     through the routed modules (``novel_views.png``, ``flythrough.png``)."""
 
-    frames = load_scene(city.scene_root, "test").frames
+    frames = city.load_scene("test").frames
     picks = np.linspace(0, len(frames) - 1, max(1, min(cfg.render_views, len(frames))))
     chosen = [frames[int(round(i))] for i in picks]
     path_frames = flythrough_frames(scene, FLYTHROUGH_FRAMES)

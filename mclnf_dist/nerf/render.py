@@ -113,13 +113,11 @@ def render_view(
         (H, W, 3) float32 rgb in [0, 1] on the parameters' device.
     """
     device = next(iter(params.values())).device
-    origins, directions = camera_rays(
-        frame.c2w, frame.fx, frame.fy, frame.cx, frame.cy, frame.width, frame.height
-    )  # (H*W, 3)
+    intrinsics = (frame.fx, frame.fy, frame.cx, frame.cy, frame.width, frame.height)
+    lens = getattr(frame, "distortion", None)
+    origins, directions = camera_rays(frame.c2w, *intrinsics, distortion=lens)  # (H*W, 3)
     origins, directions = origins.to(device), directions.to(device)
-    ray_near, ray_far, _ = near_far_from_box(
-        origins, directions, *cfg.scene_box, min_near=float(near)
-    )
+    ray_near, ray_far, _ = near_far_from_box(origins, directions, *cfg.box, min_near=float(near))
     if far is not None:
         ray_far = ray_far.clamp_max(float(far))
         ray_near = torch.minimum(ray_near, ray_far)
