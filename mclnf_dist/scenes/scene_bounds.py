@@ -11,9 +11,9 @@ scene must get the *same* box: it is derived from the cameras of all splits. In 
    ``[(0.5 - aabb_scale/2 - offset) / scale, (0.5 + aabb_scale/2 - offset) / scale]`` per axis;
 4. from the cameras: the bounds of the camera centres and, when the depth range is known (``near``
    and ``far`` in the file, or Blender's 2 and 6), of the points at depth ``far`` along every
-   optical axis (what the cameras can see); with no depth range, the cube around the camera
-   centres' bounds (nerfstudio's convention: cameras inside a cube scene). Every side is at least
-   a tenth of the longest (cameras all at one height still give a volume).
+   optical axis (what the cameras can see), grown to a cube about their centre (as nerfstudio's
+   scenes are: cameras inside a cube, the field's resolution the same along every axis, and a
+   ring of cameras at one height still bounds the object below and above it).
 
 Near/far: the file's ``near``/``far`` (distances along unit rays), else Blender's 2 and 6 for a
 ``camera_angle_x`` scene whose box was not given, else from the box: ``far`` = the largest
@@ -31,7 +31,6 @@ log = logging.getLogger(__name__)
 
 BLENDER_NEAR_FAR = (2.0, 6.0)
 INSTANT_NGP_SCALE, INSTANT_NGP_OFFSET = 0.33, 0.5
-MIN_SIDE_FRACTION = 0.1
 _logged: set[str] = set()
 
 
@@ -89,9 +88,7 @@ def camera_box(path: str, poses: np.ndarray, far: float | None) -> np.ndarray:
             "add 'scene_box' (or 'near'/'far') to the file or pass --field.scene-box"
         )
     centre = (low + high) / 2
-    half = (high - low) / 2 if far is not None else np.full(3, longest / 2)
-    half = np.maximum(half, MIN_SIDE_FRACTION * longest / 2)
-    return np.stack([centre - half, centre + half])
+    return np.stack([centre - longest / 2, centre + longest / 2])
 
 
 def near_far_from_box(box: np.ndarray, centres: np.ndarray) -> tuple[float, float]:
