@@ -3,7 +3,6 @@ instant-ngp's real fox (lens, ``aabb_scale``, no splits), downscaling with exact
 boxes derived when a scene has none (the same box for every split)."""
 
 import json
-import math
 from pathlib import Path
 
 import numpy as np
@@ -18,38 +17,8 @@ from mclnf_dist.scenes.scene import load_frame_image, load_scene
 FOX = Path("/work/shared/scenes/fox")
 
 
-def look_at(eye) -> list[list[float]]:
-    """Camera-to-world of a camera at ``eye`` looking at the origin, z up (OpenGL axes)."""
-    eye = np.asarray(eye, dtype=np.float64)
-    back = eye / np.linalg.norm(eye)
-    right = np.cross([0.0, 0.0, 1.0], back)
-    right /= np.linalg.norm(right)
-    c2w = np.eye(4)
-    c2w[:3, :3] = np.stack([right, np.cross(back, right), back], axis=1)
-    c2w[:3, 3] = eye
-    return c2w.tolist()
-
-
-def blender_scene(root: Path, views: dict[str, int], size: int = 16) -> Path:
-    """Per-split files only, RGBA images without extension in ``file_path``, camera_angle_x."""
-    index = 0
-    for split, count in views.items():
-        frames = []
-        for _ in range(count):
-            angle = 2 * math.pi * index / sum(views.values())
-            eye = [4 * math.cos(angle), 4 * math.sin(angle), 1.5 + 0.5 * math.sin(3 * angle)]
-            pixels = np.zeros((size, size, 4), dtype=np.uint8)
-            pixels[size // 4 : -size // 4, size // 4 : -size // 4] = [200, 40, 10 * index, 255]
-            (root / split).mkdir(parents=True, exist_ok=True)
-            Image.fromarray(pixels, "RGBA").save(root / split / f"r_{index}.png")
-            frames.append({"file_path": f"./{split}/r_{index}", "transform_matrix": look_at(eye)})
-            index += 1
-        meta = {"camera_angle_x": 0.69, "frames": frames}
-        (root / f"transforms_{split}.json").write_text(json.dumps(meta))
-    return root
-
-
-def test_blender_per_split_scene_all_is_the_union_with_one_box(tmp_path):
+def test_blender_per_split_scene_all_is_the_union_with_one_box(tmp_path, blender_scene_factory):
+    blender_scene = blender_scene_factory
     root = blender_scene(tmp_path, {"train": 5, "val": 2, "test": 3})
     every = load_scene(str(root), "all")
     assert [Path(f.file_path).name for f in every.frames] == [f"r_{i}.png" for i in range(10)]
@@ -77,7 +46,12 @@ def test_downscale_averages_blocks_and_keeps_every_ray(tmp_path):
     rng = np.random.default_rng(0)
     pixels = rng.integers(0, 256, (7, 9, 3), dtype=np.uint8)  # odd size: last row/column dropped
     Image.fromarray(pixels).save(tmp_path / "a.png")
-    frames = [{"file_path": "a.png", "transform_matrix": look_at([0, -3, 1])}]
+    frames = [
+        {
+            "file_path": "a.png",
+            "transform_matrix": [[1, 0, 0, 0], [0, 0, -1, -3], [0, 1, 0, 1], [0, 0, 0, 1]],
+        }
+    ]
     meta = {"fl_x": 8.0, "fl_y": 9.0, "cx": 4.3, "cy": 3.6, "w": 9, "h": 7, "near": 0.1, "far": 5,
             "frames": frames}  # fmt: skip
     (tmp_path / "transforms.json").write_text(json.dumps(meta))
