@@ -104,7 +104,7 @@ def prepare_city(cfg: CityDataConfig, log, scene_box=None) -> CityData:
         log.info(f"generating the demo city ({cfg.blocks_x}x{cfg.blocks_y} blocks) in {scene_root}")
         make_city(scene_root, city)
     else:
-        check_scene(scene_root)
+        check_scene(scene_root, **scene_options(cfg, scene_box))
     root = (cfg.data_uri or str(work / "rays")).rstrip("/")
     if "://" not in root:  # workers run in other folders (Ray Train, ray job submit)
         root = str(Path(root).resolve())
@@ -114,14 +114,10 @@ def prepare_city(cfg: CityDataConfig, log, scene_box=None) -> CityData:
     uris = {}
     for split in ("train", "test"):
         uris[split] = f"{root}/{split}"
-        options = IngestOptions(
-            blocks_x=cfg.blocks_x,
-            blocks_y=cfg.blocks_y,
-            split=split,
-            progress=False,
-            **options,
+        ingest = IngestOptions(
+            blocks_x=cfg.blocks_x, blocks_y=cfg.blocks_y, split=split, progress=False, **options
         )
-        manifest = ingest_scene(scene_root, uris[split], options)
+        manifest = ingest_scene(scene_root, uris[split], ingest)
         log.info(
             f"{split} rays in {uris[split]}: {sum(manifest.block_rows.values())} "
             f"({manifest.partition.num_blocks} blocks)"
