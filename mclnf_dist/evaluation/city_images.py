@@ -14,7 +14,7 @@ from skimage.metrics import structural_similarity
 
 from mclnf_dist.fields.stacked_mlp import Params
 from mclnf_dist.nerf.field import RadianceFieldConfig
-from mclnf_dist.nerf.rays import camera_rays
+from mclnf_dist.nerf.rays import frame_rays
 from mclnf_dist.nerf.render import RouteFn, render_view
 from mclnf_dist.progress import ProgressLog
 from mclnf_dist.scenes.partition import BlockPartition
@@ -90,9 +90,7 @@ def score_city_images(
 
 def pixel_blocks(frame, out: dict[str, torch.Tensor], partition: BlockPartition) -> np.ndarray:
     """(H*W,) block id of each pixel's expected termination point; -1 for background pixels."""
-    origins, directions = camera_rays(
-        frame.c2w, frame.fx, frame.fy, frame.cx, frame.cy, frame.width, frame.height
-    )
+    origins, directions = frame_rays(frame)
     opacity = out["opacity"].reshape(-1).cpu()
     depth = (out["depth"].reshape(-1).cpu() / opacity.clamp_min(1e-6))[:, None]
     points = (origins + directions * depth).numpy()

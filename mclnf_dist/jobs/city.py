@@ -34,6 +34,7 @@ from mclnf_dist.jobs.city_data import (
     blocks_as_segments,
     check_scene,
     prepare_city,
+    scene_options,
 )
 from mclnf_dist.jobs.city_outputs import held_out_psnr, render_and_save, write_city_outputs
 from mclnf_dist.jobs.init_asset import load_init, locate, save_init
@@ -43,7 +44,7 @@ from mclnf_dist.meta.meta_learning import MetaConfig
 from mclnf_dist.meta.methods import MethodSpec, get_method
 from mclnf_dist.nerf.field import RadianceFieldConfig, field_for_scene, init_radiance_params
 from mclnf_dist.progress import ProgressLog, quiet_logs
-from mclnf_dist.scenes.scene import Scene, load_scene
+from mclnf_dist.scenes.scene import Scene
 from mclnf_dist.tracking import Tracker
 
 
@@ -103,16 +104,17 @@ def run_city(cfg: CityExperimentConfig) -> dict:
     storage = cfg.storage_uri or str(Path(cfg.data.work_dir) / "runs")
 
     CheckpointStore(f"{storage.rstrip('/')}/{cfg.run_name}")  # fail now if it can't be written
-    if cfg.data.scene:
-        check_scene(cfg.data.scene)  # before starting Ray
+    if cfg.data.scene:  # read and check it all before starting Ray
+        given = check_scene(cfg.data.scene, **scene_options(cfg.data, cfg.field.scene_box))
+        log.info(f"scene {cfg.data.scene}: {len(given.frames)} views; {given.box_note}".strip("; "))
     if cfg.meta.init_from:
         locate(cfg.meta.init_from, "mse", cfg.tracking_uri)  # before any work
     ensure_ray(worker_logs=cfg.verbose)
-    city = prepare_city(cfg.data, log)
+    city = prepare_city(cfg.data, log, cfg.field.scene_box)
     if any(s.meta_learned for s in specs):
         check_workers(cfg.train.num_workers, city.meta_blocks)  # before any run is tracked
 
-    scene = load_scene(city.scene_root, "all")
+    scene = city.load_scene("all")
     field_cfg = city_field(cfg, scene)
     fit = blocks_as_segments(
         city.train_uri, city.block_order, cfg.data.fit_rays_per_block, cfg.seed, "train views"
@@ -197,9 +199,10 @@ def log_block_phase(tracker: Tracker, blocks: dict) -> None:
 
 def city_field(cfg: CityExperimentConfig, scene: Scene) -> RadianceFieldConfig:
     """The job's radiance field (and its sweep trials'): the config's MLP and sampling, the
-    scene's box and background."""
+    scene's box (unless ``--field.scene-box`` is given) and background."""
     return field_for_scene(
         scene,
+        scene_box=cfg.field.scene_box,
         mlp=cfg.field.mlp,
         num_samples=cfg.field.num_samples,
         density_bias=cfg.field.density_bias,

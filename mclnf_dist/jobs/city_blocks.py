@@ -27,7 +27,6 @@ from mclnf_dist.jobs.city_data import CityData
 from mclnf_dist.jobs.city_outputs import module_router, save_city_model
 from mclnf_dist.nerf.field import RadianceFieldConfig
 from mclnf_dist.progress import ProgressLog
-from mclnf_dist.scenes.scene import load_scene
 
 
 def stack_modules(results: list[BlockResult], block_order: list[int]) -> Params:
@@ -82,7 +81,7 @@ def block_phase(
         f"({', '.join(inits)}), {block_cfg.steps} steps of {block_cfg.batch_rays} streamed rays"
     )
     results = train_blocks(tasks, log, parallel)
-    test_scene = load_scene(city.scene_root, "test")
+    test_scene = city.load_scene("test")
     router = module_router(city.partition, city.block_order, modular=True)
     report: dict = {"steps": block_cfg.steps, "batch_rays": block_cfg.batch_rays, "inits": {}}
     curves = {}

@@ -6,7 +6,7 @@ segments, a ray (8 numbers, see :mod:`mclnf_dist.nerf.field`) is a coordinate an
 colour the value. Training-view rays are what methods fit; held-out-view rays are what is scored.
 """
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
@@ -18,6 +18,7 @@ from mclnf_dist.raystore.store import IngestOptions, load_manifest
 from mclnf_dist.raystore.stream import read_block_rays
 from mclnf_dist.scenes.city import CityConfig, make_city
 from mclnf_dist.scenes.partition import BlockPartition
+from mclnf_dist.scenes.scene import Scene, load_scene
 from mclnf_dist.signals.signal_set import SignalSet
 
 
@@ -35,6 +36,12 @@ class CityDataConfig:
     """Blocks along x (the demo city is generated with this many city blocks too)."""
     blocks_y: int = 2
     """Blocks along y."""
+    downscale: int = 1
+    """A given scene's images are block-averaged by this factor once, at ingest (fx/N, cx/N)."""
+    holdout_every: int = 8
+    """A given scene without splits holds out every n-th view as the test views."""
+    skip_missing_images: bool = False
+    """A given scene's frames whose image file is missing are left out (else: stop, naming it)."""
     image_size: int = 40
     """Demo city: image width and height in pixels."""
     views_per_block: int = 10
@@ -58,6 +65,12 @@ class CityData:
     partition: BlockPartition
     meta_blocks: list[int]
     block_order: list[int]
+    scene_options: dict = field(default_factory=dict)
+    """How the scene was read at ingest (downscale, hold-out, box): read it the same way again."""
+
+    def load_scene(self, split: str) -> Scene:
+        """The scene's ``split`` as the ray stores hold it (same downscale, hold-out and box)."""
+        return load_scene(self.scene_root, split, **self.scene_options)
 
     @property
     def held_out(self) -> list[int]:
@@ -65,8 +78,21 @@ class CityData:
         return [b for b in self.block_order if b not in self.meta_blocks]
 
 
-def prepare_city(cfg: CityDataConfig, log) -> CityData:
-    """Generate (if needed) and ingest (idempotently) the city; choose the blocks."""
+def scene_options(cfg: CityDataConfig, scene_box=None) -> dict:
+    """The :func:`load_scene` arguments of the job (``scene_box``: ``--field.scene-box``)."""
+    return {
+        "downscale": cfg.downscale,
+        "holdout_every": cfg.holdout_every,
+        "scene_box": scene_box,
+        "skip_missing_images": cfg.skip_missing_images,
+    }
+
+
+def prepare_city(cfg: CityDataConfig, log, scene_box=None) -> CityData:
+    """Generate (if needed) and ingest (idempotently) the city; choose the blocks.
+
+    ``scene_box`` (the field's explicit box, or None) replaces the scene's for ingest too, so rays
+    are clipped to the very box the field normalises with."""
 
     work = Path(cfg.work_dir)
     scene_root = cfg.scene
@@ -85,18 +111,20 @@ def prepare_city(cfg: CityDataConfig, log) -> CityData:
         log.info(f"generating the demo city ({cfg.blocks_x}x{cfg.blocks_y} blocks) in {scene_root}")
         make_city(scene_root, city)
     else:
-        check_scene(scene_root)
+        check_scene(scene_root, **scene_options(cfg, scene_box))
     root = (cfg.data_uri or str(work / "rays")).rstrip("/")
     if "://" not in root:  # workers run in other folders (Ray Train, ray job submit)
         root = str(Path(root).resolve())
     scene_root = str(Path(scene_root).resolve())
+    # downscale and hold-out apply to a given scene; the demo city is made at its size, with splits
+    options = scene_options(cfg, scene_box) if cfg.scene else {"scene_box": scene_box}
     uris = {}
     for split in ("train", "test"):
         uris[split] = f"{root}/{split}"
-        options = IngestOptions(
-            blocks_x=cfg.blocks_x, blocks_y=cfg.blocks_y, split=split, progress=False
+        ingest = IngestOptions(
+            blocks_x=cfg.blocks_x, blocks_y=cfg.blocks_y, split=split, progress=False, **options
         )
-        manifest = ingest_scene(scene_root, uris[split], options)
+        manifest = ingest_scene(scene_root, uris[split], ingest)
         log.info(
             f"{split} rays in {uris[split]}: {sum(manifest.block_rows.values())} "
             f"({manifest.partition.num_blocks} blocks)"
@@ -109,17 +137,28 @@ def prepare_city(cfg: CityDataConfig, log) -> CityData:
         manifest.partition.check_block(block)
         if block not in blocks:
             raise MclnfError(f"block {block} has no training rays (blocks with rays: {blocks})")
-    return CityData(scene_root, uris["train"], uris["test"], manifest.partition, meta, order)
+    partition = manifest.partition
+    return CityData(scene_root, uris["train"], uris["test"], partition, meta, order, options)
 
 
-def check_scene(scene_root: str) -> None:
-    """Raise :class:`MclnfError` unless ``scene_root`` holds a posed-image scene."""
-    if not (Path(scene_root) / "transforms.json").exists() and not any(
-        Path(scene_root).glob("transforms_*.json")
-    ):
-        raise MclnfError(
-            f"scene {scene_root} has no transforms.json (expected a posed-image scene)"
-        )
+def check_scene(scene_root: str, **options) -> Scene:
+    """The whole scene (split ``all``), read and checked before any work; raises a one-line
+    :class:`MclnfError` naming the file and frame of the first problem (a missing or wrongly
+    sized image, a bad pose or lens, no box to be had, no train or no test views).
+
+    Args:
+        options: :func:`load_scene` arguments (``downscale``, ``holdout_every``, ``scene_box``).
+    """
+    path = Path(scene_root)
+    if not path.is_file() and not (path / "transforms.json").exists():
+        if not any(path.glob("transforms_*.json")):
+            raise MclnfError(
+                f"scene {scene_root} has no transforms.json (expected a posed-image scene)"
+            )
+    scene = load_scene(scene_root, "all", **options)
+    for split in ("train", "test"):
+        load_scene(scene_root, split, **options)
+    return scene
 
 
 def blocks_as_segments(

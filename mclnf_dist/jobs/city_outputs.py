@@ -18,7 +18,7 @@ from mclnf_dist.nerf.render import partition_router, render_view, to_uint8
 from mclnf_dist.scenes.camera_paths import flyover_frames
 from mclnf_dist.scenes.city import CityConfig, render_frame
 from mclnf_dist.scenes.partition import BlockPartition, load_partition
-from mclnf_dist.scenes.scene import load_frame_image, load_scene
+from mclnf_dist.scenes.scene import load_frame_image
 
 
 def module_router(partition: BlockPartition, block_order: list[int], modular: bool):
@@ -49,6 +49,7 @@ def save_city_model(
         "field": dataclasses.asdict(field_cfg),
         "modular": modular,
         "scene_root": city.scene_root,
+        "scene_options": scene_options_of(city),
     }
     tmp = path.with_name(path.name + ".tmp")
     torch.save(state, tmp)
@@ -78,7 +79,7 @@ def render_and_save(
     """Save every method's city model; render held-out views and a fly-through of the whole city
     through the routed modules (``novel_views.png``, ``flythrough.png``)."""
 
-    frames = load_scene(city.scene_root, "test").frames
+    frames = city.load_scene("test").frames
     picks = np.linspace(0, len(frames) - 1, max(1, min(cfg.render_views, len(frames))))
     chosen = [frames[int(round(i))] for i in picks]
     path_frames = flyover_frames(scene, FLYTHROUGH_FRAMES)
@@ -198,3 +199,11 @@ def held_out_psnr(result: MethodResult, city: CityData, step: int) -> float | No
     if not positions or curve is None:
         return None
     return sum(curve[p] for p in positions) / len(positions)
+
+
+def scene_options_of(city) -> dict:
+    """How the city's scene was read (downscale, hold-out, box), to read it again the same way."""
+    options = dict(getattr(city, "scene_options", {}) or {})
+    if options.get("scene_box") is not None:
+        options["scene_box"] = [list(map(float, corner)) for corner in options["scene_box"]]
+    return options

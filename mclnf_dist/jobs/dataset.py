@@ -1,7 +1,7 @@
 """``mclnf dataset``: make a procedural city scene, ingest a scene into a ray store, inspect one.
 
     mclnf dataset make-city OUT [--blocks-x 3 ...]        (every CityConfig field is a flag)
-    mclnf dataset ingest SCENE URI [--blocks-x 2 --overlap 0.15 --time-slices 1 ...]
+    mclnf dataset ingest SCENE URI [--blocks-x 2 --downscale 4 --holdout-every 8 ...]
     mclnf dataset info URI
 
 Flags are generated from the config dataclasses (``CityConfig``, ``IngestOptions``), so a new
@@ -17,7 +17,7 @@ import logging
 import types
 import typing
 
-from mclnf_dist.raystore.ingest import ingest_scene
+from mclnf_dist.raystore.ingest import check_scene, ingest_scene
 from mclnf_dist.raystore.store import IngestOptions, load_manifest
 from mclnf_dist.scenes import city
 from mclnf_dist.scenes.city import make_city
@@ -105,12 +105,13 @@ def main(argv: list[str]) -> None:
         config = build_config(city_config_class(), args, city_fields)
         print(json.dumps({"scene": make_city(args.out, config)}))
     elif args.command == "ingest":
+        options = build_config(IngestOptions, args, ingest_fields)
+        check_scene(args.scene, options)  # every bad file or frame stops here, before Ray starts
         if args.num_cpus:
             import ray
 
             if not ray.is_initialized():
                 ray.init(num_cpus=args.num_cpus, include_dashboard=False, log_to_driver=False)
-        options = build_config(IngestOptions, args, ingest_fields)
         manifest = ingest_scene(args.scene, args.uri, options)
         print(json.dumps(summary(args.uri, manifest)))
     else:

@@ -95,7 +95,7 @@ def render(cfg: RenderConfig) -> list[Path]:
     device = pick_device(cfg.device)
     params = {k: v.to(device) for k, v in params.items()}
     split = "test" if cfg.cameras == "held-out" else "all"
-    scene = load_scene(state["scene_root"], split)
+    scene = load_scene(state["scene_root"], split, **state.get("scene_options", {}))
     frames = camera_path(cfg, scene)
     print(describe(cfg), flush=True)
     log = ProgressLog("render")

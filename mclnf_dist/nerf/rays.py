@@ -8,6 +8,9 @@ Convention (NeRF / Blender / nerfstudio, "OpenGL" camera), stated once here:
 - Pixel ``(u, v)`` (column u to the right, row v downwards, row-major order ``v * W + u``) has its
   centre at ``(u + 0.5, v + 0.5)``; its camera-space direction is
   ``((u + 0.5 - cx) / fx, -(v + 0.5 - cy) / fy, -1)`` (image rows go down, camera +y goes up).
+- Lens distortion (:mod:`mclnf_dist.nerf.lens`): with a ``distortion``, the pixel centre's
+  normalised coordinate is the *distorted* one; the ray goes through its exact undistorted
+  direction (OpenCV axes, y down, flipped into the camera convention above).
 - Directions are **unit length**. So a depth ``t`` along a ray is the Euclidean distance from the
   camera centre, ``near``/``far`` and rendered depths are distances (not z-depths), and sample
   spacing means the same thing for every pixel (as in nerfstudio).
@@ -19,6 +22,9 @@ what the fields consume.
 
 import numpy as np
 import torch
+
+from mclnf_dist.errors import MclnfError
+from mclnf_dist.nerf.lens import Distortion, undistorted_directions
 
 Number = float | int
 
@@ -37,6 +43,7 @@ def camera_rays(
     cy: Number | torch.Tensor,
     width: int,
     height: int,
+    distortion: Distortion | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Origins and unit directions of the ``H*W`` pixel-centre rays of one or more cameras.
 
@@ -44,6 +51,7 @@ def camera_rays(
         c2w: camera-to-world matrices, (4, 4) or batched (N, 4, 4); numpy or torch.
         fx, fy, cx, cy: focal lengths and principal point in pixels; scalars or (N,) per camera.
         width, height: image size in pixels (shared by all cameras of a batch).
+        distortion: the lens (shared by all cameras of a batch); None: an ideal pinhole.
 
     Returns:
         ``(origins, directions)``, each float32 CPU tensors (H*W, 3), or (N, H*W, 3) for batched
@@ -62,10 +70,17 @@ def camera_rays(
     v = np.repeat(np.arange(height, dtype=np.float64), width) + 0.5
     x = (u - cx_) / fx_  # (..., H*W)
     y = -(v - cy_) / fy_
+    z = -1.0
+    if distortion is not None:
+        camera, residual = undistorted_directions(distortion, x, -y)  # (..., H*W, 3), OpenCV axes
+        if not residual.max(initial=0.0) < 1e-9:
+            raise MclnfError(f"lens distortion {distortion.describe()} does not invert here")
+        x, y, z = camera[..., 0], -camera[..., 1], -camera[..., 2]
     rotation = pose[..., None, :3, :3]  # (..., 1, 3, 3)
     # Explicit multiply-adds (not a matmul) so results do not depend on the BLAS kernel.
     columns = [
-        x * rotation[..., k, 0] + y * rotation[..., k, 1] - rotation[..., k, 2] for k in range(3)
+        x * rotation[..., k, 0] + y * rotation[..., k, 1] + z * rotation[..., k, 2]
+        for k in range(3)
     ]
     length = np.sqrt(columns[0] * columns[0] + columns[1] * columns[1] + columns[2] * columns[2])
     directions = np.stack([c / length for c in columns], axis=-1)  # (..., H*W, 3)
@@ -113,3 +128,13 @@ def near_far_from_box(
     near = torch.where(hit, near, torch.full_like(near, min_near))
     far = torch.where(hit, far, torch.full_like(far, min_near))
     return near, far, hit
+
+
+def frame_rays(frame) -> tuple[torch.Tensor, torch.Tensor]:
+    """(H*W, 3) origins and unit directions of every pixel of a posed frame, through its lens.
+
+    ``frame``: a :class:`~mclnf_dist.scenes.scene.Frame` or anything with ``c2w``, ``fx``, ``fy``,
+    ``cx``, ``cy``, ``width``, ``height`` (and optionally ``distortion``).
+    """
+    intrinsics = (frame.fx, frame.fy, frame.cx, frame.cy, frame.width, frame.height)
+    return camera_rays(frame.c2w, *intrinsics, distortion=getattr(frame, "distortion", None))

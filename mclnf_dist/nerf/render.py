@@ -25,7 +25,7 @@ from mclnf_dist.nerf.field import (
     pack_rays,
     sample_points,
 )
-from mclnf_dist.nerf.rays import camera_rays, near_far_from_box
+from mclnf_dist.nerf.rays import frame_rays, near_far_from_box
 from mclnf_dist.storage import atomic_write_bytes, filesystem_for
 
 RouteFn = Callable[[Tensor], Tensor]
@@ -116,13 +116,9 @@ def render_view(
         (weighted, not divided by opacity) and ``opacity`` (H, W), on the parameters' device.
     """
     device = next(iter(params.values())).device
-    origins, directions = camera_rays(
-        frame.c2w, frame.fx, frame.fy, frame.cx, frame.cy, frame.width, frame.height
-    )  # (H*W, 3)
+    origins, directions = frame_rays(frame)  # (H*W, 3)
     origins, directions = origins.to(device), directions.to(device)
-    ray_near, ray_far, _ = near_far_from_box(
-        origins, directions, *cfg.scene_box, min_near=float(near)
-    )
+    ray_near, ray_far, _ = near_far_from_box(origins, directions, *cfg.box, min_near=float(near))
     if far is not None:
         ray_far = ray_far.clamp_max(float(far))
         ray_near = torch.minimum(ray_near, ray_far)

@@ -55,7 +55,7 @@ def frame_rays(scene, frame, image_id: int, clip_to_box: bool) -> dict[str, np.n
 
     image = load_frame_image(scene, frame)  # (H, W, 3) uint8
     args = (frame.fx, frame.fy, frame.cx, frame.cy, frame.width, frame.height)
-    origins, directions = camera_rays(frame.c2w, *args)  # (H*W, 3) float32 each
+    origins, directions = camera_rays(frame.c2w, *args, distortion=frame.distortion)  # (H*W, 3)
     count = frame.width * frame.height
     near = torch.full((count,), scene.near)
     far = torch.full((count,), scene.far)
@@ -147,12 +147,11 @@ def ingest_scene(scene_root: str, uri: str, options: IngestOptions | None = None
     opts = options or IngestOptions()
     fs, root = filesystem_for(uri)
     fs.invalidate_cache(root)
-    scene = load_scene(scene_root, split=opts.split)
-    transforms = Path(scene.transforms_file)
+    scene = load_scene(scene_root, opts.split, **scene_options(opts))
     source = {
         "split": opts.split,
-        "transforms": transforms.name,
-        "transforms_sha256": hashlib.sha256(transforms.read_bytes()).hexdigest(),
+        "transforms": Path(scene.transforms_file).name,
+        "transforms_sha256": transforms_sha256(scene.transforms_files),
         "frames": len(scene.frames),
         "pixels": int(sum(f.width * f.height for f in scene.frames)),
     }
@@ -169,7 +168,7 @@ def ingest_scene(scene_root: str, uri: str, options: IngestOptions | None = None
 
     # The partition comes from the cameras of ALL splits, so the train and the test split of a
     # scene, ingested separately, are cut into the very same blocks.
-    every = load_scene(scene_root, split="all")
+    every = load_scene(scene_root, "all", **scene_options(opts))
     times = np.array([f.time for f in every.frames])
     partition = BlockPartition.from_cameras(
         every.camera_centers(),
@@ -211,6 +210,31 @@ def ingest_scene(scene_root: str, uri: str, options: IngestOptions | None = None
     manifest = Manifest(partition, block_rows, shards, source, opts.fingerprint())
     write_json_atomic(fs, manifest_path, manifest.to_dict())  # LAST: marks the store complete
     return manifest
+
+
+def check_scene(scene_root: str, opts: IngestOptions) -> None:
+    """Read the whole scene (split ``all``) and the split to ingest, as the ingest will: a bad
+    file or frame is one :class:`MclnfError` line before any work (and before Ray starts)."""
+    load_scene(scene_root, "all", **scene_options(opts))
+    load_scene(scene_root, opts.split, **scene_options(opts))
+
+
+def scene_options(opts: IngestOptions) -> dict:
+    """The :func:`load_scene` arguments an ingest's options fix."""
+    return {
+        "downscale": opts.downscale,
+        "holdout_every": opts.holdout_every,
+        "scene_box": opts.scene_box,
+        "skip_missing_images": opts.skip_missing_images,
+    }
+
+
+def transforms_sha256(files: list[str]) -> str:
+    """sha256 of the one transforms file, or of the files' sha256s (Blender's split ``all``)."""
+    digests = [hashlib.sha256(Path(f).read_bytes()).hexdigest() for f in files]
+    return (
+        digests[0] if len(digests) == 1 else hashlib.sha256("".join(digests).encode()).hexdigest()
+    )
 
 
 def run_chunks(scene, uri, chunks, todo, partition, opts, done) -> list[tuple[int, Exception]]:

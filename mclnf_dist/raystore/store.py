@@ -96,6 +96,14 @@ class IngestOptions:
     """Frames per Ray task (bounds a task's memory; more chunks = more parallelism)."""
     split: str = "train"
     """Which split of the scene to ingest."""
+    downscale: int = 1
+    """Images are block-averaged by this factor once, at ingest (intrinsics scaled: fx/N, cx/N)."""
+    holdout_every: int = 8
+    """Scenes without splits hold out every n-th view as test (0: all views are train)."""
+    scene_box: tuple[tuple[float, float, float], tuple[float, float, float]] | None = None
+    """Box overriding the scene's (``--field.scene-box``); None: the file's, or derived."""
+    skip_missing_images: bool = False
+    """Leave out frames whose image file is missing (else: stop, naming the first)."""
     compression: str = "lz4"
     """Parquet codec (lz4 read fastest here, ~10% faster than snappy, as compact)."""
     fail_chunk: int | None = None
@@ -104,8 +112,19 @@ class IngestOptions:
     """Show a progress bar (rays/s, ETA) on stderr."""
 
     def fingerprint(self) -> dict:
-        """The options that determine the output (runtime-only fields left out)."""
-        return {k: v for k, v in asdict(self).items() if k not in ("fail_chunk", "progress")}
+        """The options that determine the output (runtime-only fields left out; the later
+        fields only when not at their defaults, so stores written before them still match)."""
+        later = {
+            "downscale": 1,
+            "holdout_every": 8,
+            "scene_box": None,
+            "skip_missing_images": False,
+        }
+        return {
+            k: v
+            for k, v in asdict(self).items()
+            if k not in ("fail_chunk", "progress") and not (k in later and later[k] == v)
+        }
 
 
 @dataclass

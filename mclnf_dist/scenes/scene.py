@@ -1,29 +1,28 @@
-"""Posed-image scenes in the ``transforms.json`` convention (NeRF/Blender, nerfstudio, MatrixCity).
+"""Posed-image scenes in the ``transforms.json`` family (Blender, nerfstudio, instant-ngp, ...).
 
 Accepted layouts of a scene folder ``root`` (``root`` may also be the JSON file itself):
 
-- ``transforms_{split}.json`` (Blender): every frame of the file is in ``split``.
-- ``transforms.json`` with a ``"split"`` key per frame, or nerfstudio-style ``"train_filenames"``,
-  ``"val_filenames"``, ``"test_filenames"`` lists; without any split information every frame is
-  in ``train`` (and ``all``). ``split="all"`` always takes every frame.
+- Blender: ``transforms_{train,val,test}.json`` only; every frame of a file is in its split, and
+  split ``all`` is the union of the files (train, val, test, then any other, in that order).
+- ``transforms.json`` (nerfstudio, instant-ngp, MatrixCity) with a ``"split"`` key per frame, or
+  nerfstudio-style ``"train_filenames"``/``"val_filenames"``/``"test_filenames"`` lists. Without
+  any split information every ``holdout_every``-th frame (0, 8, 16, ... by default, as in the
+  mip-NeRF 360 protocol) is held out as ``test`` (and ``val``), the others are ``train``;
+  ``holdout_every=0`` keeps every frame in ``train``. ``split="all"`` always takes every frame.
 
-Intrinsics come from the frame or, if absent there, the top level: ``fl_x``/``fl_y``/``cx``/``cy``/
-``w``/``h`` (nerfstudio, MatrixCity) or Blender's ``camera_angle_x`` (``fx = 0.5 w /
-tan(0.5 camera_angle_x)``, ``fy = fx`` unless ``camera_angle_y``); a missing ``w``/``h`` is read
-from the image header, a missing ``cx``/``cy`` is the image centre. Poses are camera-to-world
-4x4 ``transform_matrix`` in the convention of :mod:`mclnf_dist.nerf.rays`, used as given (no
-re-centring). Optional per frame: ``time`` (default 0). Optional top level: ``near``/``far``
-(distances along unit rays), ``scene_box`` ([[min x, y, z], [max x, y, z]]), ``background``
+Frames (intrinsics, lens, downscaling): :mod:`mclnf_dist.scenes.scene_cameras`. Box and near/far,
+derived when absent: :mod:`mclnf_dist.scenes.scene_bounds`. Poses are camera-to-world 4x4
+``transform_matrix`` in the convention of :mod:`mclnf_dist.nerf.rays`, used as given (no
+re-centring). Optional per frame: ``time`` (default 0). Optional top level: ``background``
 ([r, g, b] in [0, 1], what transparent pixels are composited on; default white as in Blender).
-Without ``near``/``far`` they are derived from ``scene_box``, or are Blender's 2 and 6 for
-``camera_angle_x`` scenes.
 
 Every problem with the files is a one-line :class:`~mclnf_dist.errors.MclnfError` naming the file,
-the frame index and ``file_path``, and what was expected.
+the frame index and ``file_path``, and what was expected; all of them (images' headers included)
+are found when the scene is loaded, before any work.
 """
 
+import glob
 import json
-import math
 import os
 from dataclasses import dataclass, field
 
@@ -31,29 +30,19 @@ import numpy as np
 from PIL import Image, UnidentifiedImageError
 
 from mclnf_dist.errors import MclnfError
+from mclnf_dist.scenes.scene_bounds import scene_bounds
+from mclnf_dist.scenes.scene_cameras import (
+    Frame,
+    block_average,
+    has_image,
+    number,
+    parse_frame,
+    parse_pose,
+)
 
-IMAGE_SUFFIXES = ("", ".png", ".jpg", ".jpeg", ".PNG", ".JPG")
-"""Tried in order when a ``file_path`` has no extension (Blender writes ``./train/r_0``)."""
-DISTORTION_KEYS = ("k1", "k2", "k3", "k4", "p1", "p2")
-BLENDER_NEAR_FAR = (2.0, 6.0)
+__all__ = ["Frame", "Scene", "load_frame_image", "load_scene"]
 
-
-@dataclass
-class Frame:
-    """One posed image."""
-
-    file_path: str
-    """Path of the image file (scene root joined with the frame's ``file_path``)."""
-    c2w: np.ndarray
-    """(4, 4) float64 camera-to-world matrix (camera looks down -z, +y up)."""
-    fx: float
-    fy: float
-    cx: float
-    cy: float
-    width: int
-    height: int
-    time: float = 0.0
-    """Timestamp or phase in [0, 1] (0 for static scenes)."""
+SPLIT_ORDER = ("train", "val", "test")
 
 
 @dataclass
@@ -66,34 +55,50 @@ class Scene:
     near: float
     far: float
     scene_box: np.ndarray | None = None
-    """(2, 3) min and max corners of the region holding all geometry, or None."""
+    """(2, 3) min and max corners of the region holding all geometry."""
     background: np.ndarray = field(default_factory=lambda: np.ones(3))
     """(3,) colour in [0, 1] behind the scene (transparent pixels are composited on it)."""
     transforms_file: str = ""
-    """The JSON file the scene was read from."""
+    """The JSON file the scene was read from (the first, for a union of per-split files)."""
+    transforms_files: list[str] = field(default_factory=list)
+    """Every JSON file read (Blender's split ``all``: one per split)."""
+    box_note: str = ""
+    """One line saying how the box was derived when the file gave none ("" when it did)."""
 
     def camera_centers(self) -> np.ndarray:
         """(N, 3) camera positions (for the block partition)."""
         return np.array([f.c2w[:3, 3] for f in self.frames]).reshape(-1, 3)
 
 
-def find_transforms(root: str, split: str) -> tuple[str, bool]:
-    """The transforms file of ``root`` and whether it is a per-split (Blender) file."""
+def find_transforms(root: str, split: str) -> list[tuple[str, bool]]:
+    """``(file, is a per-split file)`` for every transforms file ``split`` of ``root`` reads."""
     if os.path.isfile(root):
-        return root, os.path.basename(root) == f"transforms_{split}.json"
-    per_split = os.path.join(root, f"transforms_{split}.json")
-    if os.path.isfile(per_split):
-        return per_split, True
+        return [(root, os.path.basename(root).startswith("transforms_"))]
+    rank = {name: i for i, name in enumerate(SPLIT_ORDER)}
+    per_split = sorted(
+        glob.glob(os.path.join(glob.escape(root), "transforms_*.json")),
+        key=lambda p: (rank.get(split_name(p), len(rank)), p),
+    )
     single = os.path.join(root, "transforms.json")
+    mine = [p for p in per_split if split_name(p) == split]
+    if mine:
+        return [(mine[0], True)]
     if os.path.isfile(single):
-        return single, False
+        return [(single, False)]
+    if per_split and split == "all":
+        return [(p, True) for p in per_split]
+    if per_split:
+        have = ", ".join(os.path.basename(p) for p in per_split)
+        raise MclnfError(f"scene folder {root} has no transforms_{split}.json (has {have})")
     raise MclnfError(f"no transforms.json or transforms_{split}.json in scene folder {root}")
 
 
-def load_scene(root: str, split: str = "train") -> Scene:
-    """Read the frames of ``split`` (``train``, ``val``, ``test`` or ``all``) of a scene folder."""
-    path, per_split = find_transforms(root, split)
-    folder = os.path.dirname(os.path.abspath(path))
+def split_name(path: str) -> str:
+    """``train`` for ``.../transforms_train.json``."""
+    return os.path.basename(path)[len("transforms_") : -len(".json")]
+
+
+def read_transforms(path: str) -> dict:
     try:
         with open(path, encoding="utf-8") as handle:
             meta = json.load(handle)
@@ -101,26 +106,87 @@ def load_scene(root: str, split: str = "train") -> Scene:
         raise MclnfError(f"{path}: not valid JSON ({error})") from None
     if not isinstance(meta, dict) or not isinstance(meta.get("frames"), list):
         raise MclnfError(f"{path}: expected an object with a 'frames' list")
-    chosen = select_split(path, meta, split, per_split)
-    frames = [parse_frame(path, folder, meta, index, entry) for index, entry in chosen]
-    if not frames:
-        raise MclnfError(f"{path}: no frames in split '{split}'")
-    scene_box = parse_box(path, meta)
-    near, far = parse_near_far(path, meta, frames, scene_box)
-    background = np.ones(3)
-    if "background" in meta:
-        background = np.asarray(
-            [number(path, "background", v) for v in as_list(path, "background", meta, 3)]
-        )
-    return Scene(folder, split, frames, near, far, scene_box, background, path)
-
-
-def select_split(path: str, meta: dict, split: str, per_split: bool) -> list[tuple[int, dict]]:
-    """``(index in the file, frame entry)`` of the frames that belong to ``split``."""
-    entries = list(enumerate(meta["frames"]))
-    for index, entry in entries:
+    for index, entry in enumerate(meta["frames"]):
         if not isinstance(entry, dict):
             raise MclnfError(f"{path}: frame {index} is not an object")
+    return meta
+
+
+def load_scene(
+    root: str,
+    split: str = "train",
+    downscale: int = 1,
+    holdout_every: int = 8,
+    scene_box=None,
+    skip_missing_images: bool = False,
+) -> Scene:
+    """Read the frames of ``split`` (``train``, ``val``, ``test`` or ``all``) of a scene folder.
+
+    Args:
+        root: the scene folder, or its transforms file.
+        downscale: images are read block-averaged by this factor, intrinsics scaled to match.
+        holdout_every: scenes without split information hold out every n-th frame as test.
+        scene_box: ((min x, y, z), (max x, y, z)) overriding the file's (or the derived) box.
+        skip_missing_images: leave out frames whose image file is missing (noted in
+            ``box_note``) instead of stopping with an error naming the first.
+    """
+    if int(downscale) != downscale or downscale < 1:
+        raise MclnfError(f"downscale must be a whole number >= 1, got {downscale}")
+    files = find_transforms(root, split)
+    metas = {path: read_transforms(path) for path, _ in files}
+    # Poses of every split: the box (and near/far) must not depend on the split asked for.
+    everything = files
+    if files[0][1] and split != "all" and not os.path.isfile(root):
+        everything = find_transforms(root, "all")
+        metas.update({p: read_transforms(p) for p, _ in everything if p not in metas})
+    poses = [
+        frame_pose(path, index, entry)
+        for path, _ in everything
+        for index, entry in enumerate(metas[path]["frames"])
+    ]
+    frames, skipped = [], []
+    for path, per_split in files:
+        meta = metas[path]
+        folder = os.path.dirname(os.path.abspath(path))
+        for index, entry in select_split(path, meta, split, per_split, holdout_every):
+            if skip_missing_images and not has_image(folder, str(entry.get("file_path", ""))):
+                skipped.append(f"{index} ({entry.get('file_path')})")
+                continue
+            frames.append(parse_frame(path, folder, meta, index, entry, int(downscale)))
+    path, meta = files[0][0], metas[files[0][0]]
+    if not frames:
+        raise MclnfError(f"{path}: no frames in split '{split}'")
+    box, near, far, note = scene_bounds(path, meta, np.stack(poses), scene_box)
+    if skipped:
+        shown = ", ".join(skipped[:3]) + (", ..." if len(skipped) > 3 else "")
+        note = f"{note}; skipped {len(skipped)} frames without images: {shown}".strip("; ")
+    background = np.ones(3)
+    if "background" in meta:
+        value = meta["background"]
+        if not isinstance(value, list) or len(value) != 3:
+            raise MclnfError(f"{path}: 'background' must be a list of 3 numbers, got {value!r}")
+        background = np.asarray([number(path, "background", v) for v in value])
+    folder = os.path.dirname(os.path.abspath(path))
+    return Scene(
+        folder, split, frames, near, far, box, background, path, [p for p, _ in files], note
+    )
+
+
+def frame_pose(path: str, index: int, entry: dict) -> np.ndarray:
+    """The (4, 4) pose of a frame entry, or the one-line error :func:`parse_frame` would give."""
+    if "file_path" not in entry:
+        raise MclnfError(f"{path}: frame {index}: missing key 'file_path'")
+    where = f"{path}: frame {index} ({entry['file_path']})"
+    if "transform_matrix" not in entry:
+        raise MclnfError(f"{where}: missing key 'transform_matrix'")
+    return parse_pose(where, entry["transform_matrix"])
+
+
+def select_split(
+    path: str, meta: dict, split: str, per_split: bool, holdout_every: int = 8
+) -> list[tuple[int, dict]]:
+    """``(index in the file, frame entry)`` of the frames that belong to ``split``."""
+    entries = list(enumerate(meta["frames"]))
     if per_split or split == "all":
         return entries
     if any("split" in entry for _, entry in entries):
@@ -140,140 +206,22 @@ def select_split(path: str, meta: dict, split: str, per_split: bool) -> list[tup
             missing = sorted(wanted - have)[0]
             raise MclnfError(f"{path}: '{key}' names {missing}, which is no frame's file_path")
         return found
+    if holdout_every > 0 and split in SPLIT_ORDER:
+        held = split != "train"
+        return [(i, e) for i, e in entries if (i % holdout_every == 0) == held]
     if split == "train":
         return entries
     raise MclnfError(
         f"{path}: no split information (per-frame 'split' or '{split}_filenames'), "
-        f"so there is no '{split}' split; use split 'train' or 'all'"
-    )
-
-
-def number(where: str, key: str, value) -> float:
-    """``value`` as a finite float, or a one-line error naming ``where`` and ``key``."""
-    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
-        raise MclnfError(f"{where}: '{key}' must be a finite number, got {value!r}")
-    return float(value)
-
-
-def as_list(where: str, key: str, meta: dict, length: int) -> list:
-    value = meta[key]
-    if not isinstance(value, list) or len(value) != length:
-        raise MclnfError(f"{where}: '{key}' must be a list of {length} numbers, got {value!r}")
-    return value
-
-
-def parse_frame(path: str, folder: str, meta: dict, index: int, entry: dict) -> Frame:
-    """One frame entry -> :class:`Frame` (intrinsics from the frame, else the top level)."""
-    if "file_path" not in entry:
-        raise MclnfError(f"{path}: frame {index}: missing key 'file_path'")
-    where = f"{path}: frame {index} ({entry['file_path']})"
-    if "transform_matrix" not in entry:
-        raise MclnfError(f"{where}: missing key 'transform_matrix'")
-    c2w = parse_pose(where, entry["transform_matrix"])
-
-    def get(key: str):
-        return entry.get(key, meta.get(key))
-
-    for key in DISTORTION_KEYS:
-        if get(key) not in (None, 0, 0.0):
-            raise MclnfError(f"{where}: lens distortion '{key}' is not supported; undistort first")
-    image_path = find_image(where, folder, str(entry["file_path"]))
-    width, height = get("w"), get("h")
-    if width is None or height is None:
-        width, height = image_size(where, image_path)
-    width, height = int(number(where, "w", width)), int(number(where, "h", height))
-    if get("fl_x") is not None:
-        fx = number(where, "fl_x", get("fl_x"))
-    elif get("camera_angle_x") is not None:
-        fx = 0.5 * width / math.tan(0.5 * number(where, "camera_angle_x", get("camera_angle_x")))
-    else:
-        raise MclnfError(f"{where}: missing key 'fl_x' (or 'camera_angle_x')")
-    if get("fl_y") is not None:
-        fy = number(where, "fl_y", get("fl_y"))
-    elif get("camera_angle_y") is not None:
-        fy = 0.5 * height / math.tan(0.5 * number(where, "camera_angle_y", get("camera_angle_y")))
-    else:
-        fy = fx
-    cx = number(where, "cx", get("cx")) if get("cx") is not None else width / 2
-    cy = number(where, "cy", get("cy")) if get("cy") is not None else height / 2
-    time = number(where, "time", entry["time"]) if "time" in entry else 0.0
-    return Frame(image_path, c2w, fx, fy, cx, cy, width, height, time)
-
-
-def parse_pose(where: str, value) -> np.ndarray:
-    """A (4, 4) finite float64 matrix, or a one-line error."""
-    try:
-        c2w = np.asarray(value, dtype=np.float64)
-    except (TypeError, ValueError):
-        raise MclnfError(f"{where}: 'transform_matrix' must be a 4x4 matrix of numbers") from None
-    if c2w.shape != (4, 4):
-        raise MclnfError(f"{where}: 'transform_matrix' must be 4x4, got shape {c2w.shape}")
-    if not np.isfinite(c2w).all():
-        raise MclnfError(f"{where}: 'transform_matrix' contains NaN or inf")
-    return c2w
-
-
-def find_image(where: str, folder: str, file_path: str) -> str:
-    """The image file of ``file_path`` (relative to the scene folder; extension optional)."""
-    base = os.path.normpath(os.path.join(folder, file_path))
-    for suffix in IMAGE_SUFFIXES:
-        if os.path.isfile(base + suffix):
-            return base + suffix
-    raise MclnfError(f"{where}: image file not found ({base})")
-
-
-def image_size(where: str, image_path: str) -> tuple[int, int]:
-    """(width, height) from the image header (does not decode the pixels)."""
-    try:
-        with Image.open(image_path) as image:
-            return image.size
-    except (UnidentifiedImageError, OSError) as error:
-        raise MclnfError(f"{where}: cannot read image {image_path} ({error})") from None
-
-
-def parse_box(path: str, meta: dict) -> np.ndarray | None:
-    """The (2, 3) ``scene_box`` if present (min corner strictly below max corner)."""
-    if "scene_box" not in meta:
-        return None
-    try:
-        box = np.asarray(meta["scene_box"], dtype=np.float64)
-    except (TypeError, ValueError):
-        box = np.zeros(0)
-    if box.shape != (2, 3) or not np.isfinite(box).all() or not (box[0] < box[1]).all():
-        raise MclnfError(f"{path}: 'scene_box' must be [[min x, y, z], [max x, y, z]] (min < max)")
-    return box
-
-
-def parse_near_far(
-    path: str, meta: dict, frames: list[Frame], scene_box: np.ndarray | None
-) -> tuple[float, float]:
-    """``near``/``far`` from the file, else from the scene box, else Blender's defaults."""
-    if "near" in meta or "far" in meta:
-        if "near" not in meta or "far" not in meta:
-            raise MclnfError(f"{path}: 'near' and 'far' must be given together")
-        near, far = number(path, "near", meta["near"]), number(path, "far", meta["far"])
-        if not 0 <= near < far:
-            raise MclnfError(f"{path}: expected 0 <= near < far, got near={near}, far={far}")
-        return near, far
-    if scene_box is not None:
-        centres = np.array([f.c2w[:3, 3] for f in frames])  # (N, 3)
-        corners = np.array(
-            [[x, y, z] for x in scene_box[:, 0] for y in scene_box[:, 1] for z in scene_box[:, 2]]
-        )  # (8, 3)
-        far = float(np.linalg.norm(centres[:, None] - corners[None], axis=-1).max())
-        return 1e-3 * far, far
-    if "camera_angle_x" in meta:
-        return BLENDER_NEAR_FAR
-    raise MclnfError(
-        f"{path}: no 'near'/'far' (nor a 'scene_box' to derive them from); "
-        'add e.g. "near": 0.1, "far": 100 in scene units'
+        f"so there is no '{split}' split; use split 'train' or 'all' (or holdout_every > 0)"
     )
 
 
 def load_frame_image(scene: Scene, frame: Frame) -> np.ndarray:
-    """The frame's pixels as uint8 (H, W, 3); an alpha channel is composited on the background."""
+    """The frame's pixels as uint8 (H, W, 3); an alpha channel is composited on the background,
+    then the image is block-averaged by the frame's ``downscale``."""
     index = next((i for i, f in enumerate(scene.frames) if f is frame), None)
-    where = f"{scene.transforms_file}: frame {index} ({frame.file_path})"
+    where = frame.where or f"{scene.transforms_file}: frame {index} ({frame.file_path})"
     try:
         with Image.open(frame.file_path) as image:
             image.load()
@@ -282,6 +230,7 @@ def load_frame_image(scene: Scene, frame: Frame) -> np.ndarray:
         raise MclnfError(f"{where}: image file not found") from None
     except (UnidentifiedImageError, OSError, SyntaxError) as error:
         raise MclnfError(f"{where}: cannot decode image ({error})") from None
+    pixels = block_average(pixels, frame.downscale)
     if pixels.shape[:2] != (frame.height, frame.width):
         raise MclnfError(
             f"{where}: image is {pixels.shape[1]}x{pixels.shape[0]}, "

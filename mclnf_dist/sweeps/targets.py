@@ -26,14 +26,20 @@ from mclnf_dist.errors import MclnfError
 from mclnf_dist.evaluation.protocol import MethodContext, MethodResult, evaluate_method
 from mclnf_dist.fields.stacked_mlp import Params, init_params
 from mclnf_dist.jobs.city import CityExperimentConfig, city_field
-from mclnf_dist.jobs.city_data import CityData, blocks_as_segments, check_scene, prepare_city
+from mclnf_dist.jobs.city_data import (
+    CityData,
+    blocks_as_segments,
+    check_scene,
+    prepare_city,
+    scene_options,
+)
 from mclnf_dist.jobs.signals import SignalsConfig, apply_modality_defaults, load_data, validate
 from mclnf_dist.meta.fim import FimConfig
 from mclnf_dist.meta.methods import MethodSpec, get_method
 from mclnf_dist.meta.outer_loop import EpisodeSource, SignalEpisodes
 from mclnf_dist.nerf.field import init_radiance_params
 from mclnf_dist.progress import ProgressLog
-from mclnf_dist.scenes.scene import Scene, load_scene
+from mclnf_dist.scenes.scene import Scene
 from mclnf_dist.signals.loading import split_train_test
 from mclnf_dist.signals.signal_set import SignalSet
 
@@ -133,10 +139,10 @@ def prepare_city_target(cfg: Any, log: ProgressLog) -> CityPrepared:
     """Generate (if needed) and ingest the city once; keep what the trials need."""
 
     if cfg.data.scene:
-        check_scene(cfg.data.scene)
+        check_scene(cfg.data.scene, **scene_options(cfg.data, cfg.field.scene_box))
     ensure_ray()  # the ingest runs as Ray tasks
-    city = prepare_city(cfg.data, log)
-    return CityPrepared(city, load_scene(city.scene_root, "all"))
+    city = prepare_city(cfg.data, log, cfg.field.scene_box)
+    return CityPrepared(city, city.load_scene("all"))
 
 
 # -------------------------------------------------------------------------------------- signals

@@ -47,9 +47,9 @@ def edit(root, change) -> None:
 
 
 def test_nerfstudio_round_trip(tmp_path):
-    scene = load_scene(nerfstudio_scene(tmp_path))
+    scene = load_scene(nerfstudio_scene(tmp_path), holdout_every=0)
     assert scene.split == "train" and len(scene.frames) == 4
-    assert (scene.near, scene.far) == (0.1, 9.0) and scene.scene_box is None
+    assert (scene.near, scene.far) == (0.1, 9.0) and scene.box_note.startswith("scene box from")
     frame = scene.frames[2]
     assert (frame.fx, frame.fy, frame.cx, frame.cy, frame.width, frame.height) == (
         10.0, 11.0, 4.0, 3.0, 8, 6
@@ -60,7 +60,11 @@ def test_nerfstudio_round_trip(tmp_path):
     assert image.shape == (6, 8, 3) and image.dtype == np.uint8 and (image == 20).all()
     np.testing.assert_array_equal(scene.camera_centers()[:, 0], [0, 1, 2, 3])
     # The JSON file itself is accepted as the scene root.
-    assert len(load_scene(str(tmp_path / "transforms.json")).frames) == 4
+    assert len(load_scene(str(tmp_path / "transforms.json"), holdout_every=0).frames) == 4
+    # Without split information every 8th frame (0, 8, ...) is held out as test (and val).
+    assert [f.time for f in load_scene(str(tmp_path)).frames] == [0.25, 0.5, 0.75]
+    assert [f.time for f in load_scene(str(tmp_path), "test").frames] == [0.0]
+    assert [f.time for f in load_scene(str(tmp_path), "val", holdout_every=2).frames] == [0, 0.5]
 
 
 def test_split_lists_per_frame_splits_and_scene_box(tmp_path):
@@ -90,7 +94,7 @@ def test_split_lists_per_frame_splits_and_scene_box(tmp_path):
     assert [f.time for f in load_scene(str(tmp_path), "test").frames] == [0.25]
     nerfstudio_scene(tmp_path)
     with pytest.raises(MclnfError, match="no split information"):
-        load_scene(str(tmp_path), "val")
+        load_scene(str(tmp_path), "val", holdout_every=0)
 
 
 def test_blender_layout_with_alpha_and_per_frame_intrinsics(tmp_path):
@@ -149,9 +153,19 @@ BAD_TRANSFORMS = {
         r"frame 2 .*'time' must be a finite",
     ),
     "near only": (lambda m: m.pop("far"), r"'near' and 'far' must be given together"),
-    "no near/far": (lambda m: (m.pop("far"), m.pop("near")), r"no 'near'/'far'"),
-    "distortion": (lambda m: m.update(k1=0.1), r"lens distortion 'k1'"),
+    "camera model": (
+        lambda m: m["frames"][2].update(camera_model="EQUIRECTANGULAR"),
+        r"frame 2 .*unknown camera_model 'EQUIRECTANGULAR'",
+    ),
+    "k4 on a perspective lens": (lambda m: m.update(k4=0.1), r"frame 0 .*'k4' is not a coeff"),
+    "folding lens": (
+        lambda m: m["frames"][1].update(k1=-2.0),
+        r"frame 1 .*lens OPENCV k1=-2 is not invertible",
+    ),
+    "image size": (lambda m: m["frames"][3].update(w=9), r"frame 3 .*is 8x6, transforms say .*9x6"),
     "bad box": (lambda m: m.update(scene_box=[[0, 0, 0], [1, 1]]), r"'scene_box' must be"),
+    "flat box": (lambda m: m.update(scene_box=[[0, 0, 0], [1, 1, 0]]), r"'scene_box' must be"),
+    "zero aabb": (lambda m: m.update(aabb_scale=0), r"'aabb_scale' and 'scale' must be > 0"),
 }
 
 
@@ -160,7 +174,7 @@ def test_bad_transforms_are_one_line_errors(tmp_path, change, message):
     nerfstudio_scene(tmp_path)
     edit(tmp_path, change)
     with pytest.raises(MclnfError, match=message) as caught:
-        load_scene(str(tmp_path))
+        load_scene(str(tmp_path), "all")
     text = str(caught.value)
     assert "\n" not in text and "transforms.json" in text
 
@@ -174,7 +188,7 @@ def test_missing_or_invalid_transforms(tmp_path):
 
 
 def test_bad_images_are_one_line_errors(tmp_path):
-    scene = load_scene(nerfstudio_scene(tmp_path))
+    scene = load_scene(nerfstudio_scene(tmp_path), "all")
     write_image(tmp_path / "images/f1.png", 9, 6)
     with pytest.raises(MclnfError, match=r"frame 1 .*f1.png\): image is 9x6, transforms say"):
         load_frame_image(scene, scene.frames[1])
