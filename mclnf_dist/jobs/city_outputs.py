@@ -18,6 +18,7 @@ from mclnf_dist.nerf.render import partition_router, render_view, to_uint8
 from mclnf_dist.scenes.city import CityConfig, look_along, render_frame
 from mclnf_dist.scenes.partition import BlockPartition, load_partition
 from mclnf_dist.scenes.scene import load_frame_image, load_scene
+from mclnf_dist.storage import write_atomic
 
 
 def module_router(partition: BlockPartition, block_order: list[int], modular: bool):
@@ -191,9 +192,7 @@ def write_city_outputs(cfg, results: list[MethodResult], city, out: Path) -> dic
         "held_out_blocks": held,
         "results": [r.summary() for r in results],
     }
-    tmp = out / "results.json.tmp"
-    tmp.write_text(json.dumps(report, indent=1))
-    tmp.replace(out / "results.json")
+    write_atomic(out / "results.json", json.dumps(report, indent=1))
     plot_psnr_curves(results, out / "psnr_curves.png", "city: held-out views, all blocks")
     return report
 

@@ -25,6 +25,7 @@ from mclnf_dist.jobs.city import CityExperimentConfig, run_city
 from mclnf_dist.jobs.signals import SignalsConfig, run_signals
 from mclnf_dist.meta.methods import METHODS
 from mclnf_dist.progress import ProgressLog
+from mclnf_dist.storage import write_atomic
 
 
 @dataclass(frozen=True)
@@ -172,9 +173,7 @@ def run_report(cfg: ReportConfig) -> Path:
         log.info(f"section {section.name} done in {report['wall_s']:.0f}s")
     text = render_markdown(cfg, done, time.perf_counter() - started)
     (pictures / "report.json").write_text(report_json(done))
-    tmp = out.with_name(out.name + ".tmp")
-    tmp.write_text(text)
-    tmp.replace(out)
+    write_atomic(out, text)
     log.info(f"wrote {out} ({time.perf_counter() - started:.0f}s in all)")
     return out
 

@@ -30,11 +30,10 @@ import pyarrow.parquet as pq
 from mclnf_dist.errors import MclnfError
 from mclnf_dist.scenes.partition import PARTITION_FILE, BlockPartition
 from mclnf_dist.storage import (
-    atomic_write_bytes,
     filesystem_for,
     join,
     read_json,
-    write_json_atomic,
+    write_atomic,
 )
 
 SCHEMA_VERSION = 1
@@ -216,7 +215,7 @@ def write_shard(
     table = rays_table(columns)
     data = encode_shard(table, opts.rows_per_group, opts.compression)
     name = shard_name(block, chunk)
-    atomic_write_bytes(fs, join(root, name), data)
+    write_atomic(join(root, name), data, fs=fs)
     return {
         "block": block,
         "chunk": chunk,
@@ -251,6 +250,6 @@ def write_store(
     for record in records:
         block_rows[record["block"]] += record["rows"]
     manifest = Manifest(partition, block_rows, records, source or {}, opts.fingerprint())
-    write_json_atomic(fs, join(root, PARTITION_FILE), partition.to_dict())
-    write_json_atomic(fs, join(root, MANIFEST_FILE), manifest.to_dict())
+    write_atomic(join(root, PARTITION_FILE), partition.to_dict(), fs=fs)
+    write_atomic(join(root, MANIFEST_FILE), manifest.to_dict(), fs=fs)
     return manifest
