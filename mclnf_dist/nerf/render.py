@@ -7,12 +7,10 @@ module with :func:`mclnf_dist.fields.routing.route` (no Python loop over modules
 bounded by the chunk, not by the image.
 """
 
-import io
 from collections.abc import Callable
 
 import numpy as np
 import torch
-from PIL import Image
 from torch import Tensor
 
 from mclnf_dist.fields.routing import route
@@ -26,7 +24,6 @@ from mclnf_dist.nerf.field import (
     sample_points,
 )
 from mclnf_dist.nerf.rays import camera_rays, near_far_from_box
-from mclnf_dist.storage import atomic_write_bytes, filesystem_for
 
 RouteFn = Callable[[Tensor], Tensor]
 """``route_fn(points (P, 3) world coordinates) -> (P,) int64 module ids``."""
@@ -137,19 +134,3 @@ def to_uint8(image: Tensor | np.ndarray) -> np.ndarray:
     if image.dtype == np.uint8:
         return image
     return (np.clip(np.asarray(image, dtype=np.float64), 0.0, 1.0) * 255.0).round().astype(np.uint8)
-
-
-def save_png(image: Tensor | np.ndarray, path: str) -> str:
-    """Write an (H, W, 3) float [0, 1] or uint8 image as PNG to a path or URI; returns ``path``.
-
-    Written atomically through fsspec (local folders are created; ``s3://`` works too).
-    """
-    # Imported here: storage pulls in fsspec and pyarrow, which rendering itself never needs.
-
-    pixels = image if isinstance(image, np.ndarray) and image.dtype == np.uint8 else None
-    pixels = to_uint8(image) if pixels is None else pixels
-    buffer = io.BytesIO()
-    Image.fromarray(pixels).save(buffer, format="PNG")
-    fs, target = filesystem_for(path)
-    atomic_write_bytes(fs, target, buffer.getvalue())
-    return path
