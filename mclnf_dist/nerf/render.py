@@ -62,23 +62,28 @@ def render_rays_routed(
         params: stacked parameters with ``M`` modules (module ids lie in ``[0, M)``).
         origins, directions: (R, 3) rays (unit directions). near, far: scalars or (R,).
         route_fn: world points (P, 3) -> (P,) module ids.
-        chunk: rays per stacked call (``chunk * S`` points, padded per module).
+        chunk: rays per stacked call (``chunk * K`` points, padded per module).
 
     Returns:
         dict ``rgb`` (R, 3), ``depth`` (R,) world units (not divided by opacity), ``opacity`` (R,).
     """
     num_modules = next(iter(params.values())).shape[0]
-    rays = pack_rays(origins, directions, near, far)  # (R, 8)
-    pieces: dict[str, list[Tensor]] = {"rgb": [], "depth": [], "opacity": []}
-    for start in range(0, rays.shape[0], chunk):
-        part = rays[start : start + chunk]  # (r, 8)
-        t_vals, points = sample_points(cfg, part)  # (r, S), (r, S, 3)
+
+    def routed_raw(points: Tensor) -> Tensor:
+        """(r, K, 3) world points -> (r, K, 4) raw outputs, each point from its block's module."""
         flat = points.reshape(-1, 3)
         module_ids = route_fn(flat).to(device=flat.device, dtype=torch.int64)
         batch = route(normalise_points(cfg, flat), module_ids, num_modules)
         raw = mlp_forward(cfg.mlp, params, batch.x)  # (M, width, 4)
-        raw = raw.reshape(-1, RAW_CHANNELS)[batch.order]  # (r * S, 4) in input order
-        out = composite(cfg, raw.reshape(*t_vals.shape, RAW_CHANNELS), t_vals, part[:, 7])
+        raw = raw.reshape(-1, RAW_CHANNELS)[batch.order]  # (r * K, 4) in input order
+        return raw.reshape(*points.shape[:-1], RAW_CHANNELS)
+
+    rays = pack_rays(origins, directions, near, far)  # (R, 8)
+    pieces: dict[str, list[Tensor]] = {"rgb": [], "depth": [], "opacity": []}
+    for start in range(0, rays.shape[0], chunk):
+        part = rays[start : start + chunk]  # (r, 8)
+        t_vals, points = sample_points(cfg, part, routed_raw)  # (r, K), (r, K, 3)
+        out = composite(cfg, routed_raw(points), t_vals, part[:, 7])
         for key, values in pieces.items():
             values.append(out[key])
     if rays.shape[0] == 0:
