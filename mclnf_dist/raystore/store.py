@@ -87,8 +87,8 @@ class IngestOptions:
     """Points along [near, far] tested for block membership."""
     shuffle_rows: bool = True
     """Store each shard's rows in a random order, seeded by (block, chunk) so a re-run writes the
-    same bytes: streaming readers then shuffle with cheap contiguous reads. Stores written before
-    this option existed (unshuffled) are read correctly, but their batches are less random."""
+    same bytes: streaming readers then shuffle with cheap contiguous reads. Unshuffled stores are
+    read correctly too, but their batches are less random."""
     rows_per_group: int = 65536
     """Parquet row-group size: the unit a streaming reader reads and shuffles."""
     frames_per_chunk: int = 8

@@ -225,7 +225,7 @@ def test_render_view_routes_points_and_shows_the_sky():
 
 
 def test_to_uint8_keeps_uint8_pixels():
-    """Ground-truth frames arrive as uint8: they must not be rescaled (they once came out white)."""
+    """Ground-truth frames arrive as uint8: they pass through unscaled (not divided again)."""
     truth = np.array([[[0, 128, 255]]], dtype=np.uint8)
     np.testing.assert_array_equal(to_uint8(truth), truth)
     np.testing.assert_array_equal(to_uint8(torch.tensor([[[0.0, 0.5, 1.0]]])), [[[0, 128, 255]]])
