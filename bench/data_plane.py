@@ -64,7 +64,7 @@ def random_shards(total: int, per_shard: int, seed: int = 0):
 def make_store(uri: str, rays: int) -> str:
     """A one-block store of ``rays`` random rays in shards of 256k (like 8-frame ingest chunks)."""
     current = Path(uri, "manifest.json").exists() and load_manifest(uri).options.get("shuffle_rows")
-    if not current:  # missing, or written before rows were pre-shuffled at write
+    if not current:  # missing, or its rows are not shuffled at write (the bench measures that)
         part = BlockPartition.from_cameras(np.zeros((1, 3)), 1, 1)
         write_store(uri, part, random_shards(rays, 262144))
     return uri

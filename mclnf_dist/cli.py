@@ -1,7 +1,10 @@
 """The ``mclnf`` console script: a thin dispatcher to each subcommand's own ``main(argv)``.
 
 Subcommands are imported lazily so ``mclnf --help`` stays fast and a broken optional part cannot
-stop the others. A :class:`~mclnf_dist.errors.MclnfError` becomes one ``error:`` line and exit 2.
+stop the others. A generated (tyro) dispatcher would need every job's config types at parse time,
+i.e. importing every job (torch, Ray, MLflow: seconds each) before printing a usage line, and each
+job already owns its parser (``config.parse_config`` or tyro), so this table is all it needs.
+A :class:`~mclnf_dist.errors.MclnfError` becomes one ``error:`` line and exit 2.
 """
 
 import importlib
@@ -11,7 +14,7 @@ from mclnf_dist.errors import MclnfError
 
 SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "signals": ("mclnf_dist.jobs.signals", "meta-train and evaluate on image/audio/video"),
-    "dataset": ("mclnf_dist.jobs.dataset", "make-city | ingest: build and store city scenes"),
+    "dataset": ("mclnf_dist.jobs.dataset", "make-city | ingest | info: build and inspect scenes"),
     "city": ("mclnf_dist.jobs.city", "the main job: meta-continual city NeRF on Ray"),
     "sweep": ("mclnf_dist.sweeps.driver", "Ray Tune sweeps over tune_spaces/*.yaml, in MLflow"),
     "render": ("mclnf_dist.jobs.render", "render a saved city model along cameras: PNGs + MP4"),

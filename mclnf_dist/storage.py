@@ -22,21 +22,18 @@ TEMP_MARK = ".tmp-"
 """Part of every temporary file name: ``.<name>.tmp-<uuid>``."""
 
 
-def filesystem_for(uri: str) -> tuple[fsspec.AbstractFileSystem, str]:
+def filesystem_for(uri: str | os.PathLike) -> tuple[fsspec.AbstractFileSystem, str]:
     """The fsspec filesystem of ``uri`` and the path inside it (no scheme, no trailing slash).
 
     For ``s3://`` the endpoint is taken from ``AWS_ENDPOINT_URL`` (an S3-compatible server such as
     MinIO or moto) and passed explicitly, so fsspec's instance cache keys on it.
     """
-    protocol = urlparse(uri).scheme or "file"
-    if protocol in ("s3", "s3a"):
-        kwargs: dict[str, Any] = {}
-        endpoint = os.environ.get("AWS_ENDPOINT_URL")
-        if endpoint:
-            kwargs["endpoint_url"] = endpoint
-        fs = fsspec.filesystem("s3", **kwargs)
-        return fs, fs._strip_protocol(uri).rstrip("/")
-    fs, path = fsspec.core.url_to_fs(uri)
+    uri = os.fspath(uri)
+    kwargs: dict[str, Any] = {}
+    endpoint = os.environ.get("AWS_ENDPOINT_URL")
+    if urlparse(uri).scheme in ("s3", "s3a") and endpoint:
+        kwargs["endpoint_url"] = endpoint
+    fs, path = fsspec.core.url_to_fs(uri, **kwargs)
     if isinstance(fs, LocalFileSystem):
         path = os.path.abspath(path)
     return fs, path.rstrip("/") or "/"
@@ -52,14 +49,32 @@ def join(base: str, *parts: str) -> str:
     return "/".join([base.rstrip("/"), *(p.strip("/") for p in parts)])
 
 
-def atomic_write_bytes(fs: fsspec.AbstractFileSystem, path: str, data: bytes) -> None:
-    """Write ``data`` to ``path`` so readers see the old file, nothing, or all of ``data``."""
-    parent = path.rsplit("/", 1)[0]
+def write_atomic(
+    target: str | os.PathLike, data: bytes | str | Any, fs: fsspec.AbstractFileSystem | None = None
+) -> None:
+    """Write ``data`` so readers see the old file, nothing, or all of it: the one atomic write.
+
+    Args:
+        target: a URI or local path; with ``fs``, a path inside ``fs``.
+        data: bytes as they are, ``str`` as UTF-8, anything else as indented JSON with sorted keys
+            (the same object always gives the same bytes; pass ``json.dumps`` text for another
+            layout).
+        fs: the filesystem ``target`` lives in (default: the one its URI names).
+    """
+    if fs is None:
+        fs, path = filesystem_for(target)
+    else:
+        path = os.fspath(target)
+    if isinstance(data, str):
+        data = data.encode()
+    elif not isinstance(data, bytes | bytearray | memoryview):
+        data = (json.dumps(data, indent=1, sort_keys=True) + "\n").encode()
     if not is_local(fs):
-        fs.pipe_file(path, data)  # one PUT: atomic on S3
+        fs.pipe_file(path, bytes(data))  # one PUT: atomic on S3
         return
+    parent, name = path.rsplit("/", 1)
     fs.makedirs(parent, exist_ok=True)
-    temp = join(parent, f".{path.rsplit('/', 1)[1]}{TEMP_MARK}{uuid.uuid4().hex}")
+    temp = join(parent, f".{name}{TEMP_MARK}{uuid.uuid4().hex}")
     try:
         with open(temp, "wb") as handle:
             handle.write(data)
@@ -69,11 +84,6 @@ def atomic_write_bytes(fs: fsspec.AbstractFileSystem, path: str, data: bytes) ->
     finally:
         if os.path.exists(temp):
             os.remove(temp)
-
-
-def write_json_atomic(fs: fsspec.AbstractFileSystem, path: str, obj: Any) -> None:
-    """Atomically write ``obj`` as indented, key-sorted JSON (stable bytes for the same object)."""
-    atomic_write_bytes(fs, path, (json.dumps(obj, indent=1, sort_keys=True) + "\n").encode())
 
 
 def read_json(fs: fsspec.AbstractFileSystem, path: str) -> Any:

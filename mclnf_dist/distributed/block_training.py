@@ -28,7 +28,7 @@ from mclnf_dist.meta.meta_learning import mse_to_psnr
 from mclnf_dist.nerf.field import RadianceFieldConfig, pack_rays
 from mclnf_dist.progress import ProgressLog
 from mclnf_dist.raystore.stream import stream_block_rays
-from mclnf_dist.storage import atomic_write_bytes, filesystem_for, join
+from mclnf_dist.storage import filesystem_for, join, write_atomic
 
 COLUMNS = ["origin", "direction", "near", "far", "rgb"]
 
@@ -115,7 +115,7 @@ def save_checkpoint(task: BlockTask, state: dict) -> None:
     buffer = io.BytesIO()
     torch.save(state, buffer)
     fs, path = filesystem_for(checkpoint_path(task))
-    atomic_write_bytes(fs, path, buffer.getvalue())
+    write_atomic(path, buffer.getvalue(), fs=fs)
 
 
 def probe_batch(task: BlockTask, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:

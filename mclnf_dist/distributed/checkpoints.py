@@ -11,7 +11,7 @@ import re
 import torch
 
 from mclnf_dist.errors import MclnfError
-from mclnf_dist.storage import atomic_write_bytes, filesystem_for, join
+from mclnf_dist.storage import filesystem_for, join, write_atomic
 
 NAME = re.compile(r"meta-init-(\d{8})\.pt$")
 
@@ -42,7 +42,7 @@ class CheckpointStore:
         torch.save(state, buffer)
         path = join(self.root, f"meta-init-{version:08d}.pt")
         try:
-            atomic_write_bytes(self.fs, path, buffer.getvalue())
+            write_atomic(path, buffer.getvalue(), fs=self.fs)
         except OSError as err:
             raise MclnfError(f"checkpoint {path} could not be written: {err}") from err
         for old in self.versions()[: -self.keep]:

@@ -15,7 +15,7 @@ from skimage.metrics import structural_similarity
 from mclnf_dist.fields.stacked_mlp import Params
 from mclnf_dist.nerf.field import RadianceFieldConfig
 from mclnf_dist.nerf.rays import frame_rays
-from mclnf_dist.nerf.render import RouteFn, render_view
+from mclnf_dist.nerf.render import RouteFn, render_view_outputs
 from mclnf_dist.progress import ProgressLog
 from mclnf_dist.scenes.partition import BlockPartition
 from mclnf_dist.scenes.scene import Scene, load_frame_image
@@ -58,7 +58,7 @@ def score_city_images(
     total_error, total_count = 0.0, 0
     per_image, images, ssims = [], [], []
     for index, frame in enumerate(frames):
-        out = render_view(
+        out = render_view_outputs(
             field_cfg, params, frame, route, scene.near, scene.far, on_chunk=bar.update
         )
         prediction = out["rgb"].clamp(0.0, 1.0).cpu().numpy().astype(np.float64)

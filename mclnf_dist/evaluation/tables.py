@@ -4,7 +4,20 @@ Tables are built from :meth:`MethodResult.summary` dicts (what ``results.json`` 
 pipeline's console table and the results report render the very same numbers.
 """
 
+import pandas as pd
+
 from mclnf_dist.meta.methods import GROUPS
+
+
+def format_table(header: list[str], rows: list[list[str]], markdown: bool = True) -> str:
+    """A markdown (pipe) or plain-text table of already formatted cells, in the given order.
+
+    Cells stay exactly as given (``disable_numparse``): the caller decides digits and units, so a
+    PSNR of ``"30.10"`` is not turned into ``30.1``.
+    """
+    frame = pd.DataFrame(rows, columns=header)
+    style = "pipe" if markdown else "simple"
+    return frame.to_markdown(index=False, tablefmt=style, disable_numparse=True)
 
 
 def _fmt(value: float | None, digits: int = 2) -> str:
@@ -49,24 +62,17 @@ def results_table(
             row.append("not reached" if reached is None else f"{reached[0]:.1f} s ({reached[1]})")
         rows.append(row)
     if markdown:
-        return f"**{title}**\n\n" + _markdown(header, rows)
-    widths = [max(len(x) for x in col) for col in zip(header, *rows, strict=True)]
-    line = "  ".join(h.ljust(w) for h, w in zip(header, widths, strict=True))
-    body = ["  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)) for row in rows]
-    return "\n".join([title, line, "-" * len(line), *body])
+        return f"**{title}**\n\n" + grouped_markdown(header, rows)
+    return f"{title}\n" + format_table(header, rows, markdown=False)
 
 
-def _markdown(header: list[str], rows: list[list[str]]) -> str:
-    """A markdown table without the group column; each group opens with its own bold row."""
+def grouped_markdown(header: list[str], rows: list[list[str]]) -> str:
+    """A markdown table without the group column; each group opens with its own italic row."""
     keep = [i for i, h in enumerate(header) if h != "group"]
-    lines = [
-        "| " + " | ".join(header[i] for i in keep) + " |",
-        "|" + "---|" * len(keep),
-    ]
-    group = None
+    lines, group = [], None
     for row in rows:
         if row[1] != group:
             group = row[1]
-            lines.append(f"| *{group}* |" + " |" * (len(keep) - 1))
-        lines.append("| " + " | ".join(row[i] for i in keep) + " |")
-    return "\n".join(lines)
+            lines.append([f"*{group}*"] + [""] * (len(keep) - 1))
+        lines.append([row[i] for i in keep])
+    return format_table([header[i] for i in keep], lines)

@@ -57,7 +57,7 @@ class FieldConfig:
     def mlp(self) -> "FieldConfig":
         return self
 
-    def mlp_inputs(self, x: Tensor) -> tuple[Tensor, None]:
+    def mlp_inputs(self, x: Tensor, params: Params | None = None) -> tuple[Tensor, None]:
         return x, None
 
     def outputs(self, raw: Tensor, aux: None) -> Tensor:
@@ -147,7 +147,8 @@ def forward(
     """Evaluate all modules of a field in one stacked call.
 
     A field maps its inputs to MLP inputs (a coordinate field: the coordinates themselves; a
-    radiance field: ``S`` sample points per ray), runs the stacked MLP, and maps the raw outputs to
+    radiance field: ``K`` sample points per ray, placed with the help of ``params`` when it samples
+    hierarchically), runs the stacked MLP, and maps the raw outputs to
     predictions (a coordinate field: ``+ output_offset``; a radiance field: volume rendering).
 
     Args:
@@ -155,12 +156,12 @@ def forward(
         params: stacked parameters with ``M`` modules (``M == 1`` broadcasts over inputs).
         x: (M, n, d_in) inputs, row ``m`` routed to module ``m``.
         cache: if given, filled with ``(layer_input, pre_activation)`` of every MLP layer, shapes
-            ``(M, n * S, in_l)`` and ``(M, n * S, out_l)`` (what the FIM weights need).
+            ``(M, n * K, in_l)`` and ``(M, n * K, out_l)`` (what the FIM weights need).
 
     Returns:
         (M, n, d_out) predictions.
     """
-    points, aux = cfg.mlp_inputs(x)
+    points, aux = cfg.mlp_inputs(x, params)
     return cfg.outputs(mlp_forward(cfg.mlp, params, points, cache), aux)
 
 

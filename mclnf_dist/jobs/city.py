@@ -205,6 +205,7 @@ def city_field(cfg: CityExperimentConfig, scene: Scene) -> RadianceFieldConfig:
         scene_box=cfg.field.scene_box,
         mlp=cfg.field.mlp,
         num_samples=cfg.field.num_samples,
+        num_importance_samples=cfg.field.num_importance_samples,
         density_bias=cfg.field.density_bias,
     )
 

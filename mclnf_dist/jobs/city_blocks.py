@@ -24,9 +24,10 @@ from mclnf_dist.evaluation.city_images import score_city_images
 from mclnf_dist.evaluation.plots import plot_step_curves
 from mclnf_dist.fields.stacked_mlp import Params
 from mclnf_dist.jobs.city_data import CityData
-from mclnf_dist.jobs.city_outputs import module_router, save_city_model
+from mclnf_dist.jobs.city_outputs import scene_record
 from mclnf_dist.nerf.field import RadianceFieldConfig
 from mclnf_dist.progress import ProgressLog
+from mclnf_dist.scenes.city_model import module_router, save_city_model
 
 
 def stack_modules(results: list[BlockResult], block_order: list[int]) -> Params:
@@ -88,7 +89,16 @@ def block_phase(
     for name in inits:
         mine = [r for r in results if r.init_name == name]
         params = stack_modules(mine, city.block_order)
-        save_city_model(out / "city_model", f"blocks-{name}", field_cfg, params, city, True)
+        save_city_model(
+            str(out / "city_model"),
+            f"blocks-{name}",
+            field_cfg,
+            params,
+            city.partition,
+            city.block_order,
+            True,
+            scene_record(city),
+        )
         scores = score_city_images(field_cfg, params, router, city.partition, test_scene, log, name)
         curves[name] = mean_curve(mine)
         report["inits"][name] = {

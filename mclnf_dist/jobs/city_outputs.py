@@ -1,83 +1,29 @@
 """What the city job leaves behind: rendered novel views, the saved city model, JSON and plots."""
 
-import dataclasses
 import json
 from pathlib import Path
 
 import numpy as np
-import torch
 
 from mclnf_dist.config import json_ready, to_dict
 from mclnf_dist.device import machine_info
 from mclnf_dist.evaluation.plots import plot_psnr_curves
 from mclnf_dist.evaluation.protocol import MethodResult
-from mclnf_dist.fields.stacked_mlp import FieldConfig, Params
 from mclnf_dist.jobs.city_data import CityData
-from mclnf_dist.nerf.field import RadianceFieldConfig
-from mclnf_dist.nerf.render import partition_router, render_view, to_uint8
+from mclnf_dist.nerf.render import to_uint8
 from mclnf_dist.scenes.camera_paths import flyover_frames
 from mclnf_dist.scenes.city import CityConfig, render_frame
-from mclnf_dist.scenes.partition import BlockPartition, load_partition
+from mclnf_dist.scenes.city_model import load_city_model, save_city_model
 from mclnf_dist.scenes.scene import load_frame_image
-
-
-def module_router(partition: BlockPartition, block_order: list[int], modular: bool):
-    """Route a 3-D point to its block's module (position in arrival order); one net: module 0."""
-    by_block = torch.zeros(partition.num_blocks, dtype=torch.int64)
-    for position, block in enumerate(block_order):
-        by_block[block] = position
-    route_blocks = partition_router(partition)
-
-    def route(points: torch.Tensor) -> torch.Tensor:
-        if not modular:
-            return torch.zeros(points.shape[0], dtype=torch.int64, device=points.device)
-        return by_block.to(points.device)[route_blocks(points)]
-
-    return route
-
-
-def save_city_model(
-    folder: Path, method: str, field_cfg: RadianceFieldConfig, params: Params, city, modular: bool
-) -> Path:
-    """Modules + partition + field config, enough to render the city again (``load_city_model``)."""
-    folder.mkdir(parents=True, exist_ok=True)
-    city.partition.save(str(folder))
-    path = folder / f"{method}.pt"
-    state = {
-        "params": {k: v.cpu() for k, v in params.items()},
-        "block_order": city.block_order,
-        "field": dataclasses.asdict(field_cfg),
-        "modular": modular,
-        "scene_root": city.scene_root,
-        "scene_options": scene_options_of(city),
-    }
-    tmp = path.with_name(path.name + ".tmp")
-    torch.save(state, tmp)
-    tmp.replace(path)
-    return path
-
-
-def load_city_model(folder: str | Path, method: str):
-    """(field config, params, router, saved state) of a saved city model, ready for
-    ``render_view``; the state holds ``block_order``, ``modular`` and ``scene_root``."""
-    state = torch.load(Path(folder) / f"{method}.pt", weights_only=False)
-    field = dict(state["field"])
-    field["mlp"] = FieldConfig(**field["mlp"])
-    field_cfg = RadianceFieldConfig(**field)
-    partition = load_partition(str(folder))
-    return (
-        field_cfg,
-        state["params"],
-        module_router(partition, state["block_order"], state["modular"]),
-        state,
-    )
+from mclnf_dist.storage import write_atomic
 
 
 def render_and_save(
     cfg, results: list[MethodResult], field_cfg, city, scene, out: Path, log
 ) -> Path | None:
     """Save every method's city model; render held-out views and a fly-through of the whole city
-    through the routed modules (``novel_views.png``, ``flythrough.png``)."""
+    through the routed modules of the model read back from disk (``novel_views.png``,
+    ``flythrough.png``), so the saved model is exactly what the pictures show."""
 
     frames = city.load_scene("test").frames
     picks = np.linspace(0, len(frames) - 1, max(1, min(cfg.render_views, len(frames))))
@@ -93,14 +39,22 @@ def render_and_save(
     bar = log.bar("rendering", len(rendered) * (len(chosen) + len(path_frames)), "view")
     for result in rendered:
         modular = result.final_params["w0"].shape[0] > 1 or len(city.block_order) == 1
-        params = {k: v.cpu() for k, v in result.final_params.items()}
-        save_city_model(out / "city_model", result.method, field_cfg, params, city, modular)
-        route = module_router(city.partition, city.block_order, modular)
+        folder = str(out / "city_model")
+        save_city_model(
+            folder,
+            result.method,
+            field_cfg,
+            result.final_params,
+            city.partition,
+            city.block_order,
+            modular,
+            scene_record(city),
+        )
+        model = load_city_model(folder, result.method)
         for row, shown in ((views, chosen), (flight, path_frames)):
             images = []
             for frame in shown:
-                image = render_view(field_cfg, params, frame, route, scene.near, scene.far)["rgb"]
-                images.append(to_uint8(image))
+                images.append(to_uint8(model.render(frame, scene.near, scene.far)))
                 bar.update()
             row.append(images)
         names.append(result.method)
@@ -180,9 +134,7 @@ def write_city_outputs(
         "results": [r.summary() for r in results],
         "block_training": blocks,
     }
-    tmp = out / "results.json.tmp"
-    tmp.write_text(json.dumps(report, indent=1))
-    tmp.replace(out / "results.json")
+    write_atomic(out / "results.json", json.dumps(report, indent=1))
     plot_psnr_curves(results, out / "psnr_curves.png", "city: held-out views, all blocks")
     return report
 
@@ -201,9 +153,10 @@ def held_out_psnr(result: MethodResult, city: CityData, step: int) -> float | No
     return sum(curve[p] for p in positions) / len(positions)
 
 
-def scene_options_of(city) -> dict:
-    """How the city's scene was read (downscale, hold-out, box), to read it again the same way."""
-    options = dict(getattr(city, "scene_options", {}) or {})
+def scene_record(city: CityData) -> dict:
+    """Where the city's scene is and how it was read (downscale, hold-out, box), so a saved city
+    model can read it again the same way (``mclnf render``)."""
+    options = dict(city.scene_options)
     if options.get("scene_box") is not None:
-        options["scene_box"] = [list(map(float, corner)) for corner in options["scene_box"]]
-    return options
+        options["scene_box"] = [[float(v) for v in corner] for corner in options["scene_box"]]
+    return {"root": city.scene_root, "options": options}

@@ -16,7 +16,7 @@ import torch
 from mclnf_dist.errors import MclnfError
 from mclnf_dist.fields.stacked_mlp import Params
 from mclnf_dist.nerf.field import RadianceFieldConfig
-from mclnf_dist.storage import atomic_write_bytes, filesystem_for, join
+from mclnf_dist.storage import filesystem_for, join, write_atomic
 from mclnf_dist.tracking import resolve_tracking_uri
 
 MLFLOW_PREFIX = "mlflow:"
@@ -39,7 +39,7 @@ def save_init(folder: str | Path, key: str, theta0: Params, field: RadianceField
     fs, root = filesystem_for(str(folder))
     fs.makedirs(root, exist_ok=True)
     path = join(root, asset_name(key))
-    atomic_write_bytes(fs, path, buffer.getvalue())
+    write_atomic(path, buffer.getvalue(), fs=fs)
     return path
 
 

@@ -19,12 +19,12 @@ from PIL import Image
 from mclnf_dist.config import describe, parse_config
 from mclnf_dist.device import pick_device
 from mclnf_dist.errors import MclnfError
-from mclnf_dist.jobs.city_outputs import load_city_model
-from mclnf_dist.nerf.render import render_view, to_uint8
+from mclnf_dist.nerf.render import to_uint8
 from mclnf_dist.progress import ProgressLog
 from mclnf_dist.scenes.camera_paths import flyover_frames, orbit_frames, scaled
+from mclnf_dist.scenes.city_model import load_city_model
 from mclnf_dist.scenes.scene import Frame, Scene, load_scene
-from mclnf_dist.storage import atomic_write_bytes, filesystem_for
+from mclnf_dist.storage import write_atomic
 
 PATHS = ("held-out", "orbit", "fly-over")
 
@@ -91,11 +91,13 @@ def render(cfg: RenderConfig) -> list[Path]:
         raise MclnfError("--scale must be > 0, --frames and --fps >= 1")
     folder = Path(cfg.model)
     name = pick_model(folder, cfg.name)
-    field, params, route, state = load_city_model(folder, name)
+    model = load_city_model(str(folder), name)
     device = pick_device(cfg.device)
-    params = {k: v.to(device) for k, v in params.items()}
+    model = model._replace(params={k: v.to(device) for k, v in model.params.items()})
+    if not model.scene:
+        raise MclnfError(f"{folder}/{name}.pt records no scene (expected a model of a city run)")
     split = "test" if cfg.cameras == "held-out" else "all"
-    scene = load_scene(state["scene_root"], split, **state.get("scene_options", {}))
+    scene = load_scene(model.scene["root"], split, **model.scene["options"])
     frames = camera_path(cfg, scene)
     print(describe(cfg), flush=True)
     log = ProgressLog("render")
@@ -105,10 +107,7 @@ def render(cfg: RenderConfig) -> list[Path]:
     out.mkdir(parents=True, exist_ok=True)
     paths, images = [], []
     for index, frame in enumerate(frames):
-        image = render_view(
-            field, params, frame, route, scene.near, scene.far, cfg.chunk, bar.update
-        )
-        pixels = to_uint8(image["rgb"])
+        pixels = to_uint8(model.render(frame, scene.near, scene.far, cfg.chunk, bar.update))
         paths.append(write_png(pixels, out / f"{index:04d}.png"))
         images.append(pixels)
     bar.close()
@@ -120,8 +119,7 @@ def render(cfg: RenderConfig) -> list[Path]:
 def write_png(pixels: np.ndarray, path: Path) -> Path:
     buffer = io.BytesIO()
     Image.fromarray(pixels).save(buffer, format="PNG")
-    fs, target = filesystem_for(str(path))
-    atomic_write_bytes(fs, target, buffer.getvalue())
+    write_atomic(str(path), buffer.getvalue())
     return path
 
 

@@ -20,11 +20,12 @@ from typing import Any
 
 from mclnf_dist.config import merge, parse_config
 from mclnf_dist.errors import MclnfError
-from mclnf_dist.evaluation.tables import ordered, results_table
+from mclnf_dist.evaluation.tables import format_table, ordered, results_table
 from mclnf_dist.jobs.city import CityExperimentConfig, run_city
 from mclnf_dist.jobs.signals import SignalsConfig, run_signals
 from mclnf_dist.meta.methods import METHODS
 from mclnf_dist.progress import ProgressLog
+from mclnf_dist.storage import write_atomic
 
 
 @dataclass(frozen=True)
@@ -172,9 +173,7 @@ def run_report(cfg: ReportConfig) -> Path:
         log.info(f"section {section.name} done in {report['wall_s']:.0f}s")
     text = render_markdown(cfg, done, time.perf_counter() - started)
     (pictures / "report.json").write_text(report_json(done))
-    tmp = out.with_name(out.name + ".tmp")
-    tmp.write_text(text)
-    tmp.replace(out)
+    write_atomic(out, text)
     log.info(f"wrote {out} ({time.perf_counter() - started:.0f}s in all)")
     return out
 
@@ -258,13 +257,10 @@ def by_method(report: dict) -> dict[str, dict]:
 
 def claims(done: list[tuple[Section, dict]]) -> list[str]:
     """The paper's three claims, checked per section, as markdown tables with a verdict each."""
-    faster = [
-        "| section | step | mod | mim | maml | oml | verdict |",
-        "|---|---|---|---|---|---|---|",
-    ]
-    fim = ["| section | mim - mod @1 | @early step | best | verdict |", "|---|---|---|---|---|"]
+    faster: list[list[str]] = []
+    fim: list[list[str]] = []
     forgetters = ("mod", "mim", "finetune", "ewc", "replay", "oml")
-    forget = ["| section | " + " | ".join(forgetters) + " |", "|---|" + "---|" * len(forgetters)]
+    forget: list[list[str]] = []
     verdicts: dict[str, dict[str, list[str]]] = {"faster": {}, "fim": {}}
     worst_forgetting = 0.0
     for section, report in done:
@@ -284,8 +280,8 @@ def claims(done: list[tuple[Section, dict]]) -> list[str]:
                 if max(v["mod"], v["mim"]) > rival
                 else "**does not hold**"
             )
-            cells = " | ".join(f"{v[k]:.2f}" for k in ("mod", "mim", "maml", "oml"))
-            faster.append(f"| {section.name} | {step} | {cells} | {verdict} |")
+            cells = [f"{v[k]:.2f}" for k in ("mod", "mim", "maml", "oml")]
+            faster.append([section.name, str(step), *cells, verdict])
             verdicts["faster"].setdefault(section.name, []).append(verdict.strip("*"))
         diffs = [
             psnr_at(m["mim"], 1) - psnr_at(m["mod"], 1),
@@ -301,16 +297,17 @@ def claims(done: list[tuple[Section, dict]]) -> list[str]:
         )
         verdicts["fim"][section.name] = [verdict.strip("*")]
         fim.append(
-            f"| {section.name} | {diffs[0]:+.2f} | {diffs[1]:+.2f} (step {early}) | "
-            f"{diffs[2]:+.2f} | {verdict} |"
+            [
+                section.name,
+                f"{diffs[0]:+.2f}",
+                f"{diffs[1]:+.2f} (step {early})",
+                f"{diffs[2]:+.2f}",
+                verdict,
+            ]
         )
         cells = [m[k]["forgetting"] if k in m else None for k in forgetters]
         worst_forgetting = max([worst_forgetting, *(c for c in cells[2:] if c is not None)])
-        forget.append(
-            f"| {section.name} | "
-            + " | ".join("-" if c is None else f"{c:.2f}" for c in cells)
-            + " |"
-        )
+        forget.append([section.name, *("-" if c is None else f"{c:.2f}" for c in cells)])
     modular = [m for _, r in done for m in r["results"] if m["method"] in ("mod", "mim")]
     no_forgetting = all(m["forgetting"] == 0.0 for m in modular)
     return [
@@ -329,13 +326,13 @@ def claims(done: list[tuple[Section, dict]]) -> list[str]:
         "checkpoint when the budget is smaller). *holds*: both mod and mim beat the better of maml "
         "and oml.",
         "",
-        *faster,
+        format_table(["section", "step", "mod", "mim", "maml", "oml", "verdict"], faster),
         "",
         "### 2. The FIM loss helps",
         "",
         "mim (modules + meta-learned init + FIM loss) minus mod (the same with plain MSE), dB.",
         "",
-        *fim,
+        format_table(["section", "mim - mod @1", "@early step", "best", "verdict"], fim),
         "",
         "### 3. No forgetting",
         "",
@@ -343,7 +340,7 @@ def claims(done: list[tuple[Section, dict]]) -> list[str]:
         "stream (modules are frozen once their segment has passed, so mod/mim are 0 by "
         "construction; the continual baselines share one network).",
         "",
-        *forget,
+        format_table(["section", *forgetters], forget),
     ]
 
 
@@ -357,12 +354,19 @@ def in_short(verdicts: dict[str, list[str]]) -> str:
     return "; ".join(parts) if parts else "not measured"
 
 
-def setup_rows(done: list[tuple[Section, dict]]) -> list[str]:
-    rows = [
-        "| section | data | meta-train / held-out | segments | field | meta-training | "
-        "adaptation | wall |",
-        "|---|---|---|---|---|---|---|---|",
+def setup_table(done: list[tuple[Section, dict]]) -> str:
+    """What each section ran: data, split, segments, field, budgets, wall time (markdown)."""
+    header = [
+        "section",
+        "data",
+        "meta-train / held-out",
+        "segments",
+        "field",
+        "meta-training",
+        "adaptation",
+        "wall",
     ]
+    rows = []
     for section, report in done:
         c = report["config"]
         meta = c["meta"]
@@ -391,29 +395,21 @@ def setup_rows(done: list[tuple[Section, dict]]) -> list[str]:
         adaptation = f"{adapt['max_steps']} steps" + (
             f", batch {adapt['batch_size']}" if adapt.get("batch_size") else ""
         )
-        rows.append(
-            f"| {section.name} | {data} | {split} | {segments} | {field} | {training} | "
-            f"{adaptation} | {report['wall_s']:.0f} s |"
-        )
-    return rows
+        wall = f"{report['wall_s']:.0f} s"
+        rows.append([section.name, data, split, segments, field, training, adaptation, wall])
+    return format_table(header, rows)
 
 
-def city_held_out(report: dict) -> list[str]:
+def city_held_out(report: dict) -> str:
+    """PSNR and forgetting of every method on the city's held-out blocks (markdown)."""
     held = report["held_out_blocks"]
     last = report["config"]["adapt"]["max_steps"]
-    rows = [
-        f"| method | PSNR@1 | PSNR@{last} | forgetting |",
-        "|---|---|---|---|",
-    ]
+    rows = []
     for summary in ordered(report["results"]):
         h = held[summary["method"]]
         cells = [h["psnr_step1"], h[f"psnr_step{last}"], h["forgetting"]]
-        rows.append(
-            f"| {summary['method']} | "
-            + " | ".join("-" if c is None else f"{c:.2f}" for c in cells)
-            + " |"
-        )
-    return rows
+        rows.append([summary["method"], *("-" if c is None else f"{c:.2f}" for c in cells)])
+    return format_table(["method", "PSNR@1", f"PSNR@{last}", "forgetting"], rows)
 
 
 def render_markdown(cfg: ReportConfig, done: list[tuple[Section, dict]], wall: float) -> str:
@@ -442,7 +438,7 @@ def render_markdown(cfg: ReportConfig, done: list[tuple[Section, dict]], wall: f
         "",
         "## Setup",
         "",
-        *setup_rows(done),
+        setup_table(done),
         "",
         "## The paper's claims on this data",
         "",
@@ -466,7 +462,7 @@ def render_markdown(cfg: ReportConfig, done: list[tuple[Section, dict]], wall: f
             lines += [
                 "Blocks never meta-trained on (the headline comparison):",
                 "",
-                *city_held_out(report),
+                city_held_out(report),
                 "",
             ]
         for name, path in report["pictures"].items():

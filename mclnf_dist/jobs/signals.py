@@ -31,6 +31,7 @@ from mclnf_dist.meta.outer_loop import meta_train
 from mclnf_dist.progress import ProgressLog
 from mclnf_dist.signals.loading import load_signal_set, split_train_test
 from mclnf_dist.signals.signal_set import SignalSet
+from mclnf_dist.storage import write_atomic
 from mclnf_dist.tracking import Tracker
 
 MODALITIES = ("image", "audio", "video")
@@ -239,14 +240,8 @@ def write_outputs(
         },
         "results": [r.summary() for r in results],
     }
-    write_json_atomic(out_dir / "results.json", report)
+    write_atomic(out_dir / "results.json", json.dumps(report, indent=1))
     title = f"{cfg.data.modality}: PSNR vs adaptation steps ({test.num_signals} held-out signals)"
     plot_psnr_curves(results, out_dir / "psnr_curves.png", title)
     plot_reconstructions(results, test, out_dir / "reconstructions.png")
     return report
-
-
-def write_json_atomic(path: Path, data: dict) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(data, indent=1))
-    tmp.replace(path)

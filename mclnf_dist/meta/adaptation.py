@@ -12,9 +12,9 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-from mclnf_dist.fields.stacked_mlp import FieldConfig, Params, evaluate
+from mclnf_dist.fields.stacked_mlp import FieldConfig, Params
 from mclnf_dist.meta.fim import FimConfig
-from mclnf_dist.meta.inner_loop import loss_and_grads, per_sample_loss
+from mclnf_dist.meta.inner_loop import loss_and_grads
 
 
 @dataclass
@@ -130,9 +130,3 @@ def adapt(
         if on_step is not None:
             on_step(step, params)
     return {k: v.detach() for k, v in params.items()}
-
-
-@torch.no_grad()
-def reconstruction_mse(field: FieldConfig, params: Params, x: Tensor, y: Tensor) -> Tensor:
-    """(M, n) squared errors of every module's rows."""
-    return per_sample_loss(evaluate(field, params, x), y)

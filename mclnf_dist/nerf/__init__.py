@@ -18,9 +18,8 @@ from mclnf_dist.nerf.render import (
     partition_router,
     render_rays_routed,
     render_view,
-    save_png,
 )
-from mclnf_dist.nerf.rendering import LAST_DELTA, render_image_chunked, volume_render
+from mclnf_dist.nerf.rendering import LAST_DELTA, volume_render
 from mclnf_dist.nerf.sampling import hierarchical_samples, sample_pdf, stratified_samples
 
 __all__ = [
@@ -35,11 +34,9 @@ __all__ = [
     "near_far_from_box",
     "pack_rays",
     "partition_router",
-    "render_image_chunked",
     "render_rays_routed",
     "render_view",
     "sample_pdf",
-    "save_png",
     "stratified_samples",
     "unpack_rays",
     "volume_render",

@@ -3,23 +3,27 @@
 :class:`RadianceFieldConfig` implements the *field interface* of
 :mod:`mclnf_dist.fields.stacked_mlp` (``mlp``, ``samples_per_item``, ``rows_per_chunk``,
 ``mlp_inputs``, ``outputs``), so the inner loop, the FIM loss, meta-gradients and adaptation run
-on rays unchanged: a loss sample is a ray, and each ray puts ``S`` points through the MLP.
+on rays unchanged: a loss sample is a ray, and each ray puts ``K`` points through the MLP.
 
 Ray layout, stated once: an input row is a packed ray of 8 floats (:func:`pack_rays`)::
 
     [ origin x, y, z | unit direction x, y, z | near | far ]      (world units, e.g. metres)
 
-and its target is the ray's rgb in [0, 1]. ``S`` stratified depths in ``[near, far)`` give the
-sample points, which are mapped to ``[-1, 1]^3`` with ``scene_box`` before the MLP (bounds should
-be clipped to the box, :func:`mclnf_dist.nerf.rays.near_far_from_box`). The MLP maps a point to 4
+and its target is the ray's rgb in [0, 1]. ``S`` stratified depths in ``[near, far)``, plus ``N``
+hierarchical ones when ``num_importance_samples = N > 0`` (``K = S + N``), give the sample points,
+which are mapped to ``[-1, 1]^3`` with ``scene_box`` before the MLP (bounds should be clipped to the
+box, :func:`mclnf_dist.nerf.rays.near_far_from_box`). :func:`sample_points` and :func:`composite`
+are the one rendering path: training (:meth:`RadianceFieldConfig.mlp_inputs`) and images
+(:func:`mclnf_dist.nerf.render.render_rays_routed`) both go through them. The MLP maps a point to 4
 raw channels: density ``softplus(raw_0 + density_bias)`` and colour ``sigmoid(raw_1..3)``
-(view-independent: the procedural city is Lambertian). Densities are per unit of *normalised*
-length (world length * 2 / largest box side), so one initialisation behaves the same in any scene
-units. Compositing is :func:`mclnf_dist.nerf.rendering.volume_render` over ``background``, the
-sky colour. Every operation is out of place, so second-order MAML differentiates through it.
+(view-independent: the procedural city is Lambertian). Densities are per unit of *normalised* length
+(world length * 2 / largest box side), so one initialisation behaves the same in any scene units.
+Compositing is :func:`mclnf_dist.nerf.rendering.volume_render` over ``background``, the sky colour.
+Every operation is out of place, so second-order MAML differentiates through it.
 """
 
 import dataclasses
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import NamedTuple
 
@@ -27,9 +31,9 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from mclnf_dist.fields.stacked_mlp import FieldConfig, Params, init_params
+from mclnf_dist.fields.stacked_mlp import FieldConfig, Params, init_params, mlp_forward
 from mclnf_dist.nerf.rendering import volume_render
-from mclnf_dist.nerf.sampling import stratified_samples
+from mclnf_dist.nerf.sampling import hierarchical_samples, stratified_samples
 
 RAY_FEATURES = 8
 """Floats per packed ray: origin (3), unit direction (3), near (1), far (1)."""
@@ -37,6 +41,8 @@ POINT_FEATURES, RAW_CHANNELS = 3, 4
 
 Box = tuple[tuple[float, float, float], tuple[float, float, float]]
 UNIT_BOX: Box = ((-1.0, -1.0, -1.0), (1.0, 1.0, 1.0))
+RawFn = Callable[[Tensor], Tensor]
+"""``raw_fn(points (R, K, 3) world coordinates) -> (R, K, 4)`` raw MLP outputs at the points."""
 
 
 def default_mlp() -> FieldConfig:
@@ -56,6 +62,10 @@ class RadianceFieldConfig:
     """The per-point MLP (3 normalised coordinates -> density + rgb), shared by every module."""
     num_samples: int = 48
     """S: stratified samples per ray (about 1.5 m apart on an aerial ray through a city block)."""
+    num_importance_samples: int = 0
+    """N: extra samples per ray drawn from the S samples' rendering weights (NeRF's hierarchical
+    sampling; the same network makes the detached coarse pass), so thin surfaces get points where
+    the mass is. 0: stratified samples only."""
     perturb: bool = True
     """Jitter samples inside their bins (training); evaluation uses :meth:`for_evaluation`."""
     scene_box: Box | None = None
@@ -75,28 +85,40 @@ class RadianceFieldConfig:
 
     @property
     def samples_per_item(self) -> int:
-        """MLP rows per ray (what the FIM's Gram-matrix Fisher groups)."""
-        return self.num_samples
+        """K = S + N: MLP rows per ray (what the FIM's Gram-matrix Fisher groups)."""
+        return self.num_samples + self.num_importance_samples
 
     @property
     def rows_per_chunk(self) -> int:
         """Rays per stacked call, so one call holds about ``mlp.rows_per_chunk`` points."""
-        return max(1, self.mlp.rows_per_chunk // self.num_samples)
+        return max(1, self.mlp.rows_per_chunk // self.samples_per_item)
 
     def for_evaluation(self) -> "RadianceFieldConfig":
         """The same field with deterministic samples (no jitter)."""
         return dataclasses.replace(self, perturb=False)
 
-    def mlp_inputs(self, x: Tensor) -> tuple[Tensor, "RayAux"]:
-        """(M, n, 8) packed rays -> ((M, n*S, 3) normalised points, what :meth:`outputs` needs)."""
+    def mlp_inputs(self, x: Tensor, params: Params | None = None) -> tuple[Tensor, "RayAux"]:
+        """(M, n, 8) packed rays -> ((M, n*K, 3) normalised points, what :meth:`outputs` needs).
+
+        ``params`` (M or 1 modules) make the coarse pass of hierarchical sampling (module ``m``
+        for the rays of row ``m``); only needed when ``num_importance_samples > 0``.
+        """
         modules, rays = x.shape[0], x.shape[1]
-        t_vals, points = sample_points(self, x.reshape(-1, RAY_FEATURES))  # (M*n, S), (M*n, S, 3)
-        normalised = normalise_points(self, points).reshape(modules, rays * self.num_samples, 3)
+
+        def coarse_raw(points: Tensor) -> Tensor:  # (M*n, S, 3) -> (M*n, S, 4)
+            if params is None:
+                raise ValueError("hierarchical sampling needs the parameters for its coarse pass")
+            inputs = normalise_points(self, points).reshape(modules, -1, 3)
+            return mlp_forward(self.mlp, params, inputs).reshape(*points.shape[:-1], RAW_CHANNELS)
+
+        flat = x.reshape(-1, RAY_FEATURES)
+        t_vals, points = sample_points(self, flat, coarse_raw)  # (M*n, K), (M*n, K, 3)
+        normalised = normalise_points(self, points).reshape(modules, -1, 3)
         return normalised, RayAux(t_vals, x[..., 7].reshape(-1), modules, rays)
 
     def outputs(self, raw: Tensor, aux: "RayAux") -> Tensor:
-        """(M, n*S, 4) raw MLP outputs -> (M, n, 3) composited rgb."""
-        raw = raw.reshape(aux.modules * aux.rays, self.num_samples, RAW_CHANNELS)
+        """(M, n*K, 4) raw MLP outputs -> (M, n, 3) composited rgb."""
+        raw = raw.reshape(aux.modules * aux.rays, self.samples_per_item, RAW_CHANNELS)
         rgb = composite(self, raw, aux.t_vals, aux.far)["rgb"]
         return rgb.reshape(aux.modules, aux.rays, 3)
 
@@ -105,7 +127,7 @@ class RayAux(NamedTuple):
     """What compositing needs besides the MLP outputs."""
 
     t_vals: Tensor
-    """(R, S) world depths of the samples, R = M * n."""
+    """(R, K) world depths of the samples, R = M * n."""
     far: Tensor
     """(R,) far bound of every ray (end of the last sample's interval)."""
     modules: int
@@ -127,11 +149,25 @@ def unpack_rays(x: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor]:
     return x[..., 0:3], x[..., 3:6], x[..., 6], x[..., 7]
 
 
-def sample_points(cfg: RadianceFieldConfig, rays: Tensor) -> tuple[Tensor, Tensor]:
-    """(R, 8) packed rays -> (R, S) stratified world depths and (R, S, 3) world points."""
+def sample_points(
+    cfg: RadianceFieldConfig, rays: Tensor, coarse_raw: RawFn | None = None
+) -> tuple[Tensor, Tensor]:
+    """(R, 8) packed rays -> (R, K) sorted world depths and (R, K, 3) world points.
+
+    ``S`` stratified depths; with ``cfg.num_importance_samples = N > 0`` the field's raw outputs
+    at them (``coarse_raw``, evaluated without gradients) give rendering weights, and ``N`` more
+    depths are drawn from those weights and merged in (``K = S + N``).
+    """
     origins, directions, near, far = unpack_rays(rays)
     t_vals = stratified_samples(near, far, cfg.num_samples, rays.shape[0], cfg.perturb)
     t_vals = t_vals.to(rays.dtype)
+    if cfg.num_importance_samples > 0:
+        if coarse_raw is None:
+            raise ValueError("num_importance_samples > 0 needs the field's coarse outputs")
+        with torch.no_grad():
+            coarse = origins[:, None, :] + t_vals[..., None] * directions[:, None, :]
+            weights = composite(cfg, coarse_raw(coarse), t_vals, far)["weights"]
+        t_vals = hierarchical_samples(t_vals, weights, far, cfg.num_importance_samples, cfg.perturb)
     points = origins[:, None, :] + t_vals[..., None] * directions[:, None, :]
     return t_vals, points
 
@@ -160,11 +196,11 @@ def composite(
     """Volume-render raw MLP outputs.
 
     Args:
-        raw: (R, S, 4) raw outputs at the samples. t_vals: (R, S) world depths. far: (R,).
+        raw: (R, K, 4) raw outputs at the samples. t_vals: (R, K) world depths. far: (R,).
 
     Returns:
         dict ``rgb`` (R, 3), ``depth`` (R,) in world units (not divided by opacity), ``opacity``
-        (R,), ``weights`` (R, S).
+        (R,), ``weights`` (R, K).
     """
     density = F.softplus(raw[..., 0] + cfg.density_bias)  # (R, S)
     colour = torch.sigmoid(raw[..., 1:])  # (R, S, 3)

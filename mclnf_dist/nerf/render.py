@@ -7,12 +7,10 @@ module with :func:`mclnf_dist.fields.routing.route` (no Python loop over modules
 bounded by the chunk, not by the image.
 """
 
-import io
 from collections.abc import Callable
 
 import numpy as np
 import torch
-from PIL import Image
 from torch import Tensor
 
 from mclnf_dist.fields.routing import route
@@ -26,7 +24,6 @@ from mclnf_dist.nerf.field import (
     sample_points,
 )
 from mclnf_dist.nerf.rays import frame_rays, near_far_from_box
-from mclnf_dist.storage import atomic_write_bytes, filesystem_for
 
 RouteFn = Callable[[Tensor], Tensor]
 """``route_fn(points (P, 3) world coordinates) -> (P,) int64 module ids``."""
@@ -65,23 +62,28 @@ def render_rays_routed(
         params: stacked parameters with ``M`` modules (module ids lie in ``[0, M)``).
         origins, directions: (R, 3) rays (unit directions). near, far: scalars or (R,).
         route_fn: world points (P, 3) -> (P,) module ids.
-        chunk: rays per stacked call (``chunk * S`` points, padded per module).
+        chunk: rays per stacked call (``chunk * K`` points, padded per module).
 
     Returns:
         dict ``rgb`` (R, 3), ``depth`` (R,) world units (not divided by opacity), ``opacity`` (R,).
     """
     num_modules = next(iter(params.values())).shape[0]
-    rays = pack_rays(origins, directions, near, far)  # (R, 8)
-    pieces: dict[str, list[Tensor]] = {"rgb": [], "depth": [], "opacity": []}
-    for start in range(0, rays.shape[0], chunk):
-        part = rays[start : start + chunk]  # (r, 8)
-        t_vals, points = sample_points(cfg, part)  # (r, S), (r, S, 3)
+
+    def routed_raw(points: Tensor) -> Tensor:
+        """(r, K, 3) world points -> (r, K, 4) raw outputs, each point from its block's module."""
         flat = points.reshape(-1, 3)
         module_ids = route_fn(flat).to(device=flat.device, dtype=torch.int64)
         batch = route(normalise_points(cfg, flat), module_ids, num_modules)
         raw = mlp_forward(cfg.mlp, params, batch.x)  # (M, width, 4)
-        raw = raw.reshape(-1, RAW_CHANNELS)[batch.order]  # (r * S, 4) in input order
-        out = composite(cfg, raw.reshape(*t_vals.shape, RAW_CHANNELS), t_vals, part[:, 7])
+        raw = raw.reshape(-1, RAW_CHANNELS)[batch.order]  # (r * K, 4) in input order
+        return raw.reshape(*points.shape[:-1], RAW_CHANNELS)
+
+    rays = pack_rays(origins, directions, near, far)  # (R, 8)
+    pieces: dict[str, list[Tensor]] = {"rgb": [], "depth": [], "opacity": []}
+    for start in range(0, rays.shape[0], chunk):
+        part = rays[start : start + chunk]  # (r, 8)
+        t_vals, points = sample_points(cfg, part, routed_raw)  # (r, K), (r, K, 3)
+        out = composite(cfg, routed_raw(points), t_vals, part[:, 7])
         for key, values in pieces.items():
             values.append(out[key])
     if rays.shape[0] == 0:
@@ -91,6 +93,20 @@ def render_rays_routed(
 
 
 def render_view(
+    cfg: RadianceFieldConfig,
+    params: Params,
+    frame,
+    route_fn: RouteFn,
+    near: float = 0.0,
+    far: float | None = None,
+    chunk: int = 2048,
+    on_chunk: Callable[[int], None] | None = None,
+) -> Tensor:
+    """(H, W, 3) rgb of :func:`render_view_outputs` (the image alone)."""
+    return render_view_outputs(cfg, params, frame, route_fn, near, far, chunk, on_chunk)["rgb"]
+
+
+def render_view_outputs(
     cfg: RadianceFieldConfig,
     params: Params,
     frame,
@@ -155,19 +171,3 @@ def to_uint8(image: Tensor | np.ndarray) -> np.ndarray:
     if image.dtype == np.uint8:
         return image
     return (np.clip(np.asarray(image, dtype=np.float64), 0.0, 1.0) * 255.0).round().astype(np.uint8)
-
-
-def save_png(image: Tensor | np.ndarray, path: str) -> str:
-    """Write an (H, W, 3) float [0, 1] or uint8 image as PNG to a path or URI; returns ``path``.
-
-    Written atomically through fsspec (local folders are created; ``s3://`` works too).
-    """
-    # Imported here: storage pulls in fsspec and pyarrow, which rendering itself never needs.
-
-    pixels = image if isinstance(image, np.ndarray) and image.dtype == np.uint8 else None
-    pixels = to_uint8(image) if pixels is None else pixels
-    buffer = io.BytesIO()
-    Image.fromarray(pixels).save(buffer, format="PNG")
-    fs, target = filesystem_for(path)
-    atomic_write_bytes(fs, target, buffer.getvalue())
-    return path

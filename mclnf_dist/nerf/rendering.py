@@ -1,4 +1,4 @@
-"""Volume rendering (alpha compositing along rays) and chunked rendering of whole images.
+"""Volume rendering: alpha compositing of samples along rays.
 
 Quadrature: sample ``i`` at depth ``t_i`` stands for the interval ``[t_i, t_{i+1})``, of length
 ``delta_i``. The last sample's interval ends at ``far`` when ``far`` is given (stratified samples
@@ -10,8 +10,6 @@ extends to infinity as in the original NeRF: a ray whose last sample is inside m
     w_i     = T_i * alpha_i
     rgb     = sum_i w_i c_i + (1 - sum_i w_i) * background
 """
-
-from collections.abc import Callable
 
 import torch
 
@@ -62,47 +60,3 @@ def volume_render(
         rgb = rgb + (1.0 - opacity)[:, None] * bg
     depth = (weights * t_vals).sum(dim=-1)
     return {"rgb": rgb, "depth": depth, "opacity": opacity, "weights": weights}
-
-
-def render_image_chunked(
-    render_rays_fn: Callable[..., dict[str, torch.Tensor]],
-    origins: torch.Tensor,
-    directions: torch.Tensor,
-    chunk: int = 4096,
-    no_grad: bool = True,
-    **per_ray: torch.Tensor,
-) -> dict[str, torch.Tensor]:
-    """Render many rays ``chunk`` at a time so peak memory is bounded by the chunk, not the image.
-
-    Args:
-        render_rays_fn: ``fn(origins (r, 3), directions (r, 3), **per_ray chunks) -> dict`` of
-            tensors whose first dimension is r (e.g. a closure over a field and sampler).
-        origins, directions: (..., 3), e.g. (H*W, 3) or (H, W, 3).
-        chunk: rays per call.
-        no_grad: render without autograd (evaluation); False keeps graphs (costs memory).
-        **per_ray: extra (...,)/(..., k) tensors split alongside the rays (times, near, far).
-
-    Returns:
-        dict of the outputs concatenated and reshaped to the leading shape of ``origins``
-        (``rgb`` (..., 3), ``depth`` (...), ...). Keys whose value is not per ray are dropped.
-    """
-    lead = origins.shape[:-1]
-    flat_o, flat_d = origins.reshape(-1, 3), directions.reshape(-1, 3)
-    count = flat_o.shape[0]
-    flat_extra = {k: v.reshape(count, *v.shape[len(lead) :]) for k, v in per_ray.items()}
-    pieces: dict[str, list[torch.Tensor]] = {}
-    with torch.set_grad_enabled(not no_grad and torch.is_grad_enabled()):
-        for start in range(0, count, chunk):
-            part = slice(start, start + chunk)
-            extra = {k: v[part] for k, v in flat_extra.items()}
-            out = render_rays_fn(flat_o[part], flat_d[part], **extra)
-            rows = flat_o[part].shape[0]
-            for key, value in out.items():
-                if isinstance(value, torch.Tensor) and value.ndim > 0 and value.shape[0] == rows:
-                    pieces.setdefault(key, []).append(value)
-    result = {}
-    for key, values in pieces.items():
-        if sum(v.shape[0] for v in values) == count:
-            joined = torch.cat(values, dim=0)
-            result[key] = joined.reshape(*lead, *joined.shape[1:])
-    return result

@@ -37,7 +37,7 @@ from mclnf_dist.storage import (
     join,
     read_json,
     remove_stale_temporaries,
-    write_json_atomic,
+    write_atomic,
 )
 
 log = logging.getLogger(__name__)
@@ -106,7 +106,7 @@ def write_chunk(
         records.append(write_shard(fs, root, block, chunk, columns, opts))
         if opts.fail_chunk == chunk:
             raise RuntimeError(f"injected failure in chunk {chunk} after writing one shard")
-    write_json_atomic(fs, join(root, CHUNK_DIR, f"chunk-{chunk:05d}.json"), records)
+    write_atomic(join(root, CHUNK_DIR, f"chunk-{chunk:05d}.json"), records, fs=fs)
     return records
 
 
@@ -163,7 +163,7 @@ def ingest_scene(scene_root: str, uri: str, options: IngestOptions | None = None
             recorded = read_json(fs, path)
             check_compatible(path, {k: recorded.get(k) for k in intent}, intent)
     if not fs.exists(intent_path):
-        write_json_atomic(fs, intent_path, intent)
+        write_atomic(intent_path, intent, fs=fs)
     remove_stale_temporaries(fs, root)
 
     # The partition comes from the cameras of ALL splits, so the train and the test split of a
@@ -180,7 +180,7 @@ def ingest_scene(scene_root: str, uri: str, options: IngestOptions | None = None
         opts.time_slices,
     )
     if not fs.exists(join(root, PARTITION_FILE)):
-        write_json_atomic(fs, join(root, PARTITION_FILE), partition.to_dict())
+        write_atomic(join(root, PARTITION_FILE), partition.to_dict(), fs=fs)
 
     step = max(1, opts.frames_per_chunk)
     chunks = {c: list(range(s, min(s + step, len(scene.frames)))) for c, s in
@@ -208,7 +208,7 @@ def ingest_scene(scene_root: str, uri: str, options: IngestOptions | None = None
         block_rows[record["block"]] += record["rows"]
     source = {"scene": str(Path(scene.root).resolve()), **source}
     manifest = Manifest(partition, block_rows, shards, source, opts.fingerprint())
-    write_json_atomic(fs, manifest_path, manifest.to_dict())  # LAST: marks the store complete
+    write_atomic(manifest_path, manifest.to_dict(), fs=fs)  # LAST: marks the store complete
     return manifest
 
 

@@ -30,11 +30,10 @@ import pyarrow.parquet as pq
 from mclnf_dist.errors import MclnfError
 from mclnf_dist.scenes.partition import PARTITION_FILE, BlockPartition
 from mclnf_dist.storage import (
-    atomic_write_bytes,
     filesystem_for,
     join,
     read_json,
-    write_json_atomic,
+    write_atomic,
 )
 
 SCHEMA_VERSION = 1
@@ -88,8 +87,8 @@ class IngestOptions:
     """Points along [near, far] tested for block membership."""
     shuffle_rows: bool = True
     """Store each shard's rows in a random order, seeded by (block, chunk) so a re-run writes the
-    same bytes: streaming readers then shuffle with cheap contiguous reads. Stores written before
-    this option existed (unshuffled) are read correctly, but their batches are less random."""
+    same bytes: streaming readers then shuffle with cheap contiguous reads. Unshuffled stores are
+    read correctly too, but their batches are less random."""
     rows_per_group: int = 65536
     """Parquet row-group size: the unit a streaming reader reads and shuffles."""
     frames_per_chunk: int = 8
@@ -235,7 +234,7 @@ def write_shard(
     table = rays_table(columns)
     data = encode_shard(table, opts.rows_per_group, opts.compression)
     name = shard_name(block, chunk)
-    atomic_write_bytes(fs, join(root, name), data)
+    write_atomic(join(root, name), data, fs=fs)
     return {
         "block": block,
         "chunk": chunk,
@@ -270,6 +269,6 @@ def write_store(
     for record in records:
         block_rows[record["block"]] += record["rows"]
     manifest = Manifest(partition, block_rows, records, source or {}, opts.fingerprint())
-    write_json_atomic(fs, join(root, PARTITION_FILE), partition.to_dict())
-    write_json_atomic(fs, join(root, MANIFEST_FILE), manifest.to_dict())
+    write_atomic(join(root, PARTITION_FILE), partition.to_dict(), fs=fs)
+    write_atomic(join(root, MANIFEST_FILE), manifest.to_dict(), fs=fs)
     return manifest

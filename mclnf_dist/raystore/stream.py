@@ -16,9 +16,10 @@ randomises every epoch (seeded by ``(seed, epoch)``) at three levels:
    thus holds >= 8 pieces from random row groups (shards) of the window.
 
 What is not random: the rows inside a piece keep their stored (already random) order. Every ray
-comes exactly once per epoch; ``shuffle=False`` gives the stored order. A store written before
-``shuffle_rows`` existed (its manifest options lack it) is read just as correctly, but its pieces
-are runs of consecutive pixels of one frame, so batches are far less random (a warning says so).
+comes exactly once per epoch; ``shuffle=False`` gives the stored order. A store whose rows were
+not shuffled at ingest (``shuffle_rows`` off, or absent from its manifest) is read just as
+correctly, but its pieces are runs of consecutive pixels of one frame, so batches are far less
+random (a warning says so).
 
 No per-row gather: each batch column is one ``np.concatenate`` of its pieces' slices of the
 decoded (zero-copy) Arrow buffers, cast to the training dtype in the same copy. Two background
@@ -82,7 +83,7 @@ class BlockReader:
             [-(-r["rows"] // r["row_groups"]) for r in self.records if r["row_groups"]] or [1]
         )
         self.pre_shuffled = bool(self.manifest.options.get("shuffle_rows", False))
-        """Rows stored in random order (stores written before ``shuffle_rows`` are not)."""
+        """Rows stored in random order (``shuffle_rows`` in the manifest; absent means no)."""
         self._opened: dict[int, list] = {}
         self._lock = threading.Lock()  # windows are built on several threads
 
@@ -378,7 +379,7 @@ def stream_block_rays(
     if shuffle and not reader.pre_shuffled and uri not in _warned_unshuffled:
         _warned_unshuffled.add(uri)
         log.warning(
-            "the rows of %s were stored unshuffled (written before IngestOptions.shuffle_rows): "
+            "the rows of %s are stored unshuffled (IngestOptions.shuffle_rows off or unrecorded): "
             "batches are runs of %d consecutive stored rays; re-ingest for random batches",
             uri,
             piece,

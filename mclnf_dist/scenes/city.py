@@ -36,11 +36,10 @@ from mclnf_dist.nerf.rays import camera_rays
 from mclnf_dist.scenes.city_geometry import CityLayout, make_layout
 from mclnf_dist.scenes.city_render import SKY_COLOR, phase_lighting, shade_rays
 from mclnf_dist.storage import (
-    atomic_write_bytes,
     filesystem_for,
     join,
     read_json,
-    write_json_atomic,
+    write_atomic,
 )
 
 log = logging.getLogger(__name__)
@@ -208,7 +207,7 @@ def write_png(fs, path: str, image: np.ndarray) -> None:
     """Atomically write uint8 (H, W, 3) ``image`` as PNG (same pixels give the same bytes)."""
     buffer = io.BytesIO()
     Image.fromarray(image).save(buffer, format="PNG")
-    atomic_write_bytes(fs, path, buffer.getvalue())
+    write_atomic(path, buffer.getvalue(), fs=fs)
 
 
 def make_city(out_dir: str, cfg: CityConfig) -> str:
@@ -264,7 +263,7 @@ def make_city(out_dir: str, cfg: CityConfig) -> str:
         "up_axis": "z", "units": "metres", "frames": frames, "generator": generator,
         **{f"{split}_filenames": names for split, names in filenames.items()},
     }  # fmt: skip
-    write_json_atomic(fs, transforms, meta)
+    write_atomic(transforms, meta, fs=fs)
     seconds = time.perf_counter() - started
     rays = len(frames) * cfg.width * cfg.height
     log.info("city: %d frames, %d rays in %.1f s (%.0f rays/s)", len(frames), rays, seconds,

@@ -27,7 +27,7 @@ from dataclasses import asdict, dataclass
 import numpy as np
 
 from mclnf_dist.errors import MclnfError
-from mclnf_dist.storage import filesystem_for, join, read_json, write_json_atomic
+from mclnf_dist.storage import filesystem_for, join, read_json, write_atomic
 
 PARTITION_FILE = "partition.json"
 AXES = {"x": 0, "y": 1, "z": 2}
@@ -230,7 +230,7 @@ class BlockPartition:
         """Atomically write ``root_uri/partition.json``; returns its path."""
         fs, root = filesystem_for(root_uri)
         path = join(root, PARTITION_FILE)
-        write_json_atomic(fs, path, self.to_dict())
+        write_atomic(path, self.to_dict(), fs=fs)
         return path
 
 

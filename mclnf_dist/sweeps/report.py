@@ -14,6 +14,8 @@ from typing import Any
 
 import matplotlib
 
+from mclnf_dist.evaluation.tables import format_table
+
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
@@ -122,19 +124,13 @@ def header(keys: list[str], adapt_step: int) -> list[str]:
 
 def text_table(rows: list[TrialRow], keys: list[str], adapt_step: int, title: str) -> str:
     """The table printed at the end of a sweep (``*`` marks the best trial)."""
-    head = header(keys, adapt_step)
     body = table_rows(rows, keys, best_row(rows))
-    widths = [max(len(x) for x in col) for col in zip(head, *body, strict=True)]
-    line = "  ".join(h.ljust(w) for h, w in zip(head, widths, strict=True))
-    lines = ["  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)) for r in body]
-    return "\n".join([title, line, "-" * len(line), *lines])
+    return f"{title}\n" + format_table(header(keys, adapt_step), body, markdown=False)
 
 
 def markdown_table(rows: list[TrialRow], keys: list[str], adapt_step: int) -> str:
-    head = header(keys, adapt_step)
-    body = table_rows(rows, keys, best_row(rows))
-    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
-    return "\n".join(lines + ["| " + " | ".join(r) + " |" for r in body])
+    """The same table as :func:`text_table`, in markdown, for ``results.md``."""
+    return format_table(header(keys, adapt_step), table_rows(rows, keys, best_row(rows)))
 
 
 def grouped_table(rows: list[TrialRow], keys: list[str], adapt_step: int) -> str:
@@ -146,6 +142,8 @@ def grouped_table(rows: list[TrialRow], keys: list[str], adapt_step: int) -> str
             groups.setdefault(tuple(row.params.get(k) for k in keys), []).append(row)
 
     def stats(values: list[float]) -> str:
+        if not values:  # e.g. no trial of the group reported a one-step PSNR
+            return "-"
         mean = sum(values) / len(values)
         return (
             f"{mean:.2f}"
@@ -154,7 +152,7 @@ def grouped_table(rows: list[TrialRow], keys: list[str], adapt_step: int) -> str
         )
 
     head = [*keys, f"val PSNR@{adapt_step}", "val PSNR@1", "trials"]
-    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    lines = []
     for key in sorted(groups, key=lambda k: tuple(str(v) if v is None else v for v in k)):
         group = groups[key]
         cells = [
@@ -163,8 +161,8 @@ def grouped_table(rows: list[TrialRow], keys: list[str], adapt_step: int) -> str
             stats([r.val_psnr_step1 for r in group if r.val_psnr_step1 is not None]),
             str(len(group)),
         ]
-        lines.append("| " + " | ".join(cells) + " |")
-    return "\n".join(lines)
+        lines.append(cells)
+    return format_table(head, lines)
 
 
 def write_csv(rows: list[TrialRow], keys: list[str], path: Path) -> None:

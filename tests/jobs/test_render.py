@@ -2,7 +2,6 @@
 
 import json
 from pathlib import Path
-from types import SimpleNamespace
 
 import av
 import numpy as np
@@ -11,9 +10,9 @@ import torch
 from PIL import Image
 
 from mclnf_dist.cli import main as mclnf
-from mclnf_dist.jobs.city_outputs import save_city_model
 from mclnf_dist.nerf.field import field_for_scene, init_radiance_params
 from mclnf_dist.scenes.city import CityConfig, make_city
+from mclnf_dist.scenes.city_model import save_city_model
 from mclnf_dist.scenes.partition import BlockPartition
 from mclnf_dist.scenes.scene import load_scene
 
@@ -27,8 +26,10 @@ def model(tmp_path_factory) -> Path:
     partition = BlockPartition.from_cameras(scene.camera_centers(), 2, 1)
     field = field_for_scene(scene)
     params = init_radiance_params(field, 2, torch.Generator().manual_seed(0))
-    city = SimpleNamespace(partition=partition, block_order=[0, 1], scene_root=scene_root)
-    save_city_model(root / "city_model", "blocks-meta", field, params, city, True)
+    scene_info = {"root": scene_root, "options": {}}
+    save_city_model(
+        str(root / "city_model"), "blocks-meta", field, params, partition, [0, 1], True, scene_info
+    )
     return root / "city_model"
 
 

@@ -93,7 +93,7 @@ class ThreePointField(FieldConfig):
 
     samples_per_item = 3
 
-    def mlp_inputs(self, x):
+    def mlp_inputs(self, x, params=None):
         offsets = torch.tensor([0.0, 0.1, 0.2])[:, None]
         points = x[..., None, :] + offsets  # (M, n, 3, d)
         return points.reshape(x.shape[0], -1, x.shape[-1]), None

@@ -4,7 +4,7 @@ import math
 
 import torch
 
-from mclnf_dist.nerf.rendering import render_image_chunked, volume_render
+from mclnf_dist.nerf.rendering import volume_render
 from mclnf_dist.nerf.sampling import hierarchical_samples, sample_pdf, stratified_samples
 
 
@@ -75,23 +75,3 @@ def test_sample_pdf_without_mass_spreads_over_range():
     samples = sample_pdf(edges, torch.zeros(3, 8), 32)
     assert samples.min() >= 2.0 and samples.max() <= 6.0
     assert (samples[:, 0] < 2.2).all() and (samples[:, -1] > 5.8).all()
-
-
-def test_chunked_rendering_equals_unchunked():
-    generator = torch.Generator().manual_seed(0)
-    origins = torch.randn(6, 5, 3, generator=generator)
-    directions = torch.nn.functional.normalize(torch.randn(6, 5, 3, generator=generator), dim=-1)
-    times = torch.rand(6, 5, generator=generator)
-
-    def render_rays(o, d, time):
-        t = stratified_samples(0.5, 4.0, 32, num_rays=o.shape[0])
-        points = o[:, None] + t[..., None] * d[:, None]  # (r, S, 3)
-        densities = points.norm(dim=-1) * (1 + time[:, None])
-        colors = torch.sigmoid(points)
-        return volume_render(densities, colors, t, background=0.5, far=4.0)
-
-    whole = render_rays(origins.reshape(-1, 3), directions.reshape(-1, 3), times.reshape(-1))
-    chunked = render_image_chunked(render_rays, origins, directions, chunk=7, time=times)
-    assert chunked["rgb"].shape == (6, 5, 3) and chunked["weights"].shape == (6, 5, 32)
-    for key, value in whole.items():
-        torch.testing.assert_close(chunked[key].reshape(value.shape), value)

@@ -1,0 +1,111 @@
+"""The saved city model: every block's module, the partition that routes points to them and the
+radiance field, which is all it takes to render any view of the city again.
+
+A model folder (a local path or any fsspec URI) holds ``partition.json`` (shared by the methods
+of one run) and one ``<method>.pt`` per method: a ``torch.save`` dict of ``params`` (stacked, on
+the CPU), ``block_order`` (module ``i`` serves block ``block_order[i]``), ``field`` (the
+:class:`RadianceFieldConfig` as a dict) and ``modular`` (False: one network serves every block).
+:func:`load_city_model` is the one reader; the city job renders its pictures through it, so the
+saved model is exactly what the pictures show. It lives with the scenes, not in :mod:`nerf`,
+because routing needs the block partition (scenes depend on nerf, not the other way round).
+"""
+
+import dataclasses
+import io
+from collections.abc import Callable
+from typing import NamedTuple
+
+import torch
+from torch import Tensor
+
+from mclnf_dist.errors import MclnfError
+from mclnf_dist.fields.stacked_mlp import FieldConfig, Params
+from mclnf_dist.nerf.field import RadianceFieldConfig
+from mclnf_dist.nerf.render import RouteFn, partition_router, render_view
+from mclnf_dist.scenes.partition import BlockPartition, load_partition
+from mclnf_dist.storage import filesystem_for, join, write_atomic
+
+
+class CityModel(NamedTuple):
+    """A trained city, ready to render: ``model.render(frame, near, far)``."""
+
+    field: RadianceFieldConfig
+    params: Params
+    """Stacked parameters, one module per block in arrival order (one module if not modular)."""
+    route: RouteFn
+    """World points (P, 3) -> (P,) module ids."""
+    scene: dict
+    """How to read the scene it was trained on again: ``root`` and the
+    :func:`~mclnf_dist.scenes.scene.load_scene` options (``{}`` when not recorded)."""
+
+    def render(
+        self,
+        frame,
+        near: float = 0.0,
+        far: float | None = None,
+        chunk: int = 2048,
+        on_chunk: Callable[[int], None] | None = None,
+    ) -> Tensor:
+        """(H, W, 3) rgb of ``frame`` (see :func:`~mclnf_dist.nerf.render.render_view`)."""
+        return render_view(self.field, self.params, frame, self.route, near, far, chunk, on_chunk)
+
+
+def module_router(partition: BlockPartition, block_order: list[int], modular: bool) -> RouteFn:
+    """Route a 3-D point to its block's module (position in arrival order); one net: module 0."""
+    by_block = torch.zeros(partition.num_blocks, dtype=torch.int64)
+    for position, block in enumerate(block_order):
+        by_block[block] = position
+    route_blocks = partition_router(partition)
+
+    def route(points: Tensor) -> Tensor:
+        if not modular:
+            return torch.zeros(points.shape[0], dtype=torch.int64, device=points.device)
+        return by_block.to(points.device)[route_blocks(points)]
+
+    return route
+
+
+def save_city_model(
+    folder: str,
+    method: str,
+    field: RadianceFieldConfig,
+    params: Params,
+    partition: BlockPartition,
+    block_order: list[int],
+    modular: bool,
+    scene: dict | None = None,
+) -> str:
+    """Write ``folder/partition.json`` and ``folder/<method>.pt`` atomically; returns the latter.
+
+    ``scene``: ``{"root": scene folder, "options": load_scene options}`` (what ``mclnf render``
+    reads held-out cameras and intrinsics from)."""
+    partition.save(folder)
+    state = {
+        "params": {k: v.detach().cpu() for k, v in params.items()},
+        "block_order": list(block_order),
+        "field": dataclasses.asdict(field),
+        "modular": modular,
+        "scene": scene or {},
+    }
+    buffer = io.BytesIO()
+    torch.save(state, buffer)
+    fs, root = filesystem_for(folder)
+    path = join(root, f"{method}.pt")
+    write_atomic(path, buffer.getvalue(), fs=fs)
+    return path
+
+
+def load_city_model(folder: str, method: str) -> CityModel:
+    """The city model ``method`` saved in ``folder`` by :func:`save_city_model`."""
+    fs, root = filesystem_for(folder)
+    path = join(root, f"{method}.pt")
+    try:
+        with fs.open(path, "rb") as handle:
+            state = torch.load(io.BytesIO(handle.read()), weights_only=True)
+    except FileNotFoundError as err:
+        raise MclnfError(f"no saved city model {method!r} in {folder}") from err
+    field = dict(state["field"])
+    field["mlp"] = FieldConfig(**field["mlp"])
+    route = module_router(load_partition(folder), state["block_order"], state["modular"])
+    scene = state.get("scene", {})
+    return CityModel(RadianceFieldConfig(**field), state["params"], route, scene)
