@@ -15,7 +15,7 @@ from pathlib import Path
 
 import torch
 
-from mclnf_dist.config import describe, parse_config, to_dict
+from mclnf_dist.config import describe, json_ready, parse_config, to_dict
 from mclnf_dist.device import pick_device
 from mclnf_dist.distributed.block_training import BlockTrainingConfig
 from mclnf_dist.distributed.checkpoints import CheckpointStore
@@ -36,6 +36,7 @@ from mclnf_dist.jobs.city_data import (
     prepare_city,
     scene_options,
 )
+from mclnf_dist.jobs.city_extend import extend_city
 from mclnf_dist.jobs.city_outputs import held_out_psnr, render_and_save, write_city_outputs
 from mclnf_dist.jobs.init_asset import load_init, locate, save_init
 from mclnf_dist.meta.adaptation import AdaptConfig
@@ -45,6 +46,7 @@ from mclnf_dist.meta.methods import MethodSpec, get_method
 from mclnf_dist.nerf.field import RadianceFieldConfig, field_for_scene, init_radiance_params
 from mclnf_dist.progress import ProgressLog, quiet_logs
 from mclnf_dist.scenes.scene import Scene
+from mclnf_dist.storage import write_atomic
 from mclnf_dist.tracking import Tracker
 
 
@@ -85,6 +87,10 @@ class CityExperimentConfig:
     workers: int = -1
     """Continual-phase methods as parallel Ray tasks when > 1; -1: on CPU yes, on a GPU no."""
     seed: int = 0
+    extend: str = ""
+    """A saved city model (``<city_model folder>/<name>``) to extend with ``--data.scene``'s new
+    captures: only their new blocks are trained (from the model's ``theta_0``), the model's own
+    blocks stay bit-identical. Empty: a full run."""
     verbose: bool = False
     """Show Ray's and Ray Train's own logs (controller, per-round reports) besides progress."""
 
@@ -110,6 +116,8 @@ def run_city(cfg: CityExperimentConfig) -> dict:
     if cfg.meta.init_from:
         locate(cfg.meta.init_from, "mse", cfg.tracking_uri)  # before any work
     ensure_ray(worker_logs=cfg.verbose)
+    if cfg.extend:
+        return run_extension(cfg, storage, device, log)
     city = prepare_city(cfg.data, log, cfg.field.scene_box)
     if any(s.meta_learned for s in specs):
         check_workers(cfg.train.num_workers, city.meta_blocks)  # before any run is tracked
@@ -162,6 +170,32 @@ def run_city(cfg: CityExperimentConfig) -> dict:
             f"{scores['heldout_image_psnr']:.2f} dB, SSIM {scores['heldout_image_ssim']:.3f}; "
             f"steps to the other init's final probe PSNR: {reach}"
         )
+    log.info(f"wrote {out}; MLflow run {report['mlflow_run_id']}")
+    return report
+
+
+def run_extension(
+    cfg: CityExperimentConfig, storage: str, device: torch.device, log: ProgressLog
+) -> dict:
+    """The ``--extend`` run: new blocks added to a saved city model, tracked like a full run."""
+    parallel = cfg.workers > 1 or (cfg.workers == -1 and device.type == "cpu")
+    name = f"{cfg.run_name}-extend-{time.strftime('%Y%m%d-%H%M%S')}"
+    with Tracker(cfg.experiment, name, cfg.tracking_uri or None, {"job": "city_extend"}) as tracker:
+        tracker.log_params(to_dict(cfg))
+        report = extend_city(cfg, storage, parallel, log)
+        log_block_phase(tracker, report)
+        out = Path(cfg.data.work_dir)
+        write_atomic(str(out / "extension.json"), json_ready(report))
+        for path in sorted((out / "city_model").iterdir()):
+            tracker.log_artifact(path, "city_model")
+        report["mlflow_run_id"] = tracker.run_id
+    scores = report["inits"]["meta"]
+    print(
+        f"extended city model: blocks {report['kept_blocks']} kept, "
+        f"{len(report['inits']['meta']['per_block_psnr'])} blocks seen in the new held-out views; "
+        f"held-out images PSNR {scores['heldout_image_psnr']:.2f} dB, "
+        f"SSIM {scores['heldout_image_ssim']:.3f}"
+    )
     log.info(f"wrote {out}; MLflow run {report['mlflow_run_id']}")
     return report
 
@@ -234,26 +268,41 @@ def meta_train_all(
     for key in sorted({meta_key(s) for s in specs if s.meta_learned}):
         if cfg.meta.init_from:
             inits[key] = loaded_init(cfg, key, random_init, log)
-            continue
-        log.info(
-            f"meta-training theta_0 ({key} inner loss) on blocks {city.meta_blocks} with "
-            f"{cfg.train.num_workers} workers, {cfg.train.rounds} rounds"
-        )
-        job = worker_job(cfg, key, field_cfg, city, storage)
-        theta0, history = meta_train_distributed(
-            job,
-            cfg.train,
-            random_init,
-            cfg.meta.outer_lr,
-            cfg.meta.grad_clip,
-            f"{cfg.run_name}-{key}",
-            storage,
-        )
-        for round_, metrics in enumerate(history, start=1):
-            tracker.log_metrics({f"meta_{key}_{k}": v for k, v in metrics.items()}, round_)
-        save_init(cfg.data.work_dir, key, theta0, field_cfg)  # the asset a later job can load
-        inits[key] = theta0
+        else:
+            inits[key] = meta_train_objective(cfg, key, field_cfg, city, storage, tracker, log)
+        # theta_0 travels with the city model: a later job can start from it or extend the model
+        save_init(Path(cfg.data.work_dir) / "city_model", key, inits[key], field_cfg)
     return inits
+
+
+def meta_train_objective(
+    cfg: CityExperimentConfig,
+    key: str,
+    field_cfg: RadianceFieldConfig,
+    city: CityData,
+    storage: str,
+    tracker: Tracker,
+    log: ProgressLog,
+) -> Params:
+    """``theta_0`` of one meta-objective, meta-trained on Ray Train (resumable by run name)."""
+    log.info(
+        f"meta-training theta_0 ({key} inner loss) on blocks {city.meta_blocks} with "
+        f"{cfg.train.num_workers} workers, {cfg.train.rounds} rounds"
+    )
+    random_init = init_radiance_params(field_cfg, 1, torch.Generator().manual_seed(cfg.seed))
+    job = worker_job(cfg, key, field_cfg, city, storage)
+    theta0, history = meta_train_distributed(
+        job,
+        cfg.train,
+        random_init,
+        cfg.meta.outer_lr,
+        cfg.meta.grad_clip,
+        f"{cfg.run_name}-{key}",
+        storage,
+    )
+    for round_, metrics in enumerate(history, start=1):
+        tracker.log_metrics({f"meta_{key}_{k}": v for k, v in metrics.items()}, round_)
+    return theta0
 
 
 def loaded_init(cfg: CityExperimentConfig, key: str, like: Params, log: ProgressLog) -> Params:

@@ -57,10 +57,15 @@ def block_phase(
     seed: int,
     parallel: bool,
     log: ProgressLog,
+    frozen: tuple[Params, list[int]] | None = None,
 ) -> dict:
     """Train, save and score the city model of every init in ``inits`` (``meta``, ``random``).
 
-    Returns the JSON-able block-phase report (also written as ``block_training.json``).
+    Args:
+        frozen: (stacked params, their blocks) of modules kept as they are (an extended city
+            model's old blocks): they come first in every saved model, bit-identical.
+
+    Returns the JSON-able block-phase report.
     """
     tasks = [
         BlockTask(
@@ -83,19 +88,22 @@ def block_phase(
     )
     results = train_blocks(tasks, log, parallel)
     test_scene = city.load_scene("test")
-    router = module_router(city.partition, city.block_order, modular=True)
+    order = (frozen[1] if frozen else []) + list(city.block_order)
+    router = module_router(city.partition, order, modular=True)
     report: dict = {"steps": block_cfg.steps, "batch_rays": block_cfg.batch_rays, "inits": {}}
     curves = {}
     for name in inits:
         mine = [r for r in results if r.init_name == name]
         params = stack_modules(mine, city.block_order)
+        if frozen is not None:
+            params = {k: torch.cat([frozen[0][k], v]) for k, v in params.items()}
         save_city_model(
             str(out / "city_model"),
             f"blocks-{name}",
             field_cfg,
             params,
             city.partition,
-            city.block_order,
+            order,
             True,
             scene_record(city),
         )

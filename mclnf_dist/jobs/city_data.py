@@ -88,11 +88,14 @@ def scene_options(cfg: CityDataConfig, scene_box=None) -> dict:
     }
 
 
-def prepare_city(cfg: CityDataConfig, log, scene_box=None) -> CityData:
+def prepare_city(
+    cfg: CityDataConfig, log, scene_box=None, partition: BlockPartition | None = None
+) -> CityData:
     """Generate (if needed) and ingest (idempotently) the city; choose the blocks.
 
     ``scene_box`` (the field's explicit box, or None) replaces the scene's for ingest too, so rays
-    are clipped to the very box the field normalises with."""
+    are clipped to the very box the field normalises with. ``partition``: cut the rays into these
+    blocks (an extended city model's) instead of a grid over the scene's cameras."""
 
     work = Path(cfg.work_dir)
     scene_root = cfg.scene
@@ -124,7 +127,7 @@ def prepare_city(cfg: CityDataConfig, log, scene_box=None) -> CityData:
         ingest = IngestOptions(
             blocks_x=cfg.blocks_x, blocks_y=cfg.blocks_y, split=split, progress=False, **options
         )
-        manifest = ingest_scene(scene_root, uris[split], ingest)
+        manifest = ingest_scene(scene_root, uris[split], ingest, partition)
         log.info(
             f"{split} rays in {uris[split]}: {sum(manifest.block_rows.values())} "
             f"({manifest.partition.num_blocks} blocks)"

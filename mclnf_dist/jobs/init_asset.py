@@ -1,10 +1,11 @@
 """``theta_0`` as an asset: saved with every run, loadable by a later job.
 
-A meta-learned init is written beside the run's results as ``theta0-<objective>.pt`` (and logged
-to the run's MLflow artifacts under ``results/``), with the field it belongs to. A later job
-names one with ``--meta.init-from``: a file, a folder holding it, an ``s3://`` URI, or an MLflow
-run (``mlflow:<run id>``), so a new scene, or one with too few blocks to meta-train on, starts
-from an init learned elsewhere instead of meta-training its own.
+A meta-learned init is written into the run's city model folder as ``theta0-<objective>.pt``
+(logged to the run's MLflow artifacts under ``city_model/``), with the field it belongs to. A
+later job names one with ``--meta.init-from``: a file, a folder holding it, an ``s3://`` URI,
+or an MLflow run (``mlflow:<run id>``), so a new scene, or one with too few blocks to
+meta-train on, starts from an init learned elsewhere instead of meta-training its own; an
+extension of the city model (``--extend``) starts its new blocks from it.
 """
 
 import dataclasses
@@ -52,12 +53,12 @@ def locate(source: str, key: str, tracking_uri: str = "") -> str:
         try:
             return mlflow.artifacts.download_artifacts(
                 run_id=run_id,
-                artifact_path=f"results/{asset_name(key)}",
+                artifact_path=f"city_model/{asset_name(key)}",
                 tracking_uri=resolve_tracking_uri(tracking_uri or None),
             )
         except Exception as err:  # MLflow raises several types for a missing run or artifact
             raise MclnfError(
-                f"--meta.init-from {source}: no results/{asset_name(key)} in that MLflow run "
+                f"--meta.init-from {source}: no city_model/{asset_name(key)} in that MLflow run "
                 f"({str(err).splitlines()[0]})"
             ) from None
     fs, path = filesystem_for(source)

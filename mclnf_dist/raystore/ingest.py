@@ -137,11 +137,18 @@ def done_chunks(fs, root: str) -> dict[int, list[dict]]:
     return done
 
 
-def ingest_scene(scene_root: str, uri: str, options: IngestOptions | None = None) -> Manifest:
+def ingest_scene(
+    scene_root: str,
+    uri: str,
+    options: IngestOptions | None = None,
+    partition: BlockPartition | None = None,
+) -> Manifest:
     """Ingest the posed images of ``scene_root`` into a ray store at ``uri``; returns its manifest.
 
     One Ray task per chunk of ``frames_per_chunk`` frames (``ray.init()`` only if Ray is not
     running). Re-running is safe: complete identical output is a no-op, an interrupted run resumes.
+    ``partition``: cut the rays into these blocks (an extended city model's) instead of a grid
+    over the scene's cameras.
     """
 
     opts = options or IngestOptions()
@@ -157,6 +164,8 @@ def ingest_scene(scene_root: str, uri: str, options: IngestOptions | None = None
     }
     # Not the scene's path: it may differ between machines; its transforms fingerprint may not.
     intent = {"schema_version": SCHEMA_VERSION, "source": source, "options": opts.fingerprint()}
+    if partition is not None:
+        intent["partition"] = partition.to_dict()
     manifest_path, intent_path = join(root, MANIFEST_FILE), join(root, INTENT_FILE)
     for path in (manifest_path, intent_path):
         if fs.exists(path):
@@ -168,17 +177,17 @@ def ingest_scene(scene_root: str, uri: str, options: IngestOptions | None = None
 
     # The partition comes from the cameras of ALL splits, so the train and the test split of a
     # scene, ingested separately, are cut into the very same blocks.
-    every = load_scene(scene_root, "all", **scene_options(opts))
-    times = np.array([f.time for f in every.frames])
-    partition = BlockPartition.from_cameras(
-        every.camera_centers(),
-        opts.blocks_x,
-        opts.blocks_y,
-        opts.overlap,
-        opts.up_axis,
-        times,
-        opts.time_slices,
-    )
+    if partition is None:
+        every = load_scene(scene_root, "all", **scene_options(opts))
+        partition = BlockPartition.from_cameras(
+            every.camera_centers(),
+            opts.blocks_x,
+            opts.blocks_y,
+            opts.overlap,
+            opts.up_axis,
+            np.array([f.time for f in every.frames]),
+            opts.time_slices,
+        )
     if not fs.exists(join(root, PARTITION_FILE)):
         write_atomic(join(root, PARTITION_FILE), partition.to_dict(), fs=fs)
 

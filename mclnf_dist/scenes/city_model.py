@@ -37,6 +37,10 @@ class CityModel(NamedTuple):
     scene: dict
     """How to read the scene it was trained on again: ``root`` and the
     :func:`~mclnf_dist.scenes.scene.load_scene` options (``{}`` when not recorded)."""
+    block_order: list[int]
+    """Module ``i`` serves block ``block_order[i]``."""
+    modular: bool
+    """False: one network serves every block."""
 
     def render(
         self,
@@ -108,4 +112,11 @@ def load_city_model(folder: str, method: str) -> CityModel:
     field["mlp"] = FieldConfig(**field["mlp"])
     route = module_router(load_partition(folder), state["block_order"], state["modular"])
     scene = state.get("scene", {})
-    return CityModel(RadianceFieldConfig(**field), state["params"], route, scene)
+    return CityModel(
+        RadianceFieldConfig(**field),
+        state["params"],
+        route,
+        scene,
+        list(state["block_order"]),
+        bool(state["modular"]),
+    )

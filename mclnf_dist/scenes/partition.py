@@ -115,6 +115,27 @@ class BlockPartition:
             time_range=time_range,
         )
 
+    def extended(self, positions: np.ndarray, blocks_x: int, blocks_y: int) -> "BlockPartition":
+        """This partition plus a ``blocks_x x blocks_y`` grid over new cameras (a new area).
+
+        The existing blocks keep their ids and centroids; the new ones get the ids after them.
+        ``grid_shape`` becomes ``(blocks, 1)`` (the blocks are no longer one grid) and the margin
+        the smaller of the two.
+        """
+        if self.time_slices != 1:
+            raise MclnfError("extending a time-sliced partition with a new area is not supported")
+        new = BlockPartition.from_cameras(positions, blocks_x, blocks_y, up_axis=self.up_axis)
+        centroids = np.concatenate([self.centroids, new.centroids])
+        low = np.minimum(self.bounds[0], new.bounds[0])
+        bounds = np.stack([low, np.maximum(self.bounds[1], new.bounds[1])])
+        return BlockPartition(
+            centroids=centroids,
+            grid_shape=(len(centroids), 1),
+            bounds=bounds,
+            margin=min(self.margin, new.margin),
+            up_axis=self.up_axis,
+        )
+
     @property
     def num_space_blocks(self) -> int:
         """S: spatial blocks (grid cells)."""

@@ -22,7 +22,7 @@ def test_saved_init_loads_from_file_folder_and_mlflow_run(tmp_path, mlflow_uri):
         loaded = load_init(source, "mse", like)
         assert all(torch.equal(loaded[k], theta0[k]) for k in theta0)
     with Tracker("assets", "writer", mlflow_uri) as tracker:
-        tracker.log_artifact(path, "results")
+        tracker.log_artifact(path, "city_model")
     loaded = load_init(f"mlflow:{tracker.run_id}", "mse", like, mlflow_uri)
     assert all(torch.equal(loaded[k], theta0[k]) for k in theta0)
 

@@ -1,0 +1,99 @@
+"""Extending a saved city model with new captures: only the new blocks are trained.
+
+``python pipelines/city_nerf.py --extend outputs/city/city_model/blocks-meta --data.scene NEW``:
+the new captures' cameras get a ``blocks_x x blocks_y`` grid of new blocks appended to the model's
+partition (the old blocks keep their ids and centroids), their rays are ingested against that
+partition, and each new block's module trains from the model's ``theta_0`` (the
+``theta0-mse.pt`` saved beside it, or ``--meta.init-from``), exactly as block training does. The
+old modules are copied, bit-identical, in front of the new ones; the extended model (with its
+``theta_0``) is saved in this run's ``city_model/`` and scored on the new captures' held-out views.
+
+The field's scene box is the model's: a city that will grow needs a box covering its future
+extent from the start (``--field.scene-box``), so new captures must lie inside it.
+"""
+
+import dataclasses
+from pathlib import Path
+
+import numpy as np
+
+from mclnf_dist.errors import MclnfError
+from mclnf_dist.jobs.city_blocks import block_phase
+from mclnf_dist.jobs.city_data import check_scene, prepare_city, scene_options
+from mclnf_dist.jobs.init_asset import load_init, save_init
+from mclnf_dist.progress import ProgressLog
+from mclnf_dist.scenes.city_model import load_city_model
+from mclnf_dist.scenes.partition import ground_axes, load_partition
+
+
+def model_location(path: str) -> tuple[str, str]:
+    """``folder/name`` (or ``folder/name.pt``) of a saved city model -> (folder, name)."""
+    folder, _, name = path.rstrip("/").rpartition("/")
+    name = name.removesuffix(".pt")
+    if not folder or not Path(folder, f"{name}.pt").exists():
+        raise MclnfError(
+            f"--extend {path}: no saved city model there (expected <city_model folder>/<name>, "
+            "e.g. outputs/city/city_model/blocks-meta)"
+        )
+    return folder, name
+
+
+def extend_city(cfg, storage: str, parallel: bool, log: ProgressLog) -> dict:
+    """Add the scene ``cfg.data.scene``'s blocks to the model ``cfg.extend``; returns the report.
+
+    ``cfg``: the city job's config (its ``data``, ``block``, ``meta.init_from``, ``seed``).
+    """
+    if not cfg.data.scene:
+        raise MclnfError("--extend needs --data.scene: the new captures to add to the model")
+    folder, name = model_location(cfg.extend)
+    model = load_city_model(folder, name)
+    if not model.modular:
+        raise MclnfError(f"--extend {cfg.extend}: one network for all blocks (not modular)")
+    old = load_partition(folder)
+    like = {k: v[:1] for k, v in model.params.items()}
+    theta0 = load_init(cfg.meta.init_from or folder, "mse", like, cfg.tracking_uri)
+    box = model.field.box
+    own = check_scene(cfg.data.scene, **scene_options(cfg.data, None)).scene_box
+    check_inside(own, box, old.up_axis, cfg.data.scene)
+    scene = check_scene(cfg.data.scene, **scene_options(cfg.data, box))
+    partition = old.extended(scene.camera_centers(), cfg.data.blocks_x, cfg.data.blocks_y)
+    new_blocks = list(range(old.num_blocks, partition.num_blocks))
+    city = prepare_city(cfg.data, log, box, partition)
+    trained = [b for b in city.block_order if b in new_blocks]
+    if not trained:
+        raise MclnfError(f"{cfg.data.scene}: no rays fall in the new blocks {new_blocks}")
+    log.info(
+        f"extending {name} of {folder} ({len(model.block_order)} blocks, kept as they are) with "
+        f"blocks {trained} of {cfg.data.scene}"
+    )
+    out = Path(cfg.data.work_dir)
+    save_init(out / "city_model", "mse", theta0, model.field)  # so it can be extended again
+    city = dataclasses.replace(city, block_order=trained, meta_blocks=[])
+    report = block_phase(
+        cfg.block,
+        {"meta": theta0},
+        model.field,
+        city,
+        f"{storage.rstrip('/')}/{cfg.run_name}/blocks",
+        out,
+        cfg.seed,
+        parallel,
+        log,
+        frozen=(model.params, model.block_order),
+    )
+    return {"extended": f"{folder}/{name}", "kept_blocks": model.block_order, **report}
+
+
+def check_inside(new_box, box, up_axis: str, scene: str) -> None:
+    """The new captures' own box must lie in the model's (its field cannot reach further), on
+    the ground plane, to 1 % of the model box's size."""
+    axes = list(ground_axes(up_axis))
+    low, high = np.asarray(box, dtype=np.float64)[:, axes]
+    new_low, new_high = np.asarray(new_box, dtype=np.float64)[:, axes]
+    slack = 0.01 * (high - low)
+    if (new_low < low - slack).any() or (new_high > high + slack).any():
+        raise MclnfError(
+            f"{scene}: its scene box {np.asarray(new_box).round(2).tolist()} reaches outside the "
+            f"model's scene box {np.asarray(box).round(2).tolist()}; a city that will grow needs "
+            "a --field.scene-box covering its future extent when it is first trained"
+        )

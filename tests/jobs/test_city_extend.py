@@ -1,0 +1,100 @@
+"""Extending a saved city model with new captures (a new area): only the new blocks train, the
+model's own blocks stay bit-identical, and the result is a model of both areas."""
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from mclnf_dist.config import parse_config
+from mclnf_dist.errors import MclnfError
+from mclnf_dist.jobs.city import CityExperimentConfig, run_city
+from mclnf_dist.jobs.init_asset import save_init
+from mclnf_dist.nerf.field import field_for_scene, init_radiance_params
+from mclnf_dist.scenes.city import CityConfig, make_city
+from mclnf_dist.scenes.city_model import load_city_model, save_city_model
+from mclnf_dist.scenes.partition import BlockPartition, load_partition
+from mclnf_dist.scenes.scene import load_scene
+
+
+def half_scene(city_root: Path, out: Path, west: bool) -> str:
+    """The cameras of the city's western (or eastern) half, as a scene of their own."""
+    meta = json.loads((city_root / "transforms.json").read_text())
+    xs = [f["transform_matrix"][0][3] for f in meta["frames"]]
+    middle = float(np.median(xs))
+    frames = [f for f, x in zip(meta["frames"], xs, strict=True) if (x < middle) == west]
+    names = {f["file_path"] for f in frames}
+    for f in frames:
+        f["file_path"] = str(city_root / f["file_path"])
+    for key in ("train_filenames", "val_filenames", "test_filenames"):
+        meta[key] = [str(city_root / n) for n in meta[key] if n in names]
+    meta["frames"] = frames
+    out.mkdir(parents=True)
+    (out / "transforms.json").write_text(json.dumps(meta))
+    return str(out)
+
+
+def test_extend_trains_only_new_blocks(tmp_path, ray_local, mlflow_uri):
+    city_root = Path(
+        make_city(
+            str(tmp_path / "city"),
+            CityConfig(blocks_x=2, blocks_y=1, width=16, height=16, holdout_every=3),
+        )
+    )
+    west = half_scene(city_root, tmp_path / "west", west=True)
+    east = half_scene(city_root, tmp_path / "east", west=False)
+    box = load_scene(str(city_root), "all").scene_box  # the whole city's: it will grow into it
+
+    # the model of the west half: one block (random modules stand in for trained ones)
+    scene = load_scene(west, "all", scene_box=box)
+    field = field_for_scene(scene)
+    partition = BlockPartition.from_cameras(scene.camera_centers(), 1, 1)
+    params = init_radiance_params(field, 1, torch.Generator().manual_seed(1))
+    folder = str(tmp_path / "west_run" / "city_model")
+    save_city_model(folder, "blocks-meta", field, params, partition, [0], True)
+    theta0 = init_radiance_params(field, 1, torch.Generator().manual_seed(2))
+    save_init(folder, "mse", theta0, field)
+
+    argv = [
+        "--extend", f"{folder}/blocks-meta", "--data.scene", east, "--data.blocks-x", "1",
+        "--data.blocks-y", "1", "--data.work-dir", str(tmp_path / "east_run"),
+        "--tracking-uri", mlflow_uri, "--block.steps", "6", "--block.batch-rays", "128",
+        "--block.probe-rays", "128", "--run-name", "extend",
+    ]  # fmt: skip
+    report = run_city(parse_config(CityExperimentConfig, argv))
+
+    out = str(tmp_path / "east_run" / "city_model")
+    extended = load_city_model(out, "blocks-meta")
+    assert extended.block_order == [0, 1]
+    assert len(load_partition(out).centroids) == 2
+    for key in params:
+        assert torch.equal(extended.params[key][:1], params[key])  # the old block, bit-identical
+    moved = max(float((extended.params[k][1:] - theta0[k]).abs().max()) for k in theta0)
+    assert moved > 0  # the new block trained from theta_0
+    assert report["kept_blocks"] == [0] and report["inits"]["meta"]["heldout_image_psnr"] > 0
+
+
+def test_extend_refuses_captures_outside_the_box(tmp_path, ray_local):
+    city_root = Path(
+        make_city(
+            str(tmp_path / "city"),
+            CityConfig(blocks_x=2, blocks_y=1, width=16, height=16, holdout_every=3),
+        )
+    )
+    west = half_scene(city_root, tmp_path / "west", west=True)
+    east = half_scene(city_root, tmp_path / "east", west=False)
+    scene = load_scene(west, "all")
+    low, high = np.array(scene.scene_box)
+    high[0] = (low[0] + high[0]) / 2  # a box of the west half only: the east lies outside
+    field = field_for_scene(scene, scene_box=np.stack([low, high]))
+    folder = str(tmp_path / "model")
+    params = init_radiance_params(field, 1, torch.Generator().manual_seed(1))
+    partition = BlockPartition.from_cameras(scene.camera_centers(), 1, 1)
+    save_city_model(folder, "blocks-meta", field, params, partition, [0], True)
+    save_init(folder, "mse", params, field)
+    argv = ["--extend", f"{folder}/blocks-meta", "--data.scene", east, "--data.blocks-x", "1",
+            "--data.blocks-y", "1", "--data.work-dir", str(tmp_path / "out")]  # fmt: skip
+    with pytest.raises(MclnfError, match="reaches outside the model's scene box"):
+        run_city(parse_config(CityExperimentConfig, argv))
