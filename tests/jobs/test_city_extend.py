@@ -36,33 +36,43 @@ def half_scene(city_root: Path, out: Path, west: bool) -> str:
     return str(out)
 
 
-def test_extend_trains_only_new_blocks(tmp_path, ray_local, mlflow_uri):
-    city_root = Path(
-        make_city(
-            str(tmp_path / "city"),
-            CityConfig(blocks_x=2, blocks_y=1, width=16, height=16, holdout_every=3),
-        )
-    )
-    west = half_scene(city_root, tmp_path / "west", west=True)
-    east = half_scene(city_root, tmp_path / "east", west=False)
-    box = load_scene(str(city_root), "all").scene_box  # the whole city's: it will grow into it
+@pytest.fixture(scope="module")
+def halves(tmp_path_factory) -> tuple[str, str, np.ndarray]:
+    """(west half scene, east half scene, the whole city's box) of a small generated city."""
+    root = tmp_path_factory.mktemp("halves")
+    config = CityConfig(blocks_x=2, blocks_y=1, width=16, height=16, holdout_every=3)
+    city_root = Path(make_city(str(root / "city"), config))
+    west = half_scene(city_root, root / "west", west=True)
+    east = half_scene(city_root, root / "east", west=False)
+    return west, east, load_scene(str(city_root), "all").scene_box
 
-    # the model of the west half: one block (random modules stand in for trained ones)
+
+def west_model(folder: str, west: str, box: np.ndarray) -> tuple[dict, dict]:
+    """A one-block model of the west half in ``box`` (random modules stand in for trained
+    ones) and its theta_0, saved in ``folder``; returns (params, theta_0)."""
     scene = load_scene(west, "all", scene_box=box)
     field = field_for_scene(scene)
     partition = BlockPartition.from_cameras(scene.camera_centers(), 1, 1)
     params = init_radiance_params(field, 1, torch.Generator().manual_seed(1))
-    folder = str(tmp_path / "west_run" / "city_model")
     save_city_model(folder, "blocks-meta", field, params, partition, [0], True)
     theta0 = init_radiance_params(field, 1, torch.Generator().manual_seed(2))
     save_init(folder, "mse", theta0, field)
+    return params, theta0
 
-    argv = [
+
+def extend_args(folder: str, east: str, work: Path) -> list[str]:
+    return [
         "--extend", f"{folder}/blocks-meta", "--data.scene", east, "--data.blocks-x", "1",
-        "--data.blocks-y", "1", "--data.work-dir", str(tmp_path / "east_run"),
-        "--tracking-uri", mlflow_uri, "--block.steps", "6", "--block.batch-rays", "128",
-        "--block.probe-rays", "128", "--run-name", "extend",
+        "--data.blocks-y", "1", "--data.work-dir", str(work), "--block.steps", "6",
+        "--block.batch-rays", "128", "--block.probe-rays", "128", "--run-name", "extend",
     ]  # fmt: skip
+
+
+def test_extend_trains_only_new_blocks(halves, tmp_path, ray_local, mlflow_uri):
+    west, east, box = halves  # the whole city's box: the model will grow into it
+    folder = str(tmp_path / "west_run" / "city_model")
+    params, theta0 = west_model(folder, west, box)
+    argv = [*extend_args(folder, east, tmp_path / "east_run"), "--tracking-uri", mlflow_uri]
     report = run_city(parse_config(CityExperimentConfig, argv))
 
     out = str(tmp_path / "east_run" / "city_model")
@@ -76,25 +86,12 @@ def test_extend_trains_only_new_blocks(tmp_path, ray_local, mlflow_uri):
     assert report["kept_blocks"] == [0] and report["inits"]["meta"]["heldout_image_psnr"] > 0
 
 
-def test_extend_refuses_captures_outside_the_box(tmp_path, ray_local):
-    city_root = Path(
-        make_city(
-            str(tmp_path / "city"),
-            CityConfig(blocks_x=2, blocks_y=1, width=16, height=16, holdout_every=3),
-        )
-    )
-    west = half_scene(city_root, tmp_path / "west", west=True)
-    east = half_scene(city_root, tmp_path / "east", west=False)
-    scene = load_scene(west, "all")
-    low, high = np.array(scene.scene_box)
+def test_extend_refuses_captures_outside_the_box(halves, tmp_path, ray_local, mlflow_uri):
+    west, east, box = halves
+    low, high = np.array(box, dtype=np.float64)
     high[0] = (low[0] + high[0]) / 2  # a box of the west half only: the east lies outside
-    field = field_for_scene(scene, scene_box=np.stack([low, high]))
     folder = str(tmp_path / "model")
-    params = init_radiance_params(field, 1, torch.Generator().manual_seed(1))
-    partition = BlockPartition.from_cameras(scene.camera_centers(), 1, 1)
-    save_city_model(folder, "blocks-meta", field, params, partition, [0], True)
-    save_init(folder, "mse", params, field)
-    argv = ["--extend", f"{folder}/blocks-meta", "--data.scene", east, "--data.blocks-x", "1",
-            "--data.blocks-y", "1", "--data.work-dir", str(tmp_path / "out")]  # fmt: skip
+    west_model(folder, west, np.stack([low, high]))
+    argv = [*extend_args(folder, east, tmp_path / "out"), "--tracking-uri", mlflow_uri]
     with pytest.raises(MclnfError, match="reaches outside the model's scene box"):
         run_city(parse_config(CityExperimentConfig, argv))
