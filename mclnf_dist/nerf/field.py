@@ -27,6 +27,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from mclnf_dist.config import AnyFloat, PositiveInt, UnitFloat
 from mclnf_dist.fields.stacked_mlp import FieldConfig, Params, init_params
 from mclnf_dist.nerf.rendering import volume_render
 from mclnf_dist.nerf.sampling import stratified_samples
@@ -35,7 +36,8 @@ RAY_FEATURES = 8
 """Floats per packed ray: origin (3), unit direction (3), near (1), far (1)."""
 POINT_FEATURES, RAW_CHANNELS = 3, 4
 
-Box = tuple[tuple[float, float, float], tuple[float, float, float]]
+Point = tuple[AnyFloat, AnyFloat, AnyFloat]
+Box = tuple[Point, Point]
 
 
 def default_mlp() -> FieldConfig:
@@ -53,15 +55,15 @@ class RadianceFieldConfig:
 
     mlp: FieldConfig = field(default_factory=default_mlp)
     """The per-point MLP (3 normalised coordinates -> density + rgb), shared by every module."""
-    num_samples: int = 48
+    num_samples: PositiveInt = 48
     """S: stratified samples per ray (about 1.5 m apart on an aerial ray through a city block)."""
     perturb: bool = True
     """Jitter samples inside their bins (training); evaluation uses :meth:`for_evaluation`."""
     scene_box: Box = ((-1.0, -1.0, -1.0), (1.0, 1.0, 1.0))
     """(min corner, max corner) of the scene in world units; points are normalised with it."""
-    background: tuple[float, float, float] = (1.0, 1.0, 1.0)
+    background: tuple[UnitFloat, UnitFloat, UnitFloat] = (1.0, 1.0, 1.0)
     """Colour behind the volume (the city's sky); white as in Blender by default."""
-    density_bias: float = -3.0
+    density_bias: AnyFloat = -3.0
     """Added to the raw density before the softplus: an untrained field starts nearly transparent
     (a few % opacity through a city box), i.e. renders the sky, instead of saturating early
     (held-out PSNR of a 600-step block fit: +0.6 to +1.8 dB over a bias of -1)."""
