@@ -23,8 +23,8 @@ class RunSettings:
     """``auto`` (CUDA when present), ``cpu`` or ``cuda``."""
     tracking_uri: str = ""
     """MLflow tracking URI; empty: $MLFLOW_TRACKING_URI or sqlite:///./mlflow.db."""
-    experiment: str = ""
-    """MLflow experiment name (each job has its own default)."""
+    experiment: str = "mclnf"
+    """MLflow experiment name (each job's config has its own default: ``mclnf-city``, ...)."""
     verbose: bool = False
     """Show Ray's and Ray Train's own per-round logs."""
 
