@@ -40,10 +40,15 @@ class Range:
     """
 
     ge: float | None = None
+    """Lowest value allowed (inclusive)."""
     gt: float | None = None
+    """Values must be above this (exclusive)."""
     le: float | None = None
+    """Highest value allowed (inclusive)."""
     lt: float | None = None
+    """Values must be below this (exclusive)."""
     special: tuple[tuple[float, str], ...] = ()
+    """Sentinels allowed outside the bounds, with their meaning: ``((-1, "auto"),)``."""
 
     def problem(self, value: Any) -> str | None:
         """``"must be >= 1, got 0"`` when ``value`` is outside, else None."""
