@@ -32,7 +32,8 @@ from mclnf_dist.sweeps.trial import meta_train_and_validate  # noqa: E402
 IMAGES = """
 pipeline: signals
 base:
-  data: {modality: image, num_train: 40, num_test: 4}
+  recipe: image
+  data: {num_train: 40, num_test: 4}
   meta: {outer_steps: 60, meta_batch_size: 8}
 metric: {name: val_psnr, adapt_step: 8, every: 20}
 space:

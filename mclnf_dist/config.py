@@ -1,40 +1,179 @@
 """One config system: typed dataclasses, loadable from YAML, overridable from the command line.
 
-``parse_config(Cls, argv)`` reads an optional ``--config FILE.yaml`` (validated: an unknown key or a
-value of the wrong type stops with one line naming the file and key), then lets ``tyro`` apply
-command-line overrides such as ``--meta.inner-steps 8``. The field docstrings are the ``--help``.
+``parse_config(Cls, argv, recipes=...)`` starts from the dataclass defaults or a named recipe
+(``--recipe NAME``, :mod:`mclnf_dist.recipes`), applies an optional ``--config FILE.yaml`` (which
+may name a ``recipe:`` as its base), then lets ``tyro`` apply command-line flags such as
+``--meta.inner-steps 8``. The field docstrings are the ``--help``.
+
+Fields declare what they accept once, in their type: a choice is a ``Literal[...]`` and a number
+carries its range, ``Annotated[int, Range(ge=1)]``. tyro reads the same types to build the flags;
+:func:`check_config` checks the whole tree after parsing (and :func:`merge` every value it
+applies), so a bad value in YAML, on the command line, from a sweep or in a recipe stops the job
+with one line such as ``meta.inner_steps must be >= 1, got 0`` before any work starts.
 """
 
+import contextlib
 import dataclasses
+import io
+import math
+import sys
 import types
 import typing
+from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Annotated, Any, Literal, TypeVar
 
 import yaml
 
 from mclnf_dist.errors import MclnfError
 
 C = TypeVar("C")
+Recipes = Mapping[str, Callable[[], Any]]
 
 
-def parse_config(cls: type[C], argv: list[str], description: str | None = None) -> C:
-    """Defaults <- ``--config`` YAML <- command-line flags."""
+@dataclasses.dataclass(frozen=True)
+class Range:
+    """The values a numeric field accepts: finite, within the bounds given, or one of ``special``.
+
+    ``special`` maps sentinel values to what they mean (``{-1: "auto"}``); they are allowed on top
+    of the range and named in the error message.
+    """
+
+    ge: float | None = None
+    """Lowest value allowed (inclusive)."""
+    gt: float | None = None
+    """Values must be above this (exclusive)."""
+    le: float | None = None
+    """Highest value allowed (inclusive)."""
+    lt: float | None = None
+    """Values must be below this (exclusive)."""
+    special: tuple[tuple[float, str], ...] = ()
+    """Sentinels allowed outside the bounds, with their meaning: ``((-1, "auto"),)``."""
+
+    def problem(self, value: Any) -> str | None:
+        """``"must be >= 1, got 0"`` when ``value`` is outside, else None."""
+        if any(value == v for v, _ in self.special):
+            return None
+        inside = math.isfinite(value) and not (
+            (self.ge is not None and value < self.ge)
+            or (self.gt is not None and value <= self.gt)
+            or (self.le is not None and value > self.le)
+            or (self.lt is not None and value >= self.lt)
+        )
+        return None if inside else f"must be {self.describe()}, got {value!r}"
+
+    def describe(self) -> str:
+        bounds = [
+            f"{op} {bound:g}"
+            for op, bound in ((">=", self.ge), (">", self.gt), ("<=", self.le), ("<", self.lt))
+            if bound is not None
+        ]
+        text = " and ".join(bounds) or "a finite number"
+        if self.special:
+            text += " (or " + ", ".join(f"{v:g}: {meaning}" for v, meaning in self.special) + ")"
+        return text
+
+
+PositiveInt = Annotated[int, Range(ge=1)]
+NonNegativeInt = Annotated[int, Range(ge=0)]
+PositiveFloat = Annotated[float, Range(gt=0)]
+NonNegativeFloat = Annotated[float, Range(ge=0)]
+UnitFloat = Annotated[float, Range(ge=0, le=1)]
+AnyFloat = Annotated[float, Range()]
+"""Any finite number (coordinates, offsets): declared so that every numeric field has a range."""
+
+
+def parse_config(
+    cls: type[C], argv: list[str], description: str | None = None, recipes: Recipes | None = None
+) -> C:
+    """Defaults or ``--recipe`` <- ``--config`` YAML <- command-line flags, then checked."""
     argv = list(argv)
-    base = cls()
-    if "--config" in argv:
-        at = argv.index("--config")
-        if at + 1 >= len(argv):
-            raise MclnfError("--config needs a YAML file path")
-        base = load_yaml_config(cls, argv[at + 1])
-        del argv[at : at + 2]
+    recipe = pop_option(argv, "--recipe")
+    config_file = pop_option(argv, "--config")
+    base = recipe_config(cls, recipe, recipes, "--recipe") if recipe else cls()
+    if config_file:
+        base = load_yaml_config(cls, config_file, recipes, base=base, recipe=recipe)
+    if recipes:
+        names = ", ".join(recipes)
+        description = f"{description or ''}\n\n--recipe NAME starts from a named config: {names}."
+    cfg = run_tyro(cls, base, argv, description)
+    check_config(cfg)
+    return cfg
+
+
+def pop_option(argv: list[str], flag: str) -> str | None:
+    """Remove ``flag VALUE`` (or ``flag=VALUE``) from ``argv``; return VALUE (None if absent)."""
+    for at, arg in enumerate(argv):
+        if arg.startswith(flag + "="):
+            del argv[at]
+            return arg.split("=", 1)[1]
+        if arg == flag:
+            if at + 1 >= len(argv) or argv[at + 1].startswith("--"):
+                raise MclnfError(f"{flag} needs a value")
+            value = argv[at + 1]
+            del argv[at : at + 2]
+            return value
+    return None
+
+
+def run_tyro(cls: type[C], base: C, argv: list[str], description: str | None) -> C:
+    """tyro's parse, with its boxed error message turned into one :class:`MclnfError` line."""
     import tyro
 
-    return tyro.cli(cls, default=base, args=argv, description=description)
+    captured = io.StringIO()
+    try:
+        with contextlib.redirect_stderr(captured):
+            cfg = tyro.cli(cls, default=base, args=argv, description=description)
+    except SystemExit as stop:
+        if stop.code in (0, None):
+            sys.stderr.write(captured.getvalue())
+            raise
+        raise MclnfError(one_line(captured.getvalue())) from None
+    return cfg
 
 
-def load_yaml_config(cls: type[C], path: str) -> C:
-    """A config from a YAML file (missing keys keep their defaults)."""
+def one_line(text: str) -> str:
+    """The message of a tyro error box (title, rule, message, rule, hints), on one line."""
+    paragraphs: list[list[str]] = [[]]
+    for raw in text.splitlines():
+        if raw.strip().startswith(("╭", "╰")):  # a border (with the box's title)
+            continue
+        line = raw.strip().strip("│").strip()
+        if line and set(line) <= set("-─"):
+            paragraphs.append([])
+        elif line:
+            paragraphs[-1].append(line)
+    paragraphs = [p for p in paragraphs if p]
+    if len(paragraphs) >= 3 and len(paragraphs[0]) == 1:  # no box: the title stands alone
+        paragraphs = paragraphs[1:]
+    if not paragraphs:
+        return "invalid command line (see --help)"
+    return " ".join(" ".join(paragraphs[0]).split()) + " (see --help)"
+
+
+def recipe_config(cls: type, name: Any, recipes: Recipes | None, where: str) -> Any:
+    """A fresh config from the recipe ``name``; one line naming the valid recipes otherwise."""
+    known = recipes or {}
+    if name not in known:
+        expected = ", ".join(known) or "none for this config"
+        raise MclnfError(f"{where}: unknown recipe {name!r} (expected one of: {expected})")
+    config = known[name]()
+    if not isinstance(config, cls):
+        raise MclnfError(
+            f"{where}: recipe {name!r} is a {type(config).__name__}, not {cls.__name__}"
+        )
+    return config
+
+
+def load_yaml_config(
+    cls: type[C],
+    path: str,
+    recipes: Recipes | None = None,
+    base: C | None = None,
+    recipe: str | None = None,
+) -> C:
+    """A config from a YAML file: missing keys keep the values of ``base`` (default: the class
+    defaults), or of the recipe the file names with a top-level ``recipe:`` key."""
     file = Path(path)
     if not file.is_file():
         raise MclnfError(f"config file {path} does not exist (expected a YAML file)")
@@ -44,18 +183,40 @@ def load_yaml_config(cls: type[C], path: str) -> C:
         raise MclnfError(
             f"config file {path} is not valid YAML: {str(err).splitlines()[0]}"
         ) from err
-    return merge(cls(), data, source=path)
+    if isinstance(data, dict) and recipe and data.get("recipe", recipe) != recipe:
+        raise MclnfError(
+            f"{path}: recipe {data['recipe']!r} differs from --recipe {recipe} (give one of them)"
+        )
+    return from_mapping(cls, data, path, recipes, base)
+
+
+def from_mapping(
+    cls: type[C],
+    data: Any,
+    source: str,
+    recipes: Recipes | None = None,
+    base: C | None = None,
+    prefix: str = "",
+) -> C:
+    """``base`` (or the class defaults, or the mapping's ``recipe:``) with ``data`` applied."""
+    if isinstance(data, dict) and "recipe" in data:
+        data = dict(data)
+        base = recipe_config(cls, data.pop("recipe"), recipes, f"{source}: {prefix}recipe")
+    cfg = merge(base if base is not None else cls(), data, source, prefix)
+    check_config(cfg, source)
+    return cfg
 
 
 def merge(config: C, data: dict[str, Any], source: str, prefix: str = "") -> C:
-    """``config`` with the values of ``data`` applied (recursively, validated)."""
+    """``config`` with the values of ``data`` applied (recursively; each value checked against its
+    field's type, choices and range)."""
     if not isinstance(data, dict):
         raise MclnfError(f"{source}: {prefix or 'top level'} must be a mapping, got {data!r}")
-    hints = typing.get_type_hints(type(config))
+    hints = typing.get_type_hints(type(config), include_extras=True)
     fields = {f.name: f for f in dataclasses.fields(config)}
     updates = {}
     for key, value in data.items():
-        name = key.replace("-", "_")
+        name = str(key).replace("-", "_")
         where = f"{prefix}{key}"
         if name not in fields:
             raise MclnfError(
@@ -70,8 +231,19 @@ def merge(config: C, data: dict[str, Any], source: str, prefix: str = "") -> C:
 
 
 def coerce(value: Any, hint: Any, source: str, where: str) -> Any:
-    """Check ``value`` against a simple type hint (int/float/str/bool/tuple/list/Optional)."""
+    """Check ``value`` against a type hint (int/float/str/bool, Literal, Annotated ranges,
+    tuple/list, Optional); returns it converted (YAML lists -> tuples, ints -> floats)."""
     origin, args = typing.get_origin(hint), typing.get_args(hint)
+    if origin is Annotated:
+        value = coerce(value, args[0], source, where)
+        for rule in args[1:]:
+            if isinstance(rule, Range) and (problem := rule.problem(value)):
+                raise MclnfError(f"{source}: {where} {problem}")
+        return value
+    if origin is Literal:
+        if not any(type(value) is type(a) and value == a for a in args):
+            raise MclnfError(f"{source}: {where} must be one of: {choices(args)}, got {value!r}")
+        return value
     if origin in (typing.Union, types.UnionType):
         if value is None and type(None) in args:
             return None
@@ -80,6 +252,10 @@ def coerce(value: Any, hint: Any, source: str, where: str) -> Any:
     if origin in (tuple, list):
         if not isinstance(value, list | tuple):
             raise MclnfError(f"{source}: {where} must be a list, got {value!r}")
+        if origin is tuple and args and args[-1] is not Ellipsis:
+            if len(value) != len(args):
+                raise MclnfError(f"{source}: {where} must have {len(args)} items, got {value!r}")
+            return tuple(coerce(v, a, source, where) for v, a in zip(value, args, strict=True))
         item = args[0] if args else Any
         return origin(coerce(v, item, source, where) for v in value)
     if hint is float:
@@ -89,6 +265,10 @@ def coerce(value: Any, hint: Any, source: str, where: str) -> Any:
     if hint is int and isinstance(value, bool):
         raise MclnfError(f"{source}: {where} must be int, got {value!r}")
     return value
+
+
+def choices(args: tuple) -> str:
+    return ", ".join(str(a) for a in args)
 
 
 def as_float(value: Any, source: str, where: str) -> float:
@@ -101,6 +281,85 @@ def as_float(value: Any, source: str, where: str) -> float:
         except ValueError:
             pass
     raise MclnfError(f"{source}: {where} must be float, got {value!r}")
+
+
+def check_config(config: Any, source: str | None = None, prefix: str = "") -> None:
+    """Raise one :class:`MclnfError` line at the first field of the tree outside its ``Literal``
+    choices or its :class:`Range` (configs built in code, from flags or recipes included)."""
+    hints = typing.get_type_hints(type(config), include_extras=True)
+    for item in dataclasses.fields(config):
+        value = getattr(config, item.name)
+        where = f"{prefix}{item.name}"
+        if dataclasses.is_dataclass(value):
+            check_config(value, source, f"{where}.")
+        elif problem := value_problem(value, hints[item.name]):
+            raise MclnfError(f"{source + ': ' if source else ''}{where} {problem}")
+
+
+def value_problem(value: Any, hint: Any) -> str | None:
+    """Why ``value`` breaks the choices or ranges declared in ``hint`` (None when it does not)."""
+    origin, args = typing.get_origin(hint), typing.get_args(hint)
+    if origin is Annotated:
+        if problem := value_problem(value, args[0]):
+            return problem
+        for rule in args[1:]:
+            if isinstance(rule, Range) and isinstance(value, int | float):
+                if problem := rule.problem(value):
+                    return problem
+        return None
+    if origin is Literal:
+        return None if value in args else f"must be one of: {choices(args)}, got {value!r}"
+    if origin in (typing.Union, types.UnionType):
+        if value is None:
+            return None
+        options = [a for a in args if a is not type(None)]
+        return value_problem(value, options[0]) if len(options) == 1 else None
+    if origin in (tuple, list) and isinstance(value, tuple | list):
+        fixed = origin is tuple and args and args[-1] is not Ellipsis
+        items = args if fixed else (args[:1] * len(value) if args else ())
+        for v, item in zip(value, items, strict=False):
+            if problem := value_problem(v, item):
+                return problem
+    return None
+
+
+def numeric_fields_without_range(cls: type, prefix: str = "") -> list[str]:
+    """Dotted names of the int/float fields of ``cls`` (and of its nested configs) that declare
+    no :class:`Range`: what the config tests require to be empty."""
+    missing = []
+    hints = typing.get_type_hints(cls, include_extras=True)
+    for item in dataclasses.fields(cls):
+        hint = hints[item.name]
+        where = f"{prefix}{item.name}"
+        plain = unwrap(hint)
+        if dataclasses.is_dataclass(plain):
+            missing += numeric_fields_without_range(plain, f"{where}.")
+        elif not numbers_ranged(hint):
+            missing.append(where)
+    return missing
+
+
+def unwrap(hint: Any) -> Any:
+    """``Annotated[X, ...]`` and ``X | None`` -> ``X``."""
+    origin, args = typing.get_origin(hint), typing.get_args(hint)
+    if origin is Annotated:
+        return unwrap(args[0])
+    if origin in (typing.Union, types.UnionType):
+        options = [a for a in args if a is not type(None)]
+        return unwrap(options[0]) if len(options) == 1 else hint
+    return hint
+
+
+def numbers_ranged(hint: Any) -> bool:
+    """True unless ``hint`` holds an int/float (alone, optional or in a tuple) with no Range."""
+    origin, args = typing.get_origin(hint), typing.get_args(hint)
+    if origin is Annotated:
+        if any(isinstance(rule, Range) for rule in args[1:]):
+            return True
+        return numbers_ranged(args[0])
+    if origin in (typing.Union, types.UnionType, tuple, list):
+        return all(numbers_ranged(a) for a in args if a is not Ellipsis and a is not type(None))
+    return hint not in (int, float)
 
 
 def to_dict(config: Any) -> dict[str, Any]:

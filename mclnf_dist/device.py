@@ -1,10 +1,14 @@
 """Device choice: CUDA when present, else CPU; never assumed."""
 
 import platform
+from typing import Literal
 
 import torch
 
 from mclnf_dist.errors import MclnfError
+
+Device = Literal["auto", "cpu", "cuda"]
+"""Where a job computes: ``auto`` picks CUDA when present, else the CPU."""
 
 
 def pick_device(preference: str = "auto") -> torch.device:

@@ -1,7 +1,8 @@
 """Meta-train and evaluate all methods on real image, audio or video signals.
 
 python pipelines/signals.py --modality image
-python pipelines/signals.py --modality audio --adapt.max-steps 256
+python pipelines/signals.py --modality audio --adapt.max-steps 256   # --modality X = --recipe X
+python pipelines/signals.py --recipe audio-quick --meta.inner-steps 8
 python pipelines/signals.py --config my.yaml --help
 """
 

@@ -22,6 +22,7 @@ import ray
 import torch
 
 from mclnf_dist.distributed.fanout import run_tasks
+from mclnf_dist.distributed.train_config import BlockTrainingConfig
 from mclnf_dist.fields.stacked_mlp import Params, evaluate
 from mclnf_dist.meta.inner_loop import per_sample_loss
 from mclnf_dist.meta.meta_learning import mse_to_psnr
@@ -31,29 +32,6 @@ from mclnf_dist.raystore.stream import stream_block_rays
 from mclnf_dist.storage import filesystem_for, join, write_atomic
 
 COLUMNS = ["origin", "direction", "near", "far", "rgb"]
-
-
-@dataclass
-class BlockTrainingConfig:
-    """Block training after meta-training: every block's module on all its rays."""
-
-    steps: int = 256
-    """Adam steps per block (CPU-sized default; thousands on a GPU)."""
-    batch_rays: int = 1024
-    """Rays per step, streamed from the block's training views."""
-    lr: float = 5e-3
-    """Adam learning rate at step 1, the same for every init."""
-    final_lr_fraction: float = 0.1
-    """The rate decays exponentially to ``lr * final_lr_fraction`` at the last step."""
-    shuffle_buffer: int = 262144
-    """Rays decoded and mixed at once: the stream window (memory is a few windows, whatever the
-    block's size)."""
-    checkpoint_every: int = 100
-    """Steps between a block's checkpoints (and one when it is done)."""
-    probe_rays: int = 2048
-    """Held-out-view rays of the block scored along the way (the PSNR-vs-step curve)."""
-    curve_points: int = 8
-    """Evenly spaced curve steps besides 1, 2, 4, ... (the curve's resolution)."""
 
 
 @dataclass

@@ -1,8 +1,11 @@
-"""The distributed meta-training's settings, apart from the Ray code that runs them (so the job's
-config classes load where Ray is not installed: config tools, a GPU box checking one trial)."""
+"""Settings of distributed meta-training and of block training, apart from the Ray code that runs
+them (so the job's config classes load where Ray is not installed: config tools, a GPU box
+checking one trial)."""
 
 from dataclasses import dataclass
+from typing import Annotated
 
+from mclnf_dist.config import NonNegativeInt, PositiveFloat, PositiveInt, Range
 from mclnf_dist.errors import MclnfError
 
 
@@ -10,25 +13,48 @@ from mclnf_dist.errors import MclnfError
 class TrainConfig:
     """Distributed meta-training: workers, rounds, storage, fault tolerance."""
 
-    num_workers: int = 2
+    num_workers: NonNegativeInt = 2
     """Ray Train workers (each owns a share of the meta-training blocks); 0 runs in-process."""
-    cpus_per_worker: int = 1
+    cpus_per_worker: PositiveInt = 1
     """CPUs (and torch threads) per worker."""
     use_gpu: bool = False
     """One GPU per worker (CUDA is used inside a worker whenever it has one)."""
-    rounds: int = 300
+    rounds: PositiveInt = 300
     """Meta-rounds (one synchronous outer step each). Demo city, held-out blocks, step 64:
     120 rounds left theta_0 ~1 dB above random init, 300 (at outer lr 1e-2) ~5 dB."""
-    rays_per_task: int = 256
+    rays_per_task: PositiveInt = 256
     """Rays per block in the inner loop (the same number again are the query)."""
     asynchronous: bool = False
     """Bounded-staleness asynchronous updates instead of synchronous rounds."""
-    max_staleness: int = 1
+    max_staleness: NonNegativeInt = 1
     """Asynchronous mode: oldest version a gradient may be computed on."""
-    max_failures: int = 2
-    """Worker-group restarts Ray Train may do before the run fails."""
-    fail_at_round: int = -1
-    """Testing only: worker rank 1 dies (os._exit) at this round, once per run name."""
+    max_failures: Annotated[int, Range(ge=0, special=((-1, "no limit"),))] = 2
+    """Worker-group restarts Ray Train may do before the run fails (-1: no limit)."""
+    fail_at_round: Annotated[int, Range(ge=1, special=((-1, "never"),))] = -1
+    """Testing only: worker rank 1 dies (os._exit) at this round, once per run name (-1: never)."""
+
+
+@dataclass
+class BlockTrainingConfig:
+    """Block training after meta-training: every block's module on all its rays."""
+
+    steps: PositiveInt = 256
+    """Adam steps per block (CPU-sized default; thousands on a GPU)."""
+    batch_rays: PositiveInt = 1024
+    """Rays per step, streamed from the block's training views."""
+    lr: PositiveFloat = 5e-3
+    """Adam learning rate at step 1, the same for every init."""
+    final_lr_fraction: Annotated[float, Range(gt=0, le=1)] = 0.1
+    """The rate decays exponentially to ``lr * final_lr_fraction`` at the last step."""
+    shuffle_buffer: PositiveInt = 262144
+    """Rays decoded and mixed at once: the stream window (memory is a few windows, whatever the
+    block's size)."""
+    checkpoint_every: PositiveInt = 100
+    """Steps between a block's checkpoints (and one when it is done)."""
+    probe_rays: PositiveInt = 2048
+    """Held-out-view rays of the block scored along the way (the PSNR-vs-step curve)."""
+    curve_points: NonNegativeInt = 8
+    """Evenly spaced curve steps besides 1, 2, 4, ... (the curve's resolution)."""
 
 
 def check_workers(num_workers: int, blocks: list[int]) -> None:

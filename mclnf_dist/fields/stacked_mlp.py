@@ -21,32 +21,36 @@ chunk for large ones. Modules are independent, so chunking changes no number.
 import math
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TypeVar
+from typing import Annotated, Literal, TypeVar, get_args
 
 import torch
 from torch import Tensor
 
+from mclnf_dist.config import AnyFloat, NonNegativeInt, PositiveFloat, PositiveInt, Range
+
 Params = dict[str, Tensor]
 T = TypeVar("T")
+FieldKind = Literal["siren", "relu_pe"]
+FIELD_KINDS = get_args(FieldKind)
 
 
 @dataclass
 class FieldConfig:
     """Architecture of one module (every module of a signal shares it)."""
 
-    kind: str = "siren"
+    kind: FieldKind = "siren"
     """``siren`` (sine activations) or ``relu_pe`` (ReLU MLP on Fourier features)."""
-    depth: int = 4
+    depth: Annotated[int, Range(ge=2)] = 4
     """Number of linear layers (the paper's image setting uses 5)."""
-    width: int = 64
+    width: PositiveInt = 64
     """Hidden width (the paper's image setting uses 256)."""
-    w0: float = 30.0
+    w0: PositiveFloat = 30.0
     """SIREN frequency of every sine layer (first-layer init follows Sitzmann et al.)."""
-    pe_frequencies: int = 8
+    pe_frequencies: NonNegativeInt = 8
     """``relu_pe`` only: number of octaves of the sin/cos positional encoding."""
-    output_offset: float = 0.5
+    output_offset: AnyFloat = 0.5
     """Added to the last layer so an untrained field predicts mid-grey (values live in [0, 1])."""
-    rows_per_chunk: int = 8192
+    rows_per_chunk: PositiveInt = 8192
     """Coordinates evaluated per stacked call; modules beyond it run in chunks (see module doc)."""
 
     # The field interface shared with radiance fields (mclnf_dist.nerf.field): a coordinate
@@ -62,9 +66,6 @@ class FieldConfig:
 
     def outputs(self, raw: Tensor, aux: None) -> Tensor:
         return raw + self.output_offset
-
-
-FIELD_KINDS = ("siren", "relu_pe")
 
 
 def encoded_features(cfg: FieldConfig, in_features: int) -> int:

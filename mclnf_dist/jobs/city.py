@@ -9,28 +9,25 @@ model, all tracked in MLflow.
 """
 
 import time
-from dataclasses import dataclass
-from dataclasses import field as default
 from pathlib import Path
 
 import torch
 
-from mclnf_dist.config import describe, json_ready, parse_config, to_dict
+from mclnf_dist.config import check_config, describe, json_ready, parse_config, to_dict
 from mclnf_dist.device import pick_device
-from mclnf_dist.distributed.block_training import BlockTrainingConfig
 from mclnf_dist.distributed.checkpoints import CheckpointStore
 from mclnf_dist.distributed.fanout import ensure_ray, run_tasks
 from mclnf_dist.distributed.meta_train_loop import WorkerJob
 from mclnf_dist.distributed.meta_trainer import meta_train_distributed
-from mclnf_dist.distributed.train_config import TrainConfig, check_workers
+from mclnf_dist.distributed.train_config import check_workers
 from mclnf_dist.errors import MclnfError
 from mclnf_dist.evaluation.protocol import MethodContext, MethodResult, evaluate_method
 from mclnf_dist.evaluation.tables import results_table
-from mclnf_dist.fields.stacked_mlp import FieldConfig, Params
+from mclnf_dist.fields.stacked_mlp import Params
 from mclnf_dist.jobs.city_blocks import block_phase
+from mclnf_dist.jobs.city_config import CityExperimentConfig
 from mclnf_dist.jobs.city_data import (
     CityData,
-    CityDataConfig,
     blocks_as_segments,
     check_scene,
     prepare_city,
@@ -39,72 +36,27 @@ from mclnf_dist.jobs.city_data import (
 from mclnf_dist.jobs.city_extend import extend_city
 from mclnf_dist.jobs.city_outputs import held_out_psnr, render_and_save, write_city_outputs
 from mclnf_dist.jobs.init_asset import load_init, locate, save_init
-from mclnf_dist.meta.adaptation import AdaptConfig
-from mclnf_dist.meta.fim import FimConfig
-from mclnf_dist.meta.meta_learning import MetaConfig
 from mclnf_dist.meta.methods import MethodSpec, get_method
 from mclnf_dist.nerf.field import RadianceFieldConfig, field_for_scene, init_radiance_params
 from mclnf_dist.progress import ProgressLog, quiet_logs
+from mclnf_dist.recipes import recipes_for
 from mclnf_dist.scenes.scene import Scene
 from mclnf_dist.storage import write_atomic
 from mclnf_dist.tracking import Tracker
 
 
-def default_field() -> RadianceFieldConfig:
-    mlp = FieldConfig(kind="relu_pe", depth=4, width=64, pe_frequencies=8, output_offset=0.0)
-    return RadianceFieldConfig(mlp=mlp, num_samples=32)
-
-
-@dataclass
-class CityExperimentConfig:
-    """The city job: data, field, meta-training, continual phase, tracking."""
-
-    data: CityDataConfig = default(default_factory=CityDataConfig)
-    field: RadianceFieldConfig = default(default_factory=default_field)
-    meta: MetaConfig = default(
-        default_factory=lambda: MetaConfig(inner_steps=2, inner_lr=1.0, outer_lr=1e-2)
-    )
-    fim: FimConfig = default(default_factory=lambda: FimConfig(fim_lambda=0.5))
-    adapt: AdaptConfig = default(
-        default_factory=lambda: AdaptConfig(
-            max_steps=64, batch_size=512, adam_lr=5e-3, meta_sgd_steps=2
-        )
-    )
-    train: TrainConfig = default(default_factory=TrainConfig)
-    block: BlockTrainingConfig = default(default_factory=BlockTrainingConfig)
-    methods: tuple[str, ...] = ("random", "maml", "mod", "mim")
-    """Methods compared in the continual phase."""
-    run_name: str = "city-demo"
-    """Names the Train runs and meta-init checkpoints: re-running the same name resumes."""
-    storage_uri: str = ""
-    """Checkpoints (local path or ``s3://``); empty: ``<work_dir>/runs``."""
-    tracking_uri: str = ""
-    """MLflow tracking URI; empty: $MLFLOW_TRACKING_URI or sqlite:///./mlflow.db."""
-    experiment: str = "mclnf-city"
-    render_views: int = 3
-    """Held-out views rendered through the routed modules (PNG)."""
-    device: str = "auto"
-    workers: int = -1
-    """Continual-phase methods as parallel Ray tasks when > 1; -1: on CPU yes, on a GPU no."""
-    seed: int = 0
-    extend: str = ""
-    """A saved city model (``<city_model folder>/<name>``) to extend with ``--data.scene``'s new
-    captures: only their new blocks are trained (from the model's ``theta_0``), the model's own
-    blocks stay bit-identical. Empty: a full run."""
-    verbose: bool = False
-    """Show Ray's and Ray Train's own logs (controller, per-round reports) besides progress."""
-
-
 def main(argv: list[str]) -> None:
     """Entry point of ``pipelines/city_nerf.py`` and ``mclnf city``."""
-    run_city(parse_config(CityExperimentConfig, argv, description=__doc__))
+    recipes = recipes_for(CityExperimentConfig)
+    run_city(parse_config(CityExperimentConfig, argv, description=__doc__, recipes=recipes))
 
 
 def run_city(cfg: CityExperimentConfig) -> dict:
     """Run the whole city job; returns the JSON-able report."""
+    check_config(cfg)  # configs built in code skip the command line's checks
     specs = [get_method(name) for name in cfg.methods]
-    device = pick_device(cfg.device)
-    quiet_logs(cfg.verbose)
+    device = pick_device(cfg.run.device)
+    quiet_logs(cfg.run.verbose)
     print(describe(cfg), flush=True)
     log = ProgressLog("city")
     storage = cfg.storage_uri or str(Path(cfg.data.work_dir) / "runs")
@@ -114,8 +66,8 @@ def run_city(cfg: CityExperimentConfig) -> dict:
         given = check_scene(cfg.data.scene, **scene_options(cfg.data, cfg.field.scene_box))
         log.info(f"scene {cfg.data.scene}: {len(given.frames)} views; {given.box_note}".strip("; "))
     if cfg.meta.init_from:
-        locate(cfg.meta.init_from, "mse", cfg.tracking_uri)  # before any work
-    ensure_ray(worker_logs=cfg.verbose)
+        locate(cfg.meta.init_from, "mse", cfg.run.tracking_uri)  # before any work
+    ensure_ray(worker_logs=cfg.run.verbose)
     if cfg.extend:
         return run_extension(cfg, storage, device, log)
     city = prepare_city(cfg.data, log, cfg.field.scene_box)
@@ -125,19 +77,19 @@ def run_city(cfg: CityExperimentConfig) -> dict:
     scene = city.load_scene("all")
     field_cfg = city_field(cfg, scene)
     fit = blocks_as_segments(
-        city.train_uri, city.block_order, cfg.data.fit_rays_per_block, cfg.seed, "train views"
+        city.train_uri, city.block_order, cfg.data.fit_rays_per_block, cfg.run.seed, "train views"
     )
     score = blocks_as_segments(
         city.test_uri,
         city.block_order,
         cfg.data.score_rays_per_block,
-        cfg.seed + 1,
+        cfg.run.seed + 1,
         "held-out views",
     )
     with Tracker(
-        cfg.experiment,
+        cfg.run.experiment,
         f"{cfg.run_name}-{time.strftime('%Y%m%d-%H%M%S')}",
-        cfg.tracking_uri or None,
+        cfg.run.tracking_uri or None,
         tags={"job": "city_nerf"},
     ) as tracker:
         tracker.log_params(to_dict(cfg))
@@ -180,7 +132,8 @@ def run_extension(
     """The ``--extend`` run: new blocks added to a saved city model, tracked like a full run."""
     parallel = cfg.workers > 1 or (cfg.workers == -1 and device.type == "cpu")
     name = f"{cfg.run_name}-extend-{time.strftime('%Y%m%d-%H%M%S')}"
-    with Tracker(cfg.experiment, name, cfg.tracking_uri or None, {"job": "city_extend"}) as tracker:
+    tags = {"job": "city_extend"}
+    with Tracker(cfg.run.experiment, name, cfg.run.tracking_uri or None, tags) as tracker:
         tracker.log_params(to_dict(cfg))
         report = extend_city(cfg, storage, parallel, log)
         log_block_phase(tracker, report)
@@ -216,7 +169,8 @@ def run_block_phase(
     block_inits["random"] = inits["random"]
     root = f"{storage.rstrip('/')}/{cfg.run_name}/blocks"
     parallel = cfg.workers > 1 or (cfg.workers == -1 and device.type == "cpu")
-    return block_phase(cfg.block, block_inits, field_cfg, city, root, out, cfg.seed, parallel, log)
+    seed = cfg.run.seed
+    return block_phase(cfg.block, block_inits, field_cfg, city, root, out, seed, parallel, log)
 
 
 def log_block_phase(tracker: Tracker, blocks: dict) -> None:
@@ -263,7 +217,7 @@ def meta_train_all(
 ) -> dict[str, Params]:
     """``theta_0`` of every meta-objective the methods need, meta-trained on Ray Train."""
 
-    random_init = init_radiance_params(field_cfg, 1, torch.Generator().manual_seed(cfg.seed))
+    random_init = init_radiance_params(field_cfg, 1, torch.Generator().manual_seed(cfg.run.seed))
     inits = {"random": random_init}
     for key in sorted({meta_key(s) for s in specs if s.meta_learned}):
         if cfg.meta.init_from:
@@ -289,7 +243,7 @@ def meta_train_objective(
         f"meta-training theta_0 ({key} inner loss) on blocks {city.meta_blocks} with "
         f"{cfg.train.num_workers} workers, {cfg.train.rounds} rounds"
     )
-    random_init = init_radiance_params(field_cfg, 1, torch.Generator().manual_seed(cfg.seed))
+    random_init = init_radiance_params(field_cfg, 1, torch.Generator().manual_seed(cfg.run.seed))
     job = worker_job(cfg, key, field_cfg, city, storage)
     theta0, history = meta_train_distributed(
         job,
@@ -309,11 +263,11 @@ def loaded_init(cfg: CityExperimentConfig, key: str, like: Params, log: Progress
     """``theta_0`` of the ``key`` objective from ``--meta.init-from`` (its ``mse`` init when the
     source has none for ``key``), instead of meta-training."""
     try:
-        theta0 = load_init(cfg.meta.init_from, key, like, cfg.tracking_uri)
+        theta0 = load_init(cfg.meta.init_from, key, like, cfg.run.tracking_uri)
     except MclnfError:
         if key == "mse":
             raise
-        theta0, key = load_init(cfg.meta.init_from, "mse", like, cfg.tracking_uri), "mse"
+        theta0, key = load_init(cfg.meta.init_from, "mse", like, cfg.run.tracking_uri), "mse"
     log.info(f"theta_0 from {cfg.meta.init_from} ({key} objective): not meta-training")
     return theta0
 
@@ -338,7 +292,7 @@ def worker_job(
         server_name=f"meta-init-{run_name}",
         server_namespace=None,
         cpus_per_worker=cfg.train.cpus_per_worker,
-        seed=cfg.seed,
+        seed=cfg.run.seed,
         fail_at_round=cfg.train.fail_at_round,
         fail_marker=f"{storage.rstrip('/')}/{run_name}/worker-failed-once",
         schedule="sequential" if key == "oml" else "modular",

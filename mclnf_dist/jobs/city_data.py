@@ -11,6 +11,7 @@ from pathlib import Path
 
 import torch
 
+from mclnf_dist.config import NonNegativeInt, PositiveInt
 from mclnf_dist.errors import MclnfError
 from mclnf_dist.nerf.field import pack_rays
 from mclnf_dist.raystore.ingest import ingest_scene
@@ -32,29 +33,30 @@ class CityDataConfig:
     """Root of the ray stores (local path or ``s3://...``); empty: ``<work_dir>/rays``."""
     work_dir: str = "outputs/city"
     """Local folder for the generated city, results, PNGs and the saved city model."""
-    blocks_x: int = 3
+    blocks_x: PositiveInt = 3
     """Blocks along x (the demo city is generated with this many city blocks too)."""
-    blocks_y: int = 2
+    blocks_y: PositiveInt = 2
     """Blocks along y."""
-    downscale: int = 1
+    downscale: PositiveInt = 1
     """A given scene's images are block-averaged by this factor once, at ingest (fx/N, cx/N)."""
-    holdout_every: int = 8
-    """A given scene without splits holds out every n-th view as the test views."""
+    holdout_every: NonNegativeInt = 8
+    """A given scene without splits holds out every n-th view as the test views (0: none)."""
     skip_missing_images: bool = False
     """A given scene's frames whose image file is missing are left out (else: stop, naming it)."""
-    image_size: int = 40
+    image_size: PositiveInt = 40
     """Demo city: image width and height in pixels."""
-    views_per_block: int = 10
+    views_per_block: PositiveInt = 10
     """Demo city: aerial and street views per block (each)."""
-    meta_blocks: tuple[int, ...] = ()
+    meta_blocks: tuple[NonNegativeInt, ...] = ()
     """Blocks whose rays meta-train ``theta_0``; empty: the first two thirds."""
-    block_order: tuple[int, ...] = ()
+    block_order: tuple[NonNegativeInt, ...] = ()
     """Arrival order of blocks in the continual phase; empty: 0, 1, 2, ..."""
-    fit_rays_per_block: int = 4096
+    fit_rays_per_block: PositiveInt = 4096
     """Training-view rays per block that a method fits in the continual phase."""
-    score_rays_per_block: int = 2048
+    score_rays_per_block: PositiveInt = 2048
     """Held-out-view rays per block that PSNR is measured on."""
-    seed: int = 0
+    seed: NonNegativeInt = 0
+    """Seed of the demo city (its layout, colours and cameras)."""
 
 
 @dataclass

@@ -51,7 +51,7 @@ def extend_city(cfg, storage: str, parallel: bool, log: ProgressLog) -> dict:
         raise MclnfError(f"--extend {cfg.extend}: one network for all blocks (not modular)")
     old = load_partition(folder)
     like = {k: v[:1] for k, v in model.params.items()}
-    theta0 = load_init(cfg.meta.init_from or folder, "mse", like, cfg.tracking_uri)
+    theta0 = load_init(cfg.meta.init_from or folder, "mse", like, cfg.run.tracking_uri)
     box = model.field.box
     own = check_scene(cfg.data.scene, **scene_options(cfg.data, None)).scene_box
     check_inside(own, box, old.up_axis, cfg.data.scene)
@@ -76,7 +76,7 @@ def extend_city(cfg, storage: str, parallel: bool, log: ProgressLog) -> dict:
         city,
         f"{storage.rstrip('/')}/{cfg.run_name}/blocks",
         out,
-        cfg.seed,
+        cfg.run.seed,
         parallel,
         log,
         frozen=(model.params, model.block_order),

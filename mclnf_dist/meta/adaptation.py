@@ -8,10 +8,12 @@ quadratic penalty (as a gradient term) and experience replay (extra rows of earl
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Annotated
 
 import torch
 from torch import Tensor
 
+from mclnf_dist.config import NonNegativeFloat, PositiveFloat, PositiveInt, Range, UnitFloat
 from mclnf_dist.fields.stacked_mlp import FieldConfig, Params
 from mclnf_dist.meta.fim import FimConfig
 from mclnf_dist.meta.inner_loop import loss_and_grads
@@ -21,22 +23,21 @@ from mclnf_dist.meta.inner_loop import loss_and_grads
 class AdaptConfig:
     """Test-time optimisation (the same budget for every method)."""
 
-    max_steps: int = 4096
-    """Adaptation steps per segment; PSNR is recorded at 1, 2, 4, ... up to this (signals: 0 = the
-    modality's default, 4096 for images)."""
-    adam_lr: float = 1e-3
+    max_steps: PositiveInt = 4096
+    """Adaptation steps per segment; PSNR is recorded at 1, 2, 4, ... up to this."""
+    adam_lr: PositiveFloat = 1e-3
     """Adam learning rate of randomly initialised methods."""
-    meta_sgd_steps: int = -1
+    meta_sgd_steps: Annotated[int, Range(ge=0, special=((-1, "SGD throughout"),))] = -1
     """Meta-learned inits: plain-SGD steps at the inner-loop rate before switching to Adam
     (-1: SGD throughout, the regime theta_0 was meta-learned for; switching to Adam right after
     the K meta-trained steps measurably knocks a meta-learned init off its path)."""
-    ewc_lambda: float = 1e3
+    ewc_lambda: NonNegativeFloat = 1e3
     """Strength of EWC's penalty ``lambda/2 sum_k F_k (theta_k - theta*_k)^2``."""
-    ewc_batches: int = 8
+    ewc_batches: PositiveInt = 8
     """Mini-batches whose squared gradients estimate EWC's diagonal Fisher."""
-    replay_fraction: float = 0.25
+    replay_fraction: UnitFloat = 0.25
     """Fraction of each earlier segment's coordinates replayed with every later step."""
-    batch_size: int = 0
+    batch_size: Annotated[int, Range(ge=1, special=((0, "all rows"),))] = 0
     """Rows (coordinates, rays) per step and module, drawn at random; 0: all rows every step."""
 
 

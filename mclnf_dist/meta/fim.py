@@ -17,18 +17,20 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
+from mclnf_dist.config import NonNegativeFloat, PositiveFloat, UnitFloat
+
 
 @dataclass
 class FimConfig:
     """Weights ``w_j = m F_j^lambda / sum_k F_k^lambda`` (mean 1), clipped, mixed with uniform."""
 
-    fim_lambda: float = 0.0
+    fim_lambda: NonNegativeFloat = 0.0
     """Exponent on the Fisher trace; 0 gives uniform weights, i.e. exactly the MSE loss."""
-    beta: float = 0.0
+    beta: UnitFloat = 0.0
     """Mix with uniform weights: ``w <- (1 - beta) w + beta``."""
-    w_min: float = 0.0
+    w_min: NonNegativeFloat = 0.0
     """Lower clip of a weight (weights have mean 1 before clipping)."""
-    w_max: float = 10.0
+    w_max: PositiveFloat = 10.0
     """Upper clip of a weight, so a few outliers cannot take over the loss."""
 
     @property

@@ -18,38 +18,41 @@ block a task (which is also MAML's objective there: the blocks are its tasks, so
 """
 
 from dataclasses import dataclass
+from typing import Literal, get_args
 
 import torch
 from torch import Tensor
 
+from mclnf_dist.config import PositiveFloat, PositiveInt
 from mclnf_dist.fields.stacked_mlp import FieldConfig, Params, evaluate, layer_names
 from mclnf_dist.meta.fim import FimConfig
 from mclnf_dist.meta.inner_loop import per_sample_loss, sgd_adapt
 
-SCHEDULES = ("modular", "shared", "sequential")
-ALGORITHMS = ("maml", "fomaml", "reptile")
+Schedule = Literal["modular", "shared", "sequential"]
+SCHEDULES = get_args(Schedule)
+Algorithm = Literal["maml", "fomaml", "reptile"]
+ALGORITHMS = get_args(Algorithm)
 
 
 @dataclass
 class MetaConfig:
     """Inner and outer loop of meta-training (GradNCP-lineage defaults)."""
 
-    algorithm: str = "maml"
+    algorithm: Algorithm = "maml"
     """``maml`` (second order), ``fomaml`` (first order) or ``reptile``."""
-    inner_steps: int = 4
+    inner_steps: PositiveInt = 4
     """K plain-SGD steps per task in the inner loop."""
-    inner_lr: float = 1e-2
+    inner_lr: PositiveFloat = 1e-2
     """Inner-loop SGD learning rate alpha."""
-    outer_lr: float = 1e-4
+    outer_lr: PositiveFloat = 1e-4
     """Outer Adam learning rate (DESIGN: 1e-5 for large models; small models want more)."""
-    outer_steps: int = 300
+    outer_steps: PositiveInt = 300
     """Meta-training steps (meta-batches)."""
-    meta_batch_size: int = 8
-    """Signals per meta-batch (each contributes one task per segment when modular; signals
-    pipeline: 0 = the modality's default)."""
-    grad_clip: float = 1.0
+    meta_batch_size: PositiveInt = 8
+    """Signals per meta-batch (each contributes one task per segment when modular)."""
+    grad_clip: PositiveFloat = 1.0
     """Outer gradient-norm clip."""
-    head_layers: int = 2
+    head_layers: PositiveInt = 2
     """``oml`` only: the last layers adapted in the inner loop (the rest is the representation)."""
     init_from: str = ""
     """Start from a ``theta_0`` learned elsewhere instead of meta-training: a ``theta0-*.pt``

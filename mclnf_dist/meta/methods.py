@@ -6,17 +6,20 @@ adaptation, evaluation) reads these fields, so there are no per-method code bran
 """
 
 from dataclasses import dataclass
+from typing import Literal
 
 from mclnf_dist.errors import MclnfError
 
 GROUPS = ("offline", "continual", "meta-offline", "meta-continual")
+MethodName = Literal["random", "finetune", "ewc", "replay", "maml", "oml", "mod", "mim"]
+"""The methods' names in the paper's table order; :data:`METHODS` registers each (tested)."""
 
 
 @dataclass(frozen=True)
 class MethodSpec:
     """How one method initialises, meets the segments, and learns them."""
 
-    name: str
+    name: MethodName
     group: str
     """Paper's grouping: offline | continual | meta-offline | meta-continual."""
     meta_schedule: str | None

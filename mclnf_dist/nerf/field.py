@@ -31,6 +31,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from mclnf_dist.config import AnyFloat, NonNegativeInt, PositiveInt, UnitFloat
 from mclnf_dist.fields.stacked_mlp import FieldConfig, Params, init_params, mlp_forward
 from mclnf_dist.nerf.rendering import volume_render
 from mclnf_dist.nerf.sampling import hierarchical_samples, stratified_samples
@@ -39,7 +40,8 @@ RAY_FEATURES = 8
 """Floats per packed ray: origin (3), unit direction (3), near (1), far (1)."""
 POINT_FEATURES, RAW_CHANNELS = 3, 4
 
-Box = tuple[tuple[float, float, float], tuple[float, float, float]]
+Point = tuple[AnyFloat, AnyFloat, AnyFloat]
+Box = tuple[Point, Point]
 UNIT_BOX: Box = ((-1.0, -1.0, -1.0), (1.0, 1.0, 1.0))
 RawFn = Callable[[Tensor], Tensor]
 """``raw_fn(points (R, K, 3) world coordinates) -> (R, K, 4)`` raw MLP outputs at the points."""
@@ -60,9 +62,9 @@ class RadianceFieldConfig:
 
     mlp: FieldConfig = field(default_factory=default_mlp)
     """The per-point MLP (3 normalised coordinates -> density + rgb), shared by every module."""
-    num_samples: int = 48
+    num_samples: PositiveInt = 48
     """S: stratified samples per ray (about 1.5 m apart on an aerial ray through a city block)."""
-    num_importance_samples: int = 0
+    num_importance_samples: NonNegativeInt = 0
     """N: extra samples per ray drawn from the S samples' rendering weights (NeRF's hierarchical
     sampling; the same network makes the detached coarse pass), so thin surfaces get points where
     the mass is. 0: stratified samples only."""
@@ -71,9 +73,9 @@ class RadianceFieldConfig:
     scene_box: Box | None = None
     """(min corner, max corner) in world units, points are normalised with it; None: the scene's
     (:func:`field_for_scene`), else [-1, 1]^3. Given, it wins over the scene's own box."""
-    background: tuple[float, float, float] = (1.0, 1.0, 1.0)
+    background: tuple[UnitFloat, UnitFloat, UnitFloat] = (1.0, 1.0, 1.0)
     """Colour behind the volume (the city's sky); white as in Blender by default."""
-    density_bias: float = -3.0
+    density_bias: AnyFloat = -3.0
     """Added to the raw density before the softplus: an untrained field starts nearly transparent
     (a few % opacity through a city box), i.e. renders the sky, instead of saturating early
     (held-out PSNR of a 600-step block fit: +0.6 to +1.8 dB over a bias of -1)."""

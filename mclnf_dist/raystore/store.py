@@ -27,6 +27,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from mclnf_dist.config import NonNegativeFloat, NonNegativeInt, PositiveInt, check_config
 from mclnf_dist.errors import MclnfError
 from mclnf_dist.scenes.partition import PARTITION_FILE, BlockPartition
 from mclnf_dist.storage import (
@@ -70,28 +71,28 @@ def schema_columns(schema: pa.Schema) -> dict[str, str]:
 class IngestOptions:
     """How a scene is cut into blocks and shards."""
 
-    blocks_x: int = 2
+    blocks_x: PositiveInt = 2
     """Grid cells along the first ground axis."""
-    blocks_y: int = 2
+    blocks_y: PositiveInt = 2
     """Grid cells along the second ground axis."""
-    overlap: float = 0.15
+    overlap: NonNegativeFloat = 0.15
     """Overlap margin as a fraction of the smaller cell side (seams need shared rays)."""
-    time_slices: int = 1
+    time_slices: PositiveInt = 1
     """Equal time slices per spatial block (for scenes with time phases)."""
     up_axis: str = "z"
     """Vertical world axis (the city generator and nerfstudio use z)."""
     clip_to_box: bool = True
     """Per-ray near/far = the ray's crossing of the scene box (if the scene has one), so samples
     and block membership stay where the geometry is; a ray missing the box has near == far."""
-    samples_per_ray: int = 16
+    samples_per_ray: PositiveInt = 16
     """Points along [near, far] tested for block membership."""
     shuffle_rows: bool = True
     """Store each shard's rows in a random order, seeded by (block, chunk) so a re-run writes the
     same bytes: streaming readers then shuffle with cheap contiguous reads. Unshuffled stores are
     read correctly too, but their batches are less random."""
-    rows_per_group: int = 65536
+    rows_per_group: PositiveInt = 65536
     """Parquet row-group size: the unit a streaming reader reads and shuffles."""
-    frames_per_chunk: int = 8
+    frames_per_chunk: PositiveInt = 8
     """Frames per Ray task (bounds a task's memory; more chunks = more parallelism)."""
     split: str = "train"
     """Which split of the scene to ingest."""
@@ -105,10 +106,13 @@ class IngestOptions:
     """Leave out frames whose image file is missing (else: stop, naming the first)."""
     compression: str = "lz4"
     """Parquet codec (lz4 read fastest here, ~10% faster than snappy, as compact)."""
-    fail_chunk: int | None = None
+    fail_chunk: NonNegativeInt | None = None
     """Testing only: the task of this chunk raises after writing one shard (a simulated crash)."""
     progress: bool = True
     """Show a progress bar (rays/s, ETA) on stderr."""
+
+    def __post_init__(self) -> None:
+        check_config(self)  # built from flags by ``mclnf dataset ingest``, or in code
 
     def fingerprint(self) -> dict:
         """The options that determine the output (runtime-only fields left out; the later

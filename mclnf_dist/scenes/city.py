@@ -27,10 +27,18 @@ import math
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass
+from typing import Annotated
 
 import numpy as np
 from PIL import Image
 
+from mclnf_dist.config import (
+    NonNegativeInt,
+    PositiveFloat,
+    PositiveInt,
+    Range,
+    check_config,
+)
 from mclnf_dist.errors import MclnfError
 from mclnf_dist.nerf.rays import camera_rays
 from mclnf_dist.scenes.city_geometry import CityLayout, make_layout
@@ -52,50 +60,45 @@ RAYS_PER_BATCH = 1 << 16
 class CityConfig:
     """A procedural city scene; the same config and seed always give identical files."""
 
-    blocks_x: int = 2
+    blocks_x: PositiveInt = 2
     """City blocks along x."""
-    blocks_y: int = 2
+    blocks_y: PositiveInt = 2
     """City blocks along y."""
-    block_size: float = 60.0
+    block_size: PositiveFloat = 60.0
     """Side of a block in metres, streets included."""
-    street_width: float = 14.0
+    street_width: PositiveFloat = 14.0
     """Width of the streets along block borders (metres)."""
-    buildings_per_block: int = 4
+    buildings_per_block: PositiveInt = 4
     """Box buildings in each block's lot (on a sub-grid)."""
-    min_height: float = 8.0
+    min_height: PositiveFloat = 8.0
     """Lowest building (metres)."""
-    max_height: float = 40.0
+    max_height: PositiveFloat = 40.0
     """Highest building (metres)."""
-    width: int = 64
+    width: PositiveInt = 64
     """Image width in pixels."""
-    height: int = 64
+    height: PositiveInt = 64
     """Image height in pixels."""
-    fov_degrees: float = 60.0
+    fov_degrees: Annotated[float, Range(ge=1, lt=170)] = 60.0
     """Horizontal field of view of every camera."""
-    aerial_views_per_block: int = 4
+    aerial_views_per_block: NonNegativeInt = 4
     """Oblique aerial cameras looking at each block."""
-    street_views_per_block: int = 4
+    street_views_per_block: NonNegativeInt = 4
     """Street-level cameras on the streets around each block."""
-    time_phases: int = 1
+    time_phases: PositiveInt = 1
     """Lighting phases (sun positions); every camera is rendered once per phase."""
-    holdout_every: int = 8
+    holdout_every: NonNegativeInt = 8
     """One camera in this many goes to val and one to test (0: all train)."""
-    seed: int = 0
+    seed: NonNegativeInt = 0
     """Seed of the layout, the colours, the cameras and the split."""
 
     def __post_init__(self) -> None:
-        positive = ("blocks_x", "blocks_y", "buildings_per_block", "width", "height", "time_phases")
-        for name in positive:
-            if getattr(self, name) < 1:
-                raise MclnfError(f"CityConfig.{name} must be >= 1, got {getattr(self, name)}")
+        check_config(self, prefix="CityConfig.")
         if self.aerial_views_per_block + self.street_views_per_block < 1:
             raise MclnfError("CityConfig needs at least one aerial or street view per block")
         if not 0 < self.min_height <= self.max_height:
             raise MclnfError(f"CityConfig needs 0 < min_height <= max_height, got {self}")
         if not 0 < self.street_width < self.block_size - 8:
             raise MclnfError("CityConfig.street_width must be in (0, block_size - 8) metres")
-        if not 1 <= self.fov_degrees < 170:
-            raise MclnfError(f"CityConfig.fov_degrees must be in [1, 170), got {self.fov_degrees}")
 
     @property
     def focal(self) -> float:

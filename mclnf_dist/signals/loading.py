@@ -8,6 +8,7 @@ images, or a folder of video files. Pipelines call only this, so a config names 
 import inspect
 from collections.abc import Callable
 from pathlib import Path
+from typing import Literal, get_args
 
 import torch
 
@@ -19,7 +20,9 @@ from mclnf_dist.signals.signal_set import SignalSet
 from mclnf_dist.signals.video import VIDEO_EXTENSIONS, load_videos
 
 BUILTIN_PREFIX = "builtin:"
-MODALITIES = tuple(BUILTIN_SETS)
+Modality = Literal["image", "audio", "video"]
+MODALITIES = get_args(Modality)
+"""The signal kinds (each has built-in real data in :data:`BUILTIN_SETS`)."""
 
 
 def default_source(modality: str) -> str:

@@ -14,13 +14,23 @@ re-runs one config without Tune (the reproducibility check).
 import json
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Annotated, Literal, get_args
 
 import yaml
 
-from mclnf_dist.config import flatten, parse_config, save_yaml
+from mclnf_dist.config import (
+    NonNegativeInt,
+    PositiveInt,
+    Range,
+    check_config,
+    flatten,
+    parse_config,
+    save_yaml,
+)
 from mclnf_dist.distributed.fanout import ensure_ray
 from mclnf_dist.errors import MclnfError
 from mclnf_dist.progress import ProgressLog
+from mclnf_dist.run_settings import RunField, run_settings
 from mclnf_dist.sweeps.report import (
     TrialRow,
     best_row,
@@ -35,8 +45,10 @@ from mclnf_dist.sweeps.space import SweepSpace, load_space
 from mclnf_dist.sweeps.trial import TrialSettings, evaluate_config, run_trial
 from mclnf_dist.tracking import Tracker, ensure_experiment, resolve_tracking_uri
 
-SEARCHES = ("random", "optuna")
-SCHEDULERS = ("asha", "fifo")
+Search = Literal["random", "optuna"]
+SEARCHES = get_args(Search)
+Scheduler = Literal["asha", "fifo"]
+SCHEDULERS = get_args(Scheduler)
 
 
 @dataclass
@@ -45,22 +57,22 @@ class SweepConfig:
 
     space: str = ""
     """The search-space YAML file (e.g. ``tune_spaces/city.yaml``); required."""
-    num_samples: int = 8
+    num_samples: PositiveInt = 8
     """Trials to sample (a ``grid`` in the space is repeated this many times)."""
-    search: str = "random"
+    search: Search = "random"
     """``random`` (Tune's random/grid search) or ``optuna`` (TPE; no ``grid`` dists)."""
-    scheduler: str = "asha"
+    scheduler: Scheduler = "asha"
     """``asha`` (stops trials that trail at a rung) or ``fifo`` (every trial runs its budget)."""
-    grace_period: int = 1
+    grace_period: PositiveInt = 1
     """ASHA: reports (``metric.every`` rounds each) before a trial can be stopped."""
-    reduction_factor: float = 2.0
+    reduction_factor: Annotated[float, Range(gt=1)] = 2.0
     """ASHA: keep the best ``1/reduction_factor`` of the trials at each rung."""
-    cpus_per_trial: int = 1
+    cpus_per_trial: PositiveInt = 1
     """CPUs (and torch threads) of every trial."""
-    gpus_per_trial: float = -1.0
+    gpus_per_trial: Annotated[float, Range(ge=0, special=((-1, "auto"),))] = -1.0
     """GPUs of every trial; a fraction packs several trials on one GPU (the fields are small:
     0.25 runs four per GPU); 0: CPU-only trials; -1: 1 if the cluster has GPUs, else 0."""
-    max_concurrent_trials: int = 0
+    max_concurrent_trials: NonNegativeInt = 0
     """Trials running at once; 0: as many as the cluster's CPUs (and GPUs) hold."""
     name: str = ""
     """Names the sweep (its folder, MLflow tags); empty: the space file's name. Re-running the same
@@ -68,15 +80,13 @@ class SweepConfig:
     work_dir: str = "outputs"
     """The sweep's folder is ``<work_dir>/sweeps/<name>`` (Tune's state, trial checkpoints,
     results)."""
-    tracking_uri: str = ""
-    """MLflow tracking URI; empty: $MLFLOW_TRACKING_URI or sqlite:///./mlflow.db."""
-    experiment: str = ""
-    """MLflow experiment (one per sweep); empty: ``mclnf-sweep-<name>``."""
-    seed: int = 0
-    """Seed of the search (which configs are sampled); each trial's own seed is in its config."""
     rerun: str = ""
     """A full config (e.g. a sweep's ``best_config.yaml``): re-run it as one trial without Tune
     and print its metrics, instead of sweeping."""
+    run: RunField = run_settings("")
+    """``--seed``: of the search (which configs are sampled; each trial's own seed is in its
+    config); ``--experiment``: empty is ``mclnf-sweep-<name>``; ``--device``: of ``--rerun`` (auto:
+    where the sweep's trials ran)."""
 
 
 def main(argv: list[str]) -> None:
@@ -84,7 +94,9 @@ def main(argv: list[str]) -> None:
     cfg = parse_config(SweepConfig, argv, description=__doc__)
     if cfg.rerun:
         space = load_space(require_space(cfg))
-        device = "cpu" if cfg.gpus_per_trial == 0 else "auto"  # where the sweep's trials ran
+        device = cfg.run.device
+        if device == "auto":
+            device = "cpu" if cfg.gpus_per_trial == 0 else "auto"  # where the sweep's trials ran
         metrics = evaluate_config(cfg.rerun, space, cfg.cpus_per_trial, device=device)
         print(json.dumps(metrics, indent=1))
         return
@@ -98,23 +110,12 @@ def require_space(cfg: SweepConfig) -> str:
 
 
 def check(cfg: SweepConfig, space: SweepSpace) -> None:
-    if cfg.search not in SEARCHES:
-        raise MclnfError(f"unknown search {cfg.search!r} (expected one of: {', '.join(SEARCHES)})")
-    if cfg.scheduler not in SCHEDULERS:
-        raise MclnfError(
-            f"unknown scheduler {cfg.scheduler!r} (expected one of: {', '.join(SCHEDULERS)})"
-        )
+    """What the fields' own choices and ranges cannot say (they are checked by the parse)."""
+    check_config(cfg)  # a config built in code skips the command line's checks
     if cfg.search == "optuna" and space.has_grid:
         raise MclnfError(
             f"{space.source}: --search optuna cannot run a grid (use --search random, or choice)"
         )
-    for key in ("num_samples", "grace_period", "cpus_per_trial"):
-        if getattr(cfg, key) < 1:
-            raise MclnfError(f"--{key.replace('_', '-')} must be >= 1, got {getattr(cfg, key)}")
-    if cfg.gpus_per_trial < 0 and cfg.gpus_per_trial != -1:
-        raise MclnfError(f"--gpus-per-trial must be >= 0 (or -1: auto), got {cfg.gpus_per_trial}")
-    if cfg.reduction_factor <= 1:
-        raise MclnfError(f"--reduction-factor must be > 1, got {cfg.reduction_factor}")
 
 
 def absolute_tracking_uri(explicit: str) -> str:
@@ -129,8 +130,8 @@ def absolute_tracking_uri(explicit: str) -> str:
 def sweep_identity(cfg: SweepConfig, space: SweepSpace) -> dict:
     """What must not change when a sweep of the same name is re-run (it resumes)."""
     raw = yaml.safe_load(Path(space.source).read_text())
-    keys = ("num_samples", "search", "scheduler", "grace_period", "reduction_factor", "seed")
-    return {"space": raw, **{k: getattr(cfg, k) for k in keys}}
+    keys = ("num_samples", "search", "scheduler", "grace_period", "reduction_factor")
+    return {"space": raw, **{k: getattr(cfg, k) for k in keys}, "seed": cfg.run.seed}
 
 
 def check_identity(folder: Path, identity: dict, name: str) -> dict:
@@ -170,13 +171,12 @@ def run_sweep(cfg: SweepConfig) -> dict:
     log = ProgressLog("sweep")
     ensure_ray(worker_logs=True)  # the trials' validation lines are the sweep's progress
     base = space.base_config()
-    space.pipeline.resolve(base)
     budget, reports = space.rounds(base), space.reports(base)
     prepared = space.pipeline.prepare(base, log)  # once, before any trial
     resources = trial_resources(cfg, ray.cluster_resources())
     concurrent = cfg.max_concurrent_trials or trials_that_fit(resources, ray.cluster_resources())
-    tracking_uri = absolute_tracking_uri(cfg.tracking_uri)
-    experiment = cfg.experiment or f"mclnf-sweep-{name}"
+    tracking_uri = absolute_tracking_uri(cfg.run.tracking_uri)
+    experiment = cfg.run.experiment or f"mclnf-sweep-{name}"
     experiment_id = ensure_experiment(experiment, tracking_uri)  # before trials race to create it
     parent_id = existing_run(tracking_uri, record.get("parent_run_id"))
     parent = Tracker(
@@ -290,10 +290,10 @@ def search_algorithm(cfg: SweepConfig, concurrent: int):
         from ray.tune.search import ConcurrencyLimiter
         from ray.tune.search.optuna import OptunaSearch
 
-        return ConcurrencyLimiter(OptunaSearch(seed=cfg.seed), max_concurrent=concurrent)
+        return ConcurrencyLimiter(OptunaSearch(seed=cfg.run.seed), max_concurrent=concurrent)
     from ray.tune.search.basic_variant import BasicVariantGenerator
 
-    return BasicVariantGenerator(max_concurrent=concurrent, random_state=cfg.seed)
+    return BasicVariantGenerator(max_concurrent=concurrent, random_state=cfg.run.seed)
 
 
 def scheduler(cfg: SweepConfig, reports: int):
@@ -337,7 +337,7 @@ def write_results(
              f"{cfg.search} search, {cfg.scheduler} scheduler, {len(rows)} trials, "
              f"{sum(r.stopped_early for r in rows)} stopped early.", "",
              markdown_table(rows, keys, step), ""]  # fmt: skip
-    grid = [k for k, spec in space.params.items() if spec.dist == "grid" and k != "seed"]
+    grid = [k for k, spec in space.params.items() if spec.dist == "grid" and k != "run.seed"]
     if grid and len(rows) > 1:
         by = ", ".join(grid)
         lines += [f"## By {by}", "", grouped_table(rows, grid, step), ""]

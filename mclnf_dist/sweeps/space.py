@@ -3,7 +3,7 @@
 A space file (``tune_spaces/*.yaml``)::
 
     pipeline: city                 # city | signals
-    base: {train: {rounds: 60}}    # overrides applied to every trial (same keys as --config YAML)
+    base: {recipe: city-demo, train: {rounds: 60}}   # every trial's config (as --config YAML)
     metric: {name: val_psnr, adapt_step: 16, every: 10}
     space:
       fim.fim_lambda: {dist: loguniform, low: 0.01, high: 2.0}
@@ -12,8 +12,10 @@ A space file (``tune_spaces/*.yaml``)::
       fim.w_max: {dist: grid, values: [2.0, 5.0, 10.0]}       # every value, num_samples times
 
 Every key of ``space`` is a dotted field path of the pipeline's config dataclass (what ``--config``
-YAML nests), so a trial's config is exactly what ``--config`` would give: dataclass defaults <-
-``base`` <- the sampled values, all through :func:`mclnf_dist.config.merge`. ``metric``:
+YAML nests), so a trial's config is exactly what ``--config`` would give: the dataclass defaults
+or the recipe ``base`` names <- ``base`` <- the sampled values, all through
+:func:`mclnf_dist.config.merge` (so every value is checked against its field's choices and range;
+the ends of a sampled range are checked when the file is loaded). ``metric``:
 ``val_psnr`` is the validation PSNR after ``adapt_step`` adaptation steps from the trial's current
 ``theta_0``, measured (and reported to Tune) every ``every`` meta-rounds. The trial's number of
 meta-rounds is the pipeline's own budget field (city ``train.rounds``, signals
@@ -25,18 +27,16 @@ Problems are :class:`MclnfError` lines naming the file and the key (with the nea
 import dataclasses
 import difflib
 import math
-import types
 import typing
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import yaml
 
-from mclnf_dist.config import as_float, merge
+from mclnf_dist.config import PositiveInt, as_float, from_mapping, merge, unwrap
 from mclnf_dist.errors import MclnfError
-from mclnf_dist.fields.stacked_mlp import FIELD_KINDS, FieldConfig
-from mclnf_dist.meta.meta_learning import ALGORITHMS, MetaConfig
+from mclnf_dist.recipes import recipes_for
 from mclnf_dist.sweeps.targets import Pipeline, pipelines
 
 DISTRIBUTIONS = {
@@ -46,7 +46,6 @@ DISTRIBUTIONS = {
     "choice": "one of values",
     "grid": "every one of values (grid search; num_samples repeats the grid)",
 }
-METRICS = ("val_psnr",)
 TOP_LEVEL = ("pipeline", "base", "metric", "space")
 
 
@@ -83,9 +82,12 @@ class ParamSpec:
 class MetricSpec:
     """What trials report: ``name`` after ``adapt_step`` steps, every ``every`` meta-rounds."""
 
-    name: str = "val_psnr"
-    adapt_step: int = 16
-    every: int = 10
+    name: Literal["val_psnr"] = "val_psnr"
+    """The validation PSNR after ``adapt_step`` adaptation steps."""
+    adapt_step: PositiveInt = 16
+    """Adaptation steps before the validation PSNR is measured."""
+    every: PositiveInt = 10
+    """Meta-rounds between two reports to Tune."""
 
 
 @dataclass
@@ -107,16 +109,19 @@ class SweepSpace:
         return any(spec.dist == "grid" for spec in self.params.values())
 
     def base_config(self) -> Any:
-        """Defaults <- ``base`` (what the driver prepares the data from)."""
-        return merge(self.pipeline.config_class(), self.base, self.source)
+        """Defaults or ``base``'s recipe <- ``base`` (what the driver prepares the data from)."""
+        return base_config(self.pipeline, self.base, self.source)
 
     def trial_config(self, sampled: dict[str, Any]) -> Any:
-        """Defaults <- ``base`` <- sampled values, with the pipeline's "0 = default" fields
-        resolved: the full config a trial runs (and ``best_config.yaml`` holds)."""
+        """Defaults <- ``base`` <- sampled values: the full config a trial runs (and
+        ``best_config.yaml`` holds), checked."""
         plain = {k: v.item() if hasattr(v, "item") else v for k, v in sampled.items()}  # numpy
-        cfg = merge(self.base_config(), nest(plain), f"{self.source} (sampled values)")
-        self.pipeline.resolve(cfg)
-        return cfg
+        return from_mapping(
+            type(self.base_config()),
+            nest(plain),
+            f"{self.source} (sampled values)",
+            base=self.base_config(),
+        )
 
     def rounds(self, cfg: Any) -> int:
         """The trial budget in meta-rounds (the pipeline's budget field)."""
@@ -154,7 +159,7 @@ def load_space(path: str | Path) -> SweepSpace:
     base = data.get("base") or {}
     if not isinstance(base, dict):
         raise MclnfError(f"{source}: base must be a mapping of config overrides, got {base!r}")
-    base_cfg = merge(pipeline.config_class(), base, source, prefix="base.")
+    base_cfg = base_config(pipeline, base, source, prefix="base.")
     metric = parse_metric(source, data.get("metric") or {})
     space = data.get("space")
     if not isinstance(space, dict) or not space:
@@ -166,25 +171,15 @@ def load_space(path: str | Path) -> SweepSpace:
     return SweepSpace(source, pipeline, base, metric, params)
 
 
+def base_config(pipeline: Pipeline, base: dict, source: str, prefix: str = "") -> Any:
+    """The pipeline's defaults (or the recipe ``base`` names) with ``base`` applied."""
+    recipes = recipes_for(pipeline.config_class)
+    return from_mapping(pipeline.config_class, base, source, recipes, prefix=prefix)
+
+
 def parse_metric(source: str, data: Any) -> MetricSpec:
-    if not isinstance(data, dict):
-        raise MclnfError(f"{source}: metric must be a mapping, got {data!r}")
-    names = [f.name for f in dataclasses.fields(MetricSpec)]
-    for key in data:
-        if key not in names:
-            raise MclnfError(
-                f"{source}: unknown key 'metric.{key}' (expected one of: {', '.join(names)})"
-            )
-    metric = MetricSpec(**data)
-    if metric.name not in METRICS:
-        raise MclnfError(
-            f"{source}: metric.name {metric.name!r} is unknown (expected one of: {METRICS})"
-        )
-    for key in ("adapt_step", "every"):
-        value = getattr(metric, key)
-        if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-            raise MclnfError(f"{source}: metric.{key} must be an integer >= 1, got {value!r}")
-    return metric
+    """The ``metric`` mapping, checked like any config (its fields' choices and ranges)."""
+    return merge(MetricSpec(), data, source, prefix="metric.")
 
 
 def parse_param(source: str, pipeline: Pipeline, base_cfg: Any, key: Any, spec: Any) -> ParamSpec:
@@ -247,38 +242,34 @@ def parse_param(source: str, pipeline: Pipeline, base_cfg: Any, key: Any, spec: 
             raise MclnfError(f"{where}: randint needs an int field, {key} is {_name(hint)}")
         if int(low) != low or int(high) != high:
             raise MclnfError(f"{where}: randint bounds must be integers, got {low}, {high}")
+        check_bounds(source, base_cfg, key, int(low), int(high))
         return ParamSpec(key, dist, int(low), int(high))
     if hint is not float:
         suggestion = " (use randint or choice)" if hint is int else " (use choice)"
         raise MclnfError(f"{where}: {dist} needs a float field, {key} is {_name(hint)}{suggestion}")
     if dist == "loguniform" and low <= 0:
         raise MclnfError(f"{where}: loguniform needs low > 0, got low={low}")
+    check_bounds(source, base_cfg, key, float(low), float(high))
     return ParamSpec(key, dist, float(low), float(high))
 
 
+def check_bounds(source: str, base_cfg: Any, key: str, low: Any, high: Any) -> None:
+    """Both ends of a sampled range inside the field's declared range (so is all between)."""
+    for bound in (low, high):
+        check_value(source, base_cfg, key, bound)
+
+
 def check_value(source: str, base_cfg: Any, key: str, value: Any) -> Any:
-    """``value`` type-checked (and coerced) as the field ``key``, via :func:`merge`."""
+    """``value`` type-, choice- and range-checked (and coerced) as the field ``key``."""
+    hint = field_type(base_cfg, key)
+    if typing.get_origin(hint) is Literal and value not in typing.get_args(hint):
+        allowed = ", ".join(str(a) for a in typing.get_args(hint))
+        raise MclnfError(
+            f"{source}: space.{key}: unknown value {value!r} (expected one of: {allowed})"
+        )
     cfg = merge(base_cfg, nest({key: value}), f"{source}: space")
     coerced = get_path(cfg, key)
-    allowed = allowed_values(base_cfg, key)
-    if allowed is not None and coerced not in allowed:
-        raise MclnfError(
-            f"{source}: space.{key}: unknown value {value!r} "
-            f"(expected one of: {', '.join(allowed)})"
-        )
     return list(coerced) if isinstance(coerced, tuple) else coerced
-
-
-def allowed_values(cfg: Any, key: str) -> tuple[str, ...] | None:
-    """The names a string field accepts, where the project has a fixed set."""
-
-    owner_path, _, name = key.rpartition(".")
-    owner = get_path(cfg, owner_path) if owner_path else cfg
-    if isinstance(owner, MetaConfig) and name == "algorithm":
-        return ALGORITHMS
-    if isinstance(owner, FieldConfig) and name == "kind":
-        return FIELD_KINDS
-    return None
 
 
 def nest(flat: dict[str, Any]) -> dict[str, Any]:
@@ -312,14 +303,10 @@ def get_path(cfg: Any, key: str) -> Any:
 
 
 def field_type(cfg: Any, key: str) -> Any:
-    """The type hint of the field ``key`` (``X | None`` -> ``X``)."""
+    """The type of the field ``key`` without its range or ``| None`` (``int``, a Literal...)."""
     owner_path, _, name = key.rpartition(".")
     owner = get_path(cfg, owner_path) if owner_path else cfg
-    hint = typing.get_type_hints(type(owner))[name]
-    args = [a for a in typing.get_args(hint) if a is not type(None)]
-    if typing.get_origin(hint) in (typing.Union, types.UnionType) and len(args) == 1:
-        return args[0]
-    return hint
+    return unwrap(typing.get_type_hints(type(owner), include_extras=True)[name])
 
 
 def _name(hint: Any) -> str:

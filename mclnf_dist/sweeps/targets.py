@@ -33,7 +33,7 @@ from mclnf_dist.jobs.city_data import (
     prepare_city,
     scene_options,
 )
-from mclnf_dist.jobs.signals import SignalsConfig, apply_modality_defaults, load_data, validate
+from mclnf_dist.jobs.signals import SignalsConfig, load_data, validate
 from mclnf_dist.meta.fim import FimConfig
 from mclnf_dist.meta.methods import MethodSpec, get_method
 from mclnf_dist.meta.outer_loop import EpisodeSource, SignalEpisodes
@@ -65,7 +65,7 @@ class MetaTask:
         self.fit, self.score = fit.to(device), score.to(device)
         self.spec = trial_method(cfg)
         self.fim: FimConfig | None = cfg.fim if self.spec.fim else None
-        self.seed = cfg.seed
+        self.seed = cfg.run.seed
         """Seeds the global torch generator (the radiance field's sample jitter)."""
 
     def init(self) -> Params:
@@ -96,18 +96,22 @@ class CityTask(MetaTask):
         field = city_field(cfg, prepared.scene)
         held_out = city.held_out or city.block_order[-1:]
         fit = blocks_as_segments(
-            city.train_uri, held_out, cfg.data.fit_rays_per_block, cfg.seed, "train views"
+            city.train_uri, held_out, cfg.data.fit_rays_per_block, cfg.run.seed, "train views"
         )
         score = blocks_as_segments(
-            city.test_uri, held_out, cfg.data.score_rays_per_block, cfg.seed + 1, "held-out views"
+            city.test_uri,
+            held_out,
+            cfg.data.score_rays_per_block,
+            cfg.run.seed + 1,
+            "held-out views",
         )
         super().__init__(cfg, field, fit, score, device)
         self.data_uri, self.meta_blocks = city.train_uri, city.meta_blocks
-        self.seed = worker_seed(cfg.seed, 0)
+        self.seed = worker_seed(cfg.run.seed, 0)
 
     def init(self) -> Params:
 
-        generator = torch.Generator().manual_seed(self.cfg.seed)
+        generator = torch.Generator().manual_seed(self.cfg.run.seed)
         return init_radiance_params(self.field, 1, generator, self.device)
 
     def episodes(self, generator: torch.Generator, start_round: int) -> EpisodeSource:
@@ -115,7 +119,7 @@ class CityTask(MetaTask):
             self.data_uri,
             self.meta_blocks,
             self.cfg.train.rays_per_task,
-            worker_seed(self.cfg.seed, 0),
+            worker_seed(self.cfg.run.seed, 0),
             self.spec.meta_schedule,
             self.cfg.meta,
             self.device,
@@ -158,7 +162,7 @@ class SignalsTask(MetaTask):
         self.values = prepared.train.segment_values().to(device)  # (S, T, n, C)
 
     def init(self) -> Params:
-        generator = torch.Generator().manual_seed(self.cfg.seed)
+        generator = torch.Generator().manual_seed(self.cfg.run.seed)
         train = self.train
         return init_params(
             self.field, train.in_features, train.out_features, 1, generator, self.device
@@ -192,7 +196,9 @@ def prepare_signals_target(cfg: Any, log: ProgressLog) -> SignalsPrepared:
             f"data.num_train={train.num_signals} leaves no signal to meta-train on after "
             f"{num_val} validation signals (expected data.num_train >= 2)"
         )
-    meta_train, val = split_train_test(train, train.num_signals - num_val, num_val, cfg.seed + 1)
+    meta_train, val = split_train_test(
+        train, train.num_signals - num_val, num_val, cfg.run.seed + 1
+    )
     log.info(
         f"{meta_train.num_signals} meta-training / {val.num_signals} validation "
         f"{cfg.data.modality} signals ({_test.num_signals} test signals left untouched)"
@@ -205,15 +211,14 @@ def prepare_signals_target(cfg: Any, log: ProgressLog) -> SignalsPrepared:
 
 @dataclass(frozen=True)
 class Pipeline:
-    """A pipeline a sweep can target: its config class, its budget field, its data preparation."""
+    """A pipeline a sweep can target: its config class (whose recipes a space's ``base`` may name),
+    its budget field, its data preparation."""
 
     name: str
     config_class: Callable[[], Any]
     budget_key: str
     """Dotted path of the number of meta-rounds (the trials' time axis; never swept)."""
     prepare: Callable[[Any, ProgressLog], Any]
-    resolve: Callable[[Any], None] = lambda cfg: None
-    """Fills "0 = default" fields of a config in place (the pipeline does the same)."""
 
 
 def pipelines() -> dict[str, Pipeline]:
@@ -221,11 +226,5 @@ def pipelines() -> dict[str, Pipeline]:
 
     return {
         "city": Pipeline("city", CityExperimentConfig, "train.rounds", prepare_city_target),
-        "signals": Pipeline(
-            "signals",
-            SignalsConfig,
-            "meta.outer_steps",
-            prepare_signals_target,
-            apply_modality_defaults,
-        ),
+        "signals": Pipeline("signals", SignalsConfig, "meta.outer_steps", prepare_signals_target),
     }

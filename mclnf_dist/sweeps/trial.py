@@ -28,6 +28,7 @@ from mclnf_dist.device import pick_device
 from mclnf_dist.errors import MclnfError
 from mclnf_dist.meta.outer_loop import LocalStore, meta_train_loop
 from mclnf_dist.progress import ProgressLog
+from mclnf_dist.recipes import recipes_for
 from mclnf_dist.sweeps.space import SweepSpace
 from mclnf_dist.sweeps.targets import trial_method
 
@@ -75,7 +76,7 @@ def meta_train_and_validate(
     metric, rounds = space.metric, space.rounds(cfg)
     torch.manual_seed(task.seed)  # the radiance field's sample jitter uses the global generator
     store = LocalStore(task.init(), cfg.meta.outer_lr, cfg.meta.grad_clip)
-    generator = torch.Generator().manual_seed(cfg.seed)
+    generator = torch.Generator().manual_seed(cfg.run.seed)
     last: dict[str, float] = {}
     if state is not None:
         store.load_state_dict(state["store"])
@@ -95,7 +96,7 @@ def meta_train_and_validate(
             return
         # validation draws from a forked state: how often it runs leaves meta-training alone
         with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
-            torch.manual_seed(cfg.seed + 1)
+            torch.manual_seed(cfg.run.seed + 1)
             result = task.validate(store.params(), metric.adapt_step)
         last = {
             "round": round_,
@@ -240,8 +241,8 @@ def evaluate_config(
     ``cpu``, ``cuda`` or ``auto``, as :func:`~mclnf_dist.device.pick_device` takes it.
     """
 
-    cfg = load_yaml_config(space.pipeline.config_class, config_path)
-    space.pipeline.resolve(cfg)
+    config_class = space.pipeline.config_class
+    cfg = load_yaml_config(config_class, config_path, recipes_for(config_class))
     base = space.base_config()
     if cfg.data != base.data:
         raise MclnfError(

@@ -9,6 +9,7 @@ import pytest
 from mclnf_dist.errors import MclnfError
 from mclnf_dist.jobs.report import SECTIONS, ReportConfig, run_report
 from mclnf_dist.meta.methods import METHODS
+from mclnf_dist.run_settings import RunSettings
 
 
 def section_text(text: str, title: str) -> str:
@@ -39,7 +40,7 @@ def test_report_runs_end_to_end_with_every_method_in_every_table(ray_local, tmp_
         tiny=True,
         output=str(out),
         work_dir=str(tmp_path / "work"),
-        tracking_uri=f"sqlite:///{tmp_path / 'mlflow.db'}",
+        run=RunSettings(tracking_uri=f"sqlite:///{tmp_path / 'mlflow.db'}"),
     )
     assert run_report(cfg) == out
     text = out.read_text()
@@ -61,5 +62,5 @@ def test_report_runs_end_to_end_with_every_method_in_every_table(ray_local, tmp_
 
 
 def test_unknown_section_is_named(tmp_path):
-    with pytest.raises(MclnfError, match="unknown report section.*'sky'"):
+    with pytest.raises(MclnfError, match="sections must be one of: faces, .*, got 'sky'"):
         run_report(ReportConfig(sections=("faces", "sky"), output=str(tmp_path / "r.md")))

@@ -47,10 +47,10 @@ def test_every_method_runs_two_steps_and_is_tracked(
 
 
 def test_param_match_widens_one_network_methods(tmp_path, mlflow_uri):
-    cfg = SignalsConfig(methods=("random", "mod"), param_match=True, seed=1)
+    cfg = SignalsConfig(methods=("random", "mod"), param_match=True)
     cfg.data.num_train, cfg.data.num_test = 2, 2
     cfg.meta.outer_steps, cfg.adapt.max_steps, cfg.output_dir = 1, 1, str(tmp_path)
-    cfg.tracking_uri, cfg.workers = mlflow_uri, 0
+    cfg.run.seed, cfg.run.tracking_uri, cfg.workers = 1, mlflow_uri, 0
     results = {r["method"]: r for r in run_signals(cfg)["results"]}
     ratio = results["random"]["params_per_signal"] / results["mod"]["params_per_signal"]
     assert 0.9 < ratio <= 1.0
@@ -59,8 +59,10 @@ def test_param_match_widens_one_network_methods(tmp_path, mlflow_uri):
 @pytest.mark.parametrize(
     "args,expected",
     [
-        (["--modality", "smell"], "unknown modality 'smell'"),
-        (["--methods", "random", "magic"], "unknown method 'magic'"),
+        (["--modality", "smell"], "unknown recipe 'smell' (expected one of: image, image-quick"),
+        (["--methods", "random", "magic"], "invalid choice 'magic' for argument '--methods'"),
+        (["--meta.inner-steps", "0"], "meta.inner_steps must be >= 1, got 0"),
+        (["--data.modality", "smell"], "invalid choice 'smell' for argument '--data.modality'"),
         (["--data.source", "/nonexistent/folder"], "/nonexistent/folder does not exist"),
     ],
 )

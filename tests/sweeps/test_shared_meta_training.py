@@ -49,7 +49,7 @@ def test_sweep_trial_and_city_job_meta_train_alike(tmp_path: Path, ray_local):
     assert CityTask(cfg, prepared, torch.device("cpu")).field == field
     assert get_method("mod").meta_learned
     job = worker_job(cfg, "mse", field, prepared.city, str(tmp_path / "runs"))
-    init = init_radiance_params(field, 1, torch.Generator().manual_seed(cfg.seed))
+    init = init_radiance_params(field, 1, torch.Generator().manual_seed(cfg.run.seed))
     job_theta0, history = meta_train_distributed(
         job,
         cfg.train,

@@ -62,14 +62,15 @@ def test_a_valid_file_becomes_a_tune_space_and_trial_configs(tmp_path):
     assert cfg.meta.inner_lr == CityExperimentConfig().meta.inner_lr  # the defaults
 
 
-def test_signals_trial_configs_get_the_modality_defaults(tmp_path):
+def test_signals_trial_configs_start_from_the_recipe_base_names(tmp_path):
     path = write(
         tmp_path,
-        "pipeline: signals\nbase: {data: {modality: audio}}\n"
+        "pipeline: signals\nbase: {recipe: audio, meta: {outer_steps: 7}}\n"
         "space: {fim.beta: {dist: uniform, low: 0, high: 1}}\n",
     )
     cfg = load_space(path).trial_config({"fim.beta": 0.5})
-    assert isinstance(cfg, SignalsConfig) and cfg.meta.meta_batch_size == 3  # audio's default
+    assert isinstance(cfg, SignalsConfig) and cfg.meta.meta_batch_size == 3  # audio's recipe
+    assert cfg.data.modality == "audio" and cfg.meta.outer_steps == 7 and cfg.fim.beta == 0.5
 
 
 @pytest.mark.parametrize(
@@ -114,6 +115,12 @@ def test_signals_trial_configs_get_the_modality_defaults(tmp_path):
         ),
         ("meta.algorithm: {dist: grid, values: []}", "grid needs a non-empty list of values"),
         ("data.blocks_x: {dist: choice, values: [2, 3]}", "data.* cannot be swept"),
+        (
+            "meta.inner_steps: {dist: randint, low: 0, high: 4}",
+            "space: meta.inner_steps must be >= 1, got 0",
+        ),
+        ("fim.beta: {dist: uniform, low: 0.5, high: 2}", "fim.beta must be >= 0 and <= 1, got 2.0"),
+        ("meta.outer_lr: {dist: choice, values: [0.1, -1]}", "meta.outer_lr must be > 0, got -1.0"),
         ("train.rounds: {dist: choice, values: [10, 20]}", "is the trials' budget"),
     ],
 )
@@ -133,27 +140,36 @@ def test_a_bad_space_entry_is_one_line_naming_the_file_and_key(tmp_path, entry, 
         ("pipeline: city\nspaces: {}", "unknown key 'spaces'"),
         ("pipeline: city\nspace: {}", "space must be a non-empty mapping"),
         (
-            "pipeline: city\nbase: {fimm: {}}\nspace: {seed: {dist: grid, values: [0]}}",
+            "pipeline: city\nbase: {fimm: {}}\nspace: {run.seed: {dist: grid, values: [0]}}",
             "unknown key 'base.fimm'",
         ),
         (
             "pipeline: city\nbase: {meta: {inner_lr: fast}}\n"
-            "space: {seed: {dist: grid, values: [0]}}",
+            "space: {run.seed: {dist: grid, values: [0]}}",
             "base.meta.inner_lr must be float",
         ),
         (
-            "pipeline: city\nmetric: {adapt_step: 0}\nspace: {seed: {dist: grid, values: [0]}}",
-            "metric.adapt_step must be an integer >= 1",
+            "pipeline: city\nmetric: {adapt_step: 0}\nspace: {run.seed: {dist: grid, values: [0]}}",
+            "metric.adapt_step must be >= 1, got 0",
         ),
         (
-            "pipeline: city\nmetric: {name: loss}\nspace: {seed: {dist: grid, values: [0]}}",
-            "metric.name 'loss' is unknown",
+            "pipeline: city\nmetric: {name: loss}\nspace: {run.seed: {dist: grid, values: [0]}}",
+            "metric.name must be one of: val_psnr, got 'loss'",
         ),
         (
-            "pipeline: city\nmetric: {steps: 3}\nspace: {seed: {dist: grid, values: [0]}}",
+            "pipeline: city\nmetric: {steps: 3}\nspace: {run.seed: {dist: grid, values: [0]}}",
             "unknown key 'metric.steps'",
         ),
         ("pipeline: [city", "is not valid YAML"),
+        (
+            "pipeline: city\nbase: {recipe: image}\nspace: {run.seed: {dist: grid, values: [0]}}",
+            "base.recipe: unknown recipe 'image' (expected one of: city-demo",
+        ),
+        (
+            "pipeline: city\nbase: {train: {rounds: -5}}\n"
+            "space: {run.seed: {dist: grid, values: [0]}}",
+            "base.train.rounds must be >= 1, got -5",
+        ),
     ],
 )
 def test_a_bad_space_file_is_one_clear_line(tmp_path, text, expected):

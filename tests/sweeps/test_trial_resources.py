@@ -42,11 +42,11 @@ def test_concurrent_trials_are_what_the_scarcest_resource_holds(resources, clust
 def test_bad_gpu_requests_are_one_clear_error(tmp_path):
     space_file = tmp_path / "s.yaml"
     space_file.write_text(
-        "pipeline: signals\nbase: {data: {modality: image}}\n"
+        "pipeline: signals\nbase: {recipe: image}\n"
         "space: {fim.fim_lambda: {dist: choice, values: [0.0, 0.5]}}\n"
     )
     space = load_space(space_file)
-    with pytest.raises(MclnfError, match="--gpus-per-trial must be >= 0"):
+    with pytest.raises(MclnfError, match=r"gpus_per_trial must be >= 0 \(or -1: auto\), got -2"):
         check(SweepConfig(space=str(space_file), gpus_per_trial=-2), space)
     with pytest.raises(MclnfError, match="above 1 must be whole, got 1.5"):
         trial_resources(SweepConfig(gpus_per_trial=1.5), GPU_BOX)

@@ -1,0 +1,58 @@
+"""The city job's config (apart from the job, so :mod:`mclnf_dist.recipes` can build it and the
+job can read recipes without an import cycle). The defaults are the ``city-demo`` recipe."""
+
+from dataclasses import dataclass
+from dataclasses import field as default
+from typing import Annotated
+
+from mclnf_dist.config import NonNegativeInt, Range
+from mclnf_dist.distributed.train_config import BlockTrainingConfig, TrainConfig
+from mclnf_dist.fields.stacked_mlp import FieldConfig
+from mclnf_dist.jobs.city_data import CityDataConfig
+from mclnf_dist.meta.adaptation import AdaptConfig
+from mclnf_dist.meta.fim import FimConfig
+from mclnf_dist.meta.meta_learning import MetaConfig
+from mclnf_dist.meta.methods import MethodName
+from mclnf_dist.nerf.field import RadianceFieldConfig
+from mclnf_dist.run_settings import RunField, run_settings
+
+
+def default_field() -> RadianceFieldConfig:
+    mlp = FieldConfig(kind="relu_pe", depth=4, width=64, pe_frequencies=8, output_offset=0.0)
+    return RadianceFieldConfig(mlp=mlp, num_samples=32)
+
+
+@dataclass
+class CityExperimentConfig:
+    """The city job: data, field, meta-training, continual phase, tracking."""
+
+    data: CityDataConfig = default(default_factory=CityDataConfig)
+    field: RadianceFieldConfig = default(default_factory=default_field)
+    meta: MetaConfig = default(
+        default_factory=lambda: MetaConfig(inner_steps=2, inner_lr=1.0, outer_lr=1e-2)
+    )
+    fim: FimConfig = default(default_factory=lambda: FimConfig(fim_lambda=0.5))
+    adapt: AdaptConfig = default(
+        default_factory=lambda: AdaptConfig(
+            max_steps=64, batch_size=512, adam_lr=5e-3, meta_sgd_steps=2
+        )
+    )
+    train: TrainConfig = default(default_factory=TrainConfig)
+    block: BlockTrainingConfig = default(default_factory=BlockTrainingConfig)
+    methods: tuple[MethodName, ...] = ("random", "maml", "mod", "mim")
+    """Methods compared in the continual phase."""
+    run_name: str = "city-demo"
+    """Names the Train runs and meta-init checkpoints: re-running the same name resumes."""
+    storage_uri: str = ""
+    """Checkpoints (local path or ``s3://``); empty: ``<work_dir>/runs``."""
+    render_views: NonNegativeInt = 3
+    """Held-out views rendered through the routed modules (PNG)."""
+    workers: Annotated[int, Range(ge=0, special=((-1, "auto"),))] = -1
+    """Continual-phase methods as parallel Ray tasks when > 1 (0 or 1: in-process); -1 (auto): on
+    CPU yes, on a GPU no."""
+    extend: str = ""
+    """A saved city model (``<city_model folder>/<name>``) to extend with ``--data.scene``'s new
+    captures: only their new blocks are trained (from the model's ``theta_0``), the model's own
+    blocks stay bit-identical. Empty: a full run."""
+    run: RunField = run_settings("mclnf-city")
+    """Seed, device, MLflow tracking, log detail (flags without prefix: ``--seed``...)."""
