@@ -27,7 +27,13 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from mclnf_dist.config import NonNegativeFloat, NonNegativeInt, PositiveInt, check_config
+from mclnf_dist.config import (
+    AnyFloat,
+    NonNegativeFloat,
+    NonNegativeInt,
+    PositiveInt,
+    check_config,
+)
 from mclnf_dist.errors import MclnfError
 from mclnf_dist.scenes.partition import PARTITION_FILE, BlockPartition
 from mclnf_dist.storage import (
@@ -67,6 +73,9 @@ def schema_columns(schema: pa.Schema) -> dict[str, str]:
     return {f.name: type_name(f.type) for f in schema}
 
 
+Point = tuple[AnyFloat, AnyFloat, AnyFloat]
+
+
 @dataclass
 class IngestOptions:
     """How a scene is cut into blocks and shards."""
@@ -96,11 +105,11 @@ class IngestOptions:
     """Frames per Ray task (bounds a task's memory; more chunks = more parallelism)."""
     split: str = "train"
     """Which split of the scene to ingest."""
-    downscale: int = 1
+    downscale: PositiveInt = 1
     """Images are block-averaged by this factor once, at ingest (intrinsics scaled: fx/N, cx/N)."""
-    holdout_every: int = 8
+    holdout_every: NonNegativeInt = 8
     """Scenes without splits hold out every n-th view as test (0: all views are train)."""
-    scene_box: tuple[tuple[float, float, float], tuple[float, float, float]] | None = None
+    scene_box: tuple[Point, Point] | None = None
     """Box overriding the scene's (``--field.scene-box``); None: the file's, or derived."""
     skip_missing_images: bool = False
     """Leave out frames whose image file is missing (else: stop, naming the first)."""

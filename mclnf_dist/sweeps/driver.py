@@ -23,23 +23,16 @@ from mclnf_dist.config import (
     PositiveInt,
     Range,
     check_config,
-    flatten,
     parse_config,
-    save_yaml,
 )
 from mclnf_dist.distributed.fanout import ensure_ray
 from mclnf_dist.errors import MclnfError
 from mclnf_dist.progress import ProgressLog
 from mclnf_dist.run_settings import RunField, run_settings
+from mclnf_dist.sweeps.mlflow_runs import existing_run, finish_trial_runs, log_to_parent
 from mclnf_dist.sweeps.report import (
-    TrialRow,
-    best_row,
-    grouped_table,
-    markdown_table,
-    plot_curves,
     rows_from_results,
-    text_table,
-    write_csv,
+    write_results,
 )
 from mclnf_dist.sweeps.space import SweepSpace, load_space
 from mclnf_dist.sweeps.trial import TrialSettings, evaluate_config, run_trial
@@ -307,110 +300,3 @@ def scheduler(cfg: SweepConfig, reports: int):
         grace_period=min(cfg.grace_period, reports),
         reduction_factor=cfg.reduction_factor,
     )
-
-
-def existing_run(tracking_uri: str, run_id: str | None) -> str | None:
-    """``run_id`` if that run is in this tracking store (a resumed sweep continues its run)."""
-    if not run_id:
-        return None
-    from mlflow.exceptions import MlflowException
-    from mlflow.tracking import MlflowClient
-
-    try:
-        return MlflowClient(tracking_uri).get_run(run_id).info.run_id
-    except MlflowException:
-        return None
-
-
-def write_results(
-    cfg: SweepConfig, space: SweepSpace, rows: list[TrialRow], folder: Path, name: str
-) -> dict:
-    """best_config.yaml, trials.csv, results.md, val_psnr.png; the table printed."""
-    keys = list(space.params)
-    step = space.metric.adapt_step
-    best = best_row(rows)
-    title = f"sweep {name}: validation PSNR (dB) after {step} adaptation steps (* = best)"
-    print(text_table(rows, keys, step, title), flush=True)
-    write_csv(rows, keys, folder / "trials.csv")
-    plot_curves(rows, folder / "val_psnr.png", f"sweep {name}", step)
-    lines = [f"# Sweep {name}", "", f"space: `{space.source}` ({space.pipeline.name} pipeline), "
-             f"{cfg.search} search, {cfg.scheduler} scheduler, {len(rows)} trials, "
-             f"{sum(r.stopped_early for r in rows)} stopped early.", "",
-             markdown_table(rows, keys, step), ""]  # fmt: skip
-    grid = [k for k, spec in space.params.items() if spec.dist == "grid" and k != "run.seed"]
-    if grid and len(rows) > 1:
-        by = ", ".join(grid)
-        lines += [f"## By {by}", "", grouped_table(rows, grid, step), ""]
-    summary = {
-        "name": name,
-        "folder": str(folder),
-        "trials": len(rows),
-        "stopped_early": sum(r.stopped_early for r in rows),
-        "errors": sum(r.error is not None for r in rows),
-        "best": None,
-    }
-    if best is not None:
-        best_cfg = space.trial_config(best.params)
-        save_yaml(best_cfg, folder / "best_config.yaml")
-        summary["best"] = {
-            "trial_id": best.trial_id,
-            "params": best.params,
-            "val_psnr": best.val_psnr,
-            "val_psnr_step1": best.val_psnr_step1,
-            "rounds": best.rounds,
-            "config": str(folder / "best_config.yaml"),
-        }
-        lines += [
-            f"best: trial {best.trial_id}, val PSNR {best.val_psnr:.2f} dB; full config in "
-            f"`best_config.yaml`, run it with `python pipelines/"
-            f"{'city_nerf' if space.pipeline.name == 'city' else 'signals'}.py --config "
-            f"{folder / 'best_config.yaml'}`."
-        ]
-    (folder / "results.md").write_text("\n".join(lines) + "\n")
-    (folder / "summary.json").write_text(json.dumps(summary, indent=1, default=str))
-    return summary
-
-
-def finish_trial_runs(
-    tracking_uri: str, experiment_id: str, parent_run_id: str, rows: list[TrialRow]
-) -> None:
-    """Tag every trial's MLflow run with its outcome and make sure it is closed."""
-    from mlflow.tracking import MlflowClient
-
-    client = MlflowClient(tracking_uri)
-    query = f"tags.mlflow.parentRunId = '{parent_run_id}'"
-    runs = client.search_runs([experiment_id], filter_string=query, max_results=10000)
-    by_trial = {r.data.tags.get("trial_id"): r for r in runs if "trial_id" in r.data.tags}
-    known = {row.trial_id for row in rows}
-    for trial_id, run in by_trial.items():  # from an attempt killed before Tune saved its state
-        if trial_id not in known and run.info.status == "RUNNING":
-            client.set_tag(run.info.run_id, "outcome", "abandoned")
-            client.set_terminated(run.info.run_id, "KILLED")
-    for row in rows:
-        run = by_trial.get(row.trial_id)
-        if run is None:
-            continue
-        client.set_tag(run.info.run_id, "outcome", row.status)
-        client.set_tag(run.info.run_id, "stopped_early", str(row.stopped_early).lower())
-        status = "FAILED" if row.error is not None else "FINISHED"
-        if run.info.status != status:
-            client.set_terminated(run.info.run_id, status)
-
-
-def log_to_parent(parent: Tracker, rows: list[TrialRow], folder: Path) -> None:
-    best = best_row(rows)
-    parent.log_metrics(
-        {
-            "trials": len(rows),
-            "trials_stopped_early": sum(r.stopped_early for r in rows),
-            "trials_failed": sum(r.error is not None for r in rows),
-        }
-    )
-    if best is not None:
-        parent.log_metrics({"best_val_psnr": best.val_psnr})
-        for key, value in flatten({"best": best.params}).items():
-            parent.mlflow.set_tag(key, str(value))
-        parent.mlflow.set_tag("best_trial_id", best.trial_id)
-    for file in ("best_config.yaml", "results.md", "trials.csv", "val_psnr.png", "summary.json"):
-        if (folder / file).exists():
-            parent.log_artifact(folder / file, "sweep")

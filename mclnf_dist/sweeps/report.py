@@ -7,6 +7,7 @@ meta-round for every trial).
 """
 
 import csv
+import json
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -14,6 +15,7 @@ from typing import Any
 
 import matplotlib
 
+from mclnf_dist.config import save_yaml
 from mclnf_dist.evaluation.tables import format_table
 
 matplotlib.use("Agg")
@@ -204,3 +206,52 @@ def plot_curves(rows: list[TrialRow], path: Path, title: str, adapt_step: int) -
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
+
+
+def write_results(cfg: Any, space: Any, rows: list[TrialRow], folder: Path, name: str) -> dict:
+    """best_config.yaml, trials.csv, results.md, val_psnr.png; the table printed.
+
+    ``cfg``: the sweep's config (search, scheduler); ``space``: its :class:`SweepSpace`."""
+    keys = list(space.params)
+    step = space.metric.adapt_step
+    best = best_row(rows)
+    title = f"sweep {name}: validation PSNR (dB) after {step} adaptation steps (* = best)"
+    print(text_table(rows, keys, step, title), flush=True)
+    write_csv(rows, keys, folder / "trials.csv")
+    plot_curves(rows, folder / "val_psnr.png", f"sweep {name}", step)
+    lines = [f"# Sweep {name}", "", f"space: `{space.source}` ({space.pipeline.name} pipeline), "
+             f"{cfg.search} search, {cfg.scheduler} scheduler, {len(rows)} trials, "
+             f"{sum(r.stopped_early for r in rows)} stopped early.", "",
+             markdown_table(rows, keys, step), ""]  # fmt: skip
+    grid = [k for k, spec in space.params.items() if spec.dist == "grid" and k != "run.seed"]
+    if grid and len(rows) > 1:
+        by = ", ".join(grid)
+        lines += [f"## By {by}", "", grouped_table(rows, grid, step), ""]
+    summary = {
+        "name": name,
+        "folder": str(folder),
+        "trials": len(rows),
+        "stopped_early": sum(r.stopped_early for r in rows),
+        "errors": sum(r.error is not None for r in rows),
+        "best": None,
+    }
+    if best is not None:
+        best_cfg = space.trial_config(best.params)
+        save_yaml(best_cfg, folder / "best_config.yaml")
+        summary["best"] = {
+            "trial_id": best.trial_id,
+            "params": best.params,
+            "val_psnr": best.val_psnr,
+            "val_psnr_step1": best.val_psnr_step1,
+            "rounds": best.rounds,
+            "config": str(folder / "best_config.yaml"),
+        }
+        lines += [
+            f"best: trial {best.trial_id}, val PSNR {best.val_psnr:.2f} dB; full config in "
+            f"`best_config.yaml`, run it with `python pipelines/"
+            f"{'city_nerf' if space.pipeline.name == 'city' else 'signals'}.py --config "
+            f"{folder / 'best_config.yaml'}`."
+        ]
+    (folder / "results.md").write_text("\n".join(lines) + "\n")
+    (folder / "summary.json").write_text(json.dumps(summary, indent=1, default=str))
+    return summary

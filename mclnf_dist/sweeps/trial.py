@@ -29,6 +29,7 @@ from mclnf_dist.errors import MclnfError
 from mclnf_dist.meta.outer_loop import LocalStore, meta_train_loop
 from mclnf_dist.progress import ProgressLog
 from mclnf_dist.recipes import recipes_for
+from mclnf_dist.sweeps.mlflow_runs import TrialRun
 from mclnf_dist.sweeps.space import SweepSpace
 from mclnf_dist.sweeps.targets import trial_method
 
@@ -162,69 +163,6 @@ def run_trial(params: dict[str, Any], prepared: Any, settings: TrialSettings) ->
         run.end("FAILED")
         raise
     run.end("FINISHED")
-
-
-class TrialRun:
-    """A trial's MLflow run, child of the sweep's run; continued when the trial already has one.
-
-    Logged through ``MlflowClient`` with an explicit run id, not the fluent API: with reused
-    actors, trials follow one another in threads of one process, and a stopped trial never ends a
-    process-global active run.
-    """
-
-    def __init__(
-        self, settings: TrialSettings, trial_id: str, params: dict, run_id: str | None = None
-    ) -> None:
-        from mlflow.entities import Param
-        from mlflow.tracking import MlflowClient
-
-        self.client = MlflowClient(settings.tracking_uri)
-        experiment = self.client.get_experiment_by_name(settings.experiment)
-        run_id = run_id or find_trial_run(self.client, experiment.experiment_id, settings, trial_id)
-        self.logged_until = 0
-        """Rounds the run already has: a trial that restarts from an earlier round (no checkpoint
-        yet, or one older than its last MLflow point) repeats them; they are not logged twice."""
-        if run_id is None:
-            tags = {
-                "mlflow.parentRunId": settings.parent_run_id,
-                "sweep": settings.sweep,
-                "trial_id": trial_id,
-                "pipeline": settings.space.pipeline.name,
-            }
-            run = self.client.create_run(experiment.experiment_id, run_name=trial_id, tags=tags)
-            run_id = run.info.run_id
-        else:
-            self.client.update_run(run_id, status="RUNNING")
-            history = self.client.get_metric_history(run_id, "round")
-            self.logged_until = max((int(p.step) for p in history), default=0)
-        self.run_id = run_id
-        self.client.log_batch(run_id, params=[Param(k, str(v)[:500]) for k, v in params.items()])
-
-    def log_metrics(self, metrics: dict[str, float], step: int) -> None:
-        from mlflow.entities import Metric
-
-        if step <= self.logged_until:
-            return
-        now = int(time.time() * 1000)
-        batch = [Metric(k, float(v), now, step) for k, v in metrics.items()]
-        self.client.log_batch(self.run_id, metrics=batch)
-
-    def end(self, status: str) -> None:
-        self.client.set_terminated(self.run_id, status)
-
-
-def find_trial_run(
-    client: Any, experiment_id: str, settings: TrialSettings, trial_id: str
-) -> str | None:
-    """The id of this trial's MLflow run, if an earlier attempt created one."""
-    runs = client.search_runs(
-        [experiment_id],
-        filter_string=(
-            f"tags.mlflow.parentRunId = '{settings.parent_run_id}' and tags.trial_id = '{trial_id}'"
-        ),
-        max_results=1,
-    )
-    return runs[0].info.run_id if runs else None
 
 
 def evaluate_config(

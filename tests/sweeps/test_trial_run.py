@@ -3,8 +3,9 @@ rounds it repeats (it restarted before its checkpoint was saved) are not logged 
 
 from mlflow.tracking import MlflowClient
 
+from mclnf_dist.sweeps.mlflow_runs import TrialRun
 from mclnf_dist.sweeps.space import load_space
-from mclnf_dist.sweeps.trial import TrialRun, TrialSettings
+from mclnf_dist.sweeps.trial import TrialSettings
 
 
 def test_a_restarted_trial_continues_its_run_without_duplicate_points(tmp_path, mlflow_uri):
