@@ -1,7 +1,8 @@
 """Progress that people can see: tqdm bars on a terminal, periodic log lines otherwise.
 
 Under ``ray job submit``, CI or a pipe, a redrawn bar is unreadable; there every bar prints a plain
-line at most every ``interval_s`` seconds with its rate and ETA.
+line at most every ``interval_s`` seconds, and only once another 5 % is done (so a slow machine
+gets no more lines than a fast one: at most ~21 a bar), with its rate and ETA.
 """
 
 import logging
@@ -48,6 +49,7 @@ class Bar:
             0.0,
             interval_s,
         )
+        self.printed_count = 0
         self.first = 0
         """Count the bar started at (a resumed loop starts late): rates count from there."""
         self.tqdm = None
@@ -58,7 +60,7 @@ class Bar:
 
     def start_at(self, count: int) -> None:
         """Begin at ``count`` (a resumed loop): rates and ETA count only the work done now."""
-        self.count = self.first = count
+        self.count = self.first = self.printed_count = count
         if self.tqdm is not None:
             self.tqdm.update(count)
 
@@ -74,8 +76,10 @@ class Bar:
                 self.tqdm.set_postfix(postfix, refresh=False)
             return
         now = time.perf_counter()
-        if now - self.last_print >= self.interval_s or self.count >= self.total:
-            self.last_print = now
+        due = now - self.last_print >= self.interval_s
+        due = due and self.count - self.printed_count >= max(1, self.total // 20)
+        if due or self.count >= self.total:
+            self.last_print, self.printed_count = now, self.count
             rate = (self.count - self.first) / max(now - self.start, 1e-9)
             eta = (self.total - self.count) / max(rate, 1e-9)
             rays = f", {rate * self.rays_per_unit:,.0f} rays/s" if self.rays_per_unit else ""
