@@ -1,8 +1,9 @@
 """Named, complete configs: what ``--recipe NAME`` starts from, and what the report and the
 sweeps build their configs from.
 
-Each modality (``image``, ``audio``, ``video``) and the demo city (``city-demo``) has a recipe
-with the pipeline's own budgets, and four budget variants of it:
+Each modality (``image``, ``audio``, ``video``), the demo city (``city-demo``) and a real capture
+(``scene``, with ``--data.scene``) has a recipe with the pipeline's own budgets, and budget
+variants of it:
 
 * ``-quick``: fits 2 CPUs (the whole quick report in under 20 minutes);
 * ``-tiny``: seconds-long smoke budgets (tests; the numbers mean nothing);
@@ -16,11 +17,14 @@ of :class:`SignalsConfig` are ``image`` and those of :class:`CityExperimentConfi
 from collections.abc import Callable
 from typing import Any
 
+from mclnf_dist.distributed.train_config import BlockTrainingConfig
 from mclnf_dist.errors import MclnfError
+from mclnf_dist.fields.stacked_mlp import FieldConfig
 from mclnf_dist.jobs.city_config import CityExperimentConfig
 from mclnf_dist.jobs.signals_config import DataConfig, SignalsConfig
 from mclnf_dist.meta.adaptation import AdaptConfig
 from mclnf_dist.meta.meta_learning import MetaConfig
+from mclnf_dist.nerf.field import RadianceFieldConfig
 
 # ------------------------------------------------------------------------------------- signals
 
@@ -103,6 +107,41 @@ def city_demo_tiny() -> CityExperimentConfig:
     data.fit_rays_per_block, data.score_rays_per_block = 256, 128
     cfg.train.num_workers, cfg.train.rounds, cfg.train.rays_per_task = 1, 2, 64
     cfg.adapt.max_steps, cfg.adapt.batch_size = 2, 64
+    cfg.block.steps, cfg.block.batch_rays, cfg.block.probe_rays = 4, 128, 128
+    return cfg
+
+
+def scene() -> CityExperimentConfig:
+    """A real capture (``--data.scene``; one block, an object, by default): a NeRF-sized field
+    (6x128 ReLU on 10 octaves, 64 stratified + 64 hierarchical samples per ray), 4x downscale,
+    2000 block-training steps of 4096 rays from ``theta_0``: GPU budgets. Meta-training needs
+    blocks to learn from: name an init learned elsewhere (``--meta.init-from``) or a grid."""
+    cfg = CityExperimentConfig()
+    mlp = FieldConfig(kind="relu_pe", depth=6, width=128, pe_frequencies=10, output_offset=0.0)
+    cfg.field = RadianceFieldConfig(mlp=mlp, num_samples=64, num_importance_samples=64)
+    cfg.data.blocks_x = cfg.data.blocks_y = 1
+    cfg.data.downscale = 4
+    cfg.train.num_workers = 1
+    cfg.block = BlockTrainingConfig(steps=2000, batch_rays=4096)
+    return cfg
+
+
+def scene_quick() -> CityExperimentConfig:
+    """``scene`` sized for 2 CPUs: the demo's 4x64 field with 32 samples, 8x downscale, 1500
+    block-training steps of 1024 rays."""
+    cfg = CityExperimentConfig()
+    cfg.data.blocks_x = cfg.data.blocks_y = 1
+    cfg.data.downscale = 8
+    cfg.train.num_workers = 1
+    cfg.block = BlockTrainingConfig(steps=1500, batch_rays=1024)
+    return cfg
+
+
+def scene_tiny() -> CityExperimentConfig:
+    """``scene`` at smoke budgets: 16x downscale, 2 meta-rounds, a few steps everywhere."""
+    cfg = city_demo_tiny()
+    cfg.data.blocks_x = cfg.data.blocks_y = 1
+    cfg.data.downscale = 16
     return cfg
 
 
@@ -125,6 +164,10 @@ RECIPES: dict[str, Callable[[], Any]] = {
     "city-demo-quick": city_demo,  # the city job's own budgets already fit 2 CPUs
     "city-demo-tiny": city_demo_tiny,
     "city-demo-full": full_adaptation(city_demo, 256),
+    "scene": scene,
+    "scene-quick": scene_quick,
+    "scene-tiny": scene_tiny,
+    "scene-full": scene,
 }
 """Every recipe by name."""
 

@@ -21,7 +21,7 @@ def test_every_recipe_builds_a_valid_fresh_config(name):
 
 
 def test_every_base_recipe_has_quick_tiny_and_full_budgets():
-    for base in ("image", "audio", "video", "city-demo"):
+    for base in ("image", "audio", "video", "city-demo", "scene"):
         assert {base, f"{base}-quick", f"{base}-tiny", f"{base}-full"} <= set(RECIPES)
     assert set(SIGNALS) | set(CITY) == set(RECIPES)
 
