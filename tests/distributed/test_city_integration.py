@@ -26,6 +26,7 @@ ROOT = Path(__file__).resolve().parents[2]
 EXPERIMENT = "city-it"
 TINY = [
     "--adapt.max-steps", "4",
+    "--block.steps", "4", "--block.batch-rays", "128", "--block.probe-rays", "128",
     "--data.fit-rays-per-block", "512",
     "--data.score-rays-per-block", "256",
     "--render-views", "1",

@@ -25,6 +25,7 @@ def test_meta_learned_init_beats_random_on_held_out_blocks(ray_local, tmp_path):
         "--adapt.max-steps", str(STEPS),
         "--methods", "random", "mod",
         "--render-views", "1",
+        "--block.steps", "4", "--block.batch-rays", "128", "--block.probe-rays", "128",
         "--run-name", f"meta{time.time_ns()}",
         "--tracking-uri", f"sqlite:///{tmp_path / 'mlflow.db'}",
     ]  # fmt: skip

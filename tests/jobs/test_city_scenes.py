@@ -24,6 +24,7 @@ TINY = [
     "--train.rounds", "2",
     "--train.num-workers", "1",
     "--adapt.max-steps", "4",
+    "--block.steps", "4", "--block.batch-rays", "128", "--block.probe-rays", "128",
     "--data.fit-rays-per-block", "256",
     "--data.score-rays-per-block", "128",
     "--render-views", "1",
