@@ -138,7 +138,7 @@ def test_killed_driver_reruns_and_resumes_from_s3(ray_local, s3_bucket, tmp_path
     second = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=240)
     out = second.stdout + second.stderr
     assert second.returncode == 0, out[-4000:]
-    resumed = re.search(rf"\[meta-train\] {run}-mse: resuming at round (\d+)/{rounds}", out)
+    resumed = re.search(rf"{run}-mse: resuming at round (\d+)/{rounds}", out)
     assert resumed and version <= int(resumed.group(1)) < rounds, out[-4000:]
     history = check_outputs(tmp_path, rounds, ["random", "maml"], ["mse"])["mse"]
     # the rounds done before the kill are the very ones in the final history (not redone)
