@@ -30,6 +30,6 @@ def test_make_city_flags_and_bad_values(capsys, tmp_path):
         mclnf(["dataset", "make-city", str(tmp_path), "--fov-degrees", "500"])
     assert exit_.value.code == 2
     assert capsys.readouterr().err.strip() == (
-        "error: CityConfig.fov_degrees must be in [1, 170), got 500.0"
+        "error: CityConfig.fov_degrees must be >= 1 and < 170, got 500.0"
     )
     assert not any(tmp_path.iterdir())
