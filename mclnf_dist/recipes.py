@@ -111,17 +111,22 @@ def city_demo_tiny() -> CityExperimentConfig:
     return cfg
 
 
+def one_block(cfg: CityExperimentConfig, downscale: int) -> CityExperimentConfig:
+    """``cfg`` for a real capture read at ``downscale``: one block (an object), one Train worker."""
+    cfg.data.blocks_x = cfg.data.blocks_y = 1
+    cfg.data.downscale = downscale
+    cfg.train.num_workers = 1
+    return cfg
+
+
 def scene() -> CityExperimentConfig:
     """A real capture (``--data.scene``; one block, an object, by default): a NeRF-sized field
     (6x128 ReLU on 10 octaves, 64 stratified + 64 hierarchical samples per ray), 4x downscale,
     2000 block-training steps of 4096 rays from ``theta_0``: GPU budgets. Meta-training needs
     blocks to learn from: name an init learned elsewhere (``--meta.init-from``) or a grid."""
-    cfg = CityExperimentConfig()
+    cfg = one_block(CityExperimentConfig(), downscale=4)
     mlp = FieldConfig(kind="relu_pe", depth=6, width=128, pe_frequencies=10, output_offset=0.0)
     cfg.field = RadianceFieldConfig(mlp=mlp, num_samples=64, num_importance_samples=64)
-    cfg.data.blocks_x = cfg.data.blocks_y = 1
-    cfg.data.downscale = 4
-    cfg.train.num_workers = 1
     cfg.block = BlockTrainingConfig(steps=2000, batch_rays=4096)
     return cfg
 
@@ -129,20 +134,14 @@ def scene() -> CityExperimentConfig:
 def scene_quick() -> CityExperimentConfig:
     """``scene`` sized for 2 CPUs: the demo's 4x64 field with 32 samples, 8x downscale, 1500
     block-training steps of 1024 rays."""
-    cfg = CityExperimentConfig()
-    cfg.data.blocks_x = cfg.data.blocks_y = 1
-    cfg.data.downscale = 8
-    cfg.train.num_workers = 1
+    cfg = one_block(CityExperimentConfig(), downscale=8)
     cfg.block = BlockTrainingConfig(steps=1500, batch_rays=1024)
     return cfg
 
 
 def scene_tiny() -> CityExperimentConfig:
     """``scene`` at smoke budgets: 16x downscale, 2 meta-rounds, a few steps everywhere."""
-    cfg = city_demo_tiny()
-    cfg.data.blocks_x = cfg.data.blocks_y = 1
-    cfg.data.downscale = 16
-    return cfg
+    return one_block(city_demo_tiny(), downscale=16)
 
 
 # ------------------------------------------------------------------------------------ registry
