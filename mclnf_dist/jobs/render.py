@@ -16,8 +16,8 @@ import av
 import numpy as np
 from PIL import Image
 
-from mclnf_dist.config import describe, parse_config
-from mclnf_dist.device import pick_device
+from mclnf_dist.config import PositiveFloat, PositiveInt, check_config, describe, parse_config
+from mclnf_dist.device import Device, pick_device
 from mclnf_dist.errors import MclnfError
 from mclnf_dist.nerf.render import to_uint8
 from mclnf_dist.progress import ProgressLog
@@ -40,17 +40,18 @@ class RenderConfig:
     first of ``blocks-meta``, ``blocks-random``, or any."""
     cameras: str = "held-out"
     """``held-out``, ``orbit``, ``fly-over``, or a transforms.json-style file of cameras."""
-    frames: int = 48
+    frames: PositiveInt = 48
     """Cameras of an orbit or a fly-over."""
-    scale: float = 1.0
+    scale: PositiveFloat = 1.0
     """Resolution relative to the scene's cameras (0.5: half width and height)."""
     out: str = "outputs/render"
     """Folder of the PNGs and ``video.mp4``."""
-    fps: int = 24
+    fps: PositiveInt = 24
     """Frames per second of the MP4."""
-    chunk: int = 4096
+    chunk: PositiveInt = 4096
     """Rays per rendering call (bounds memory)."""
-    device: str = "auto"
+    device: Device = "auto"
+    """Where to render: ``auto`` (CUDA when present), ``cpu`` or ``cuda``."""
 
 
 def main(argv: list[str]) -> None:
@@ -87,8 +88,7 @@ def camera_path(cfg: RenderConfig, scene: Scene) -> list[Frame]:
 
 def render(cfg: RenderConfig) -> list[Path]:
     """Render every camera of the path; returns the PNG paths (and writes ``video.mp4``)."""
-    if cfg.scale <= 0 or cfg.frames < 1 or cfg.fps < 1:
-        raise MclnfError("--scale must be > 0, --frames and --fps >= 1")
+    check_config(cfg)  # a config built in code skips the command line's checks
     folder = Path(cfg.model)
     name = pick_model(folder, cfg.name)
     model = load_city_model(str(folder), name)
