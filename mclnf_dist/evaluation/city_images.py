@@ -14,7 +14,6 @@ from skimage.metrics import structural_similarity
 
 from mclnf_dist.fields.stacked_mlp import Params
 from mclnf_dist.nerf.field import RadianceFieldConfig
-from mclnf_dist.nerf.rays import frame_rays
 from mclnf_dist.nerf.render import RouteFn, render_view_outputs
 from mclnf_dist.progress import ProgressLog
 from mclnf_dist.scenes.partition import BlockPartition
@@ -74,7 +73,7 @@ def score_city_images(
         total_error += float(error.sum())
         total_count += error.size
         images.append((prediction * 255.0).round().astype(np.uint8))
-        blocks = pixel_blocks(frame, out, partition)
+        blocks = pixel_blocks(out, partition)
         seen = blocks >= 0
         np.add.at(block_error, blocks[seen], error.reshape(-1)[seen])
         np.add.at(block_count, blocks[seen], 1)
@@ -88,11 +87,7 @@ def score_city_images(
     return CityImageScores(psnr, float(np.mean(ssims)), per_image, per_block, images)
 
 
-def pixel_blocks(frame, out: dict[str, torch.Tensor], partition: BlockPartition) -> np.ndarray:
+def pixel_blocks(out: dict[str, torch.Tensor], partition: BlockPartition) -> np.ndarray:
     """(H*W,) block id of each pixel's expected termination point; -1 for background pixels."""
-    origins, directions = frame_rays(frame)
-    opacity = out["opacity"].reshape(-1).cpu()
-    depth = (out["depth"].reshape(-1).cpu() / opacity.clamp_min(1e-6))[:, None]
-    points = (origins + directions * depth).numpy()
-    blocks = partition.route_points(points)
-    return np.where(opacity.numpy() >= 0.5, blocks, -1)
+    blocks = partition.route_points(out["points"].reshape(-1, 3).cpu().numpy())
+    return np.where(out["opacity"].reshape(-1).cpu().numpy() >= 0.5, blocks, -1)

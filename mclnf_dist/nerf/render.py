@@ -129,7 +129,8 @@ def render_view_outputs(
 
     Returns:
         dict ``rgb`` (H, W, 3) float32 in [0, 1], ``depth`` (H, W) world units along the ray
-        (weighted, not divided by opacity) and ``opacity`` (H, W), on the parameters' device.
+        (weighted, not divided by opacity), ``opacity`` (H, W) and ``points`` (H, W, 3), the
+        expected ray termination points in world units, on the parameters' device.
     """
     device = next(iter(params.values())).device
     origins, directions = frame_rays(frame)  # (H*W, 3)
@@ -157,10 +158,13 @@ def render_view_outputs(
             if on_chunk is not None:
                 on_chunk(out["rgb"].shape[0])
     shape = (frame.height, frame.width)
+    depth, opacity = torch.cat(pieces["depth"]), torch.cat(pieces["opacity"])
+    points = origins + directions * (depth / opacity.clamp_min(1e-6))[:, None]
     return {
         "rgb": torch.cat(pieces["rgb"]).reshape(*shape, 3),
-        "depth": torch.cat(pieces["depth"]).reshape(shape),
-        "opacity": torch.cat(pieces["opacity"]).reshape(shape),
+        "depth": depth.reshape(shape),
+        "opacity": opacity.reshape(shape),
+        "points": points.reshape(*shape, 3),
     }
 
 

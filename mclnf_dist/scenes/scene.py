@@ -34,10 +34,10 @@ from mclnf_dist.scenes.scene_bounds import scene_bounds
 from mclnf_dist.scenes.scene_cameras import (
     Frame,
     block_average,
+    frame_pose,
     has_image,
     number,
     parse_frame,
-    parse_pose,
 )
 
 __all__ = ["Frame", "Scene", "load_frame_image", "load_scene"]
@@ -170,16 +170,6 @@ def load_scene(
     return Scene(
         folder, split, frames, near, far, box, background, path, [p for p, _ in files], note
     )
-
-
-def frame_pose(path: str, index: int, entry: dict) -> np.ndarray:
-    """The (4, 4) pose of a frame entry, or the one-line error :func:`parse_frame` would give."""
-    if "file_path" not in entry:
-        raise MclnfError(f"{path}: frame {index}: missing key 'file_path'")
-    where = f"{path}: frame {index} ({entry['file_path']})"
-    if "transform_matrix" not in entry:
-        raise MclnfError(f"{where}: missing key 'transform_matrix'")
-    return parse_pose(where, entry["transform_matrix"])
 
 
 def select_split(

@@ -64,16 +64,22 @@ def number(where: str, key: str, value) -> float:
     return float(value)
 
 
-def parse_frame(
-    path: str, folder: str, meta: dict, index: int, entry: dict, downscale: int = 1
-) -> Frame:
-    """One frame entry -> :class:`Frame` (intrinsics from the frame, else the top level)."""
+def frame_pose(path: str, index: int, entry: dict) -> np.ndarray:
+    """The (4, 4) pose of a frame entry, with one-line errors naming the file and frame."""
     if "file_path" not in entry:
         raise MclnfError(f"{path}: frame {index}: missing key 'file_path'")
     where = f"{path}: frame {index} ({entry['file_path']})"
     if "transform_matrix" not in entry:
         raise MclnfError(f"{where}: missing key 'transform_matrix'")
-    c2w = parse_pose(where, entry["transform_matrix"])
+    return parse_pose(where, entry["transform_matrix"])
+
+
+def parse_frame(
+    path: str, folder: str, meta: dict, index: int, entry: dict, downscale: int = 1
+) -> Frame:
+    """One frame entry -> :class:`Frame` (intrinsics from the frame, else the top level)."""
+    c2w = frame_pose(path, index, entry)
+    where = f"{path}: frame {index} ({entry['file_path']})"
 
     def get(key: str):
         return entry.get(key, meta.get(key))
