@@ -86,7 +86,8 @@ class Bar:
             extra = " ".join(f"{k}={v}" for k, v in postfix.items())
             self.log.info(
                 f"{self.description}: {self.count}/{self.total} {self.unit}s, "
-                f"{rate:.2f} {self.unit}/s{rays}, ETA {eta:.0f}s {extra}".rstrip()
+                f"{rate:,.{2 if rate < 100 else 0}f} {self.unit}/s{rays}, ETA {eta:.0f}s "
+                f"{extra}".rstrip()
             )
 
     def close(self) -> None:
