@@ -17,6 +17,10 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "dataset": ("mclnf_dist.jobs.dataset", "make-city | ingest | info: build and inspect scenes"),
     "city": ("mclnf_dist.jobs.city", "the main job: meta-continual city NeRF on Ray"),
     "sweep": ("mclnf_dist.sweeps.driver", "Ray Tune sweeps over tune_spaces/*.yaml, in MLflow"),
+    "choose-plan": (
+        "mclnf_dist.sweeps.plan_selection",
+        "the one adaptation plan of a modality, chosen on validation signals",
+    ),
     "render": ("mclnf_dist.jobs.render", "render a saved city model along cameras: PNGs + MP4"),
     "report": ("mclnf_dist.jobs.report", "every method, every modality -> docs/results.md"),
 }
@@ -26,7 +30,7 @@ def main(argv: list[str] | None = None) -> None:
     """Run ``mclnf <subcommand> [args...]``."""
     argv = sys.argv[1:] if argv is None else list(argv)
     if not argv or argv[0] in ("-h", "--help") or argv[0] not in SUBCOMMANDS:
-        lines = [f"  {name:<10} {help_}" for name, (_, help_) in SUBCOMMANDS.items()]
+        lines = [f"  {name:<12} {help_}" for name, (_, help_) in SUBCOMMANDS.items()]
         print("usage: mclnf <subcommand> [args...]\n\nsubcommands:\n" + "\n".join(lines))
         if argv and argv[0] not in ("-h", "--help"):
             print(

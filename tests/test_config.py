@@ -73,10 +73,10 @@ def test_a_number_outside_its_range_in_yaml_is_one_line(tmp_path):
     with pytest.raises(MclnfError) as err:
         load_yaml_config(SignalsConfig, path)
     assert str(err.value) == f"{path}: meta.inner_steps must be >= 1, got 0"
-    path = yaml_file(tmp_path, "adapt: {meta_sgd_steps: -2}\n")  # -1 is the sentinel, -2 is not
-    with pytest.raises(MclnfError, match=r"must be >= 0 \(or -1: SGD throughout\), got -2"):
+    path = yaml_file(tmp_path, "adapt: {batch_size: -1}\n")  # 0 is the sentinel, -1 is not
+    with pytest.raises(MclnfError, match=r"must be >= 1 \(or 0: all rows\), got -1"):
         load_yaml_config(SignalsConfig, path)
-    assert load_yaml_config(SignalsConfig, yaml_file(tmp_path, "adapt: {meta_sgd_steps: -1}\n"))
+    assert load_yaml_config(SignalsConfig, yaml_file(tmp_path, "adapt: {batch_size: 0}\n"))
 
 
 def cli_error(capsys, argv: list[str]) -> str:

@@ -12,10 +12,12 @@ import numpy as np
 import torch
 from skimage.metrics import structural_similarity
 
+from mclnf_dist.evaluation.protocol import Measurement, MethodContext
 from mclnf_dist.fields.stacked_mlp import Params
 from mclnf_dist.nerf.field import RadianceFieldConfig
 from mclnf_dist.nerf.render import RouteFn, render_view_outputs
 from mclnf_dist.progress import ProgressLog
+from mclnf_dist.scenes.city_model import module_router
 from mclnf_dist.scenes.partition import BlockPartition
 from mclnf_dist.scenes.scene import Scene, load_frame_image
 
@@ -46,19 +48,21 @@ def score_city_images(
     route: RouteFn,
     partition: BlockPartition,
     scene: Scene,
-    log: ProgressLog,
+    log: ProgressLog | None,
     label: str = "city model",
 ) -> CityImageScores:
-    """Render every frame of ``scene`` (the held-out split) and score it; see the module doc."""
+    """Render every frame of ``scene`` (the held-out split) and score it; see the module doc.
+    ``log``: where the rendering progress bar goes (None: no bar, e.g. at every checkpoint)."""
     frames = scene.frames
-    bar = log.bar(f"rendering {label}", sum(f.width * f.height for f in frames), "ray")
+    total = sum(f.width * f.height for f in frames)
+    bar = log.bar(f"rendering {label}", total, "ray") if log is not None else None
     block_error = np.zeros(partition.num_blocks)
     block_count = np.zeros(partition.num_blocks)
     total_error, total_count = 0.0, 0
     per_image, images, ssims = [], [], []
     for index, frame in enumerate(frames):
         out = render_view_outputs(
-            field_cfg, params, frame, route, scene.near, scene.far, on_chunk=bar.update
+            field_cfg, params, frame, route, scene.near, scene.far, on_chunk=bar and bar.update
         )
         prediction = out["rgb"].clamp(0.0, 1.0).cpu().numpy().astype(np.float64)
         truth = load_frame_image(scene, frame).astype(np.float64) / 255.0
@@ -77,7 +81,8 @@ def score_city_images(
         seen = blocks >= 0
         np.add.at(block_error, blocks[seen], error.reshape(-1)[seen])
         np.add.at(block_count, blocks[seen], 1)
-    bar.close()
+    if bar is not None:
+        bar.close()
     per_block = {
         b: psnr_of(block_error[b], int(block_count[b]))
         for b in range(partition.num_blocks)
@@ -91,3 +96,31 @@ def pixel_blocks(out: dict[str, torch.Tensor], partition: BlockPartition) -> np.
     """(H*W,) block id of each pixel's expected termination point; -1 for background pixels."""
     blocks = partition.route_points(out["points"].reshape(-1, 3).cpu().numpy())
     return np.where(out["opacity"].reshape(-1).cpu().numpy() >= 0.5, blocks, -1)
+
+
+class RenderedCityScorer:
+    """The protocol's scorer for a city (:class:`~mclnf_dist.evaluation.protocol.Scorer`): every
+    checkpoint renders the held-out views through the city model a user would get (each sample
+    point routed to its block's module, or the one network) and scores the full images, so the
+    continual phase measures the rendered model, not modules rendering whole rays on their own.
+
+    A segment's PSNR is that of the pixels ending in its block (``block_order[t]``); a block that
+    no held-out pixel ends in scores NaN.
+    """
+
+    def __init__(
+        self,
+        field_cfg: RadianceFieldConfig,
+        partition: BlockPartition,
+        block_order: list[int],
+        scene: Scene,
+    ) -> None:
+        self.field_cfg, self.partition, self.scene = field_cfg, partition, scene
+        self.block_order = list(block_order)
+
+    def measure(self, ctx: MethodContext, params: Params) -> Measurement:
+        modular = ctx.spec.modular
+        route = module_router(self.partition, self.block_order, modular)
+        scores = score_city_images(self.field_cfg, params, route, self.partition, self.scene, None)
+        segments = [scores.per_block.get(b, float("nan")) for b in self.block_order]
+        return Measurement(scores.psnr, segments)

@@ -21,6 +21,7 @@ import dataclasses
 import math
 import time
 from dataclasses import dataclass, field
+from typing import Protocol
 
 import numpy as np
 import torch
@@ -143,12 +144,17 @@ class MethodContext:
             )
 
     def plan(self) -> OptimiserPlan:
-        if self.spec.meta_learned:
-            sgd_steps = self.adapt.meta_sgd_steps
-            if sgd_steps < 0:
-                sgd_steps = self.adapt.max_steps
-            return OptimiserPlan(sgd_steps, self.meta.inner_lr, self.adapt.adam_lr)
-        return OptimiserPlan(0, 0.0, self.adapt.adam_lr)
+        """The one plan every method adapts with (methods differ in init, modules and loss)."""
+        return OptimiserPlan(self.adapt.sgd_steps, self.meta.inner_lr, self.adapt.adam_lr)
+
+    def rows_per_step(self, num_segments: int, whole_signal: bool) -> int:
+        """Rows per step of one network or module: ``batch_size`` rows per signal per step split
+        over the ``num_segments`` modules (or, sequentially, one segment at a time), so every
+        method sees the same data per step; 0 (every row) stays 0."""
+        batch = self.adapt.batch_size
+        if batch == 0 or whole_signal:
+            return batch
+        return max(1, batch // num_segments)
 
     def loss(self) -> FimConfig | None:
         return self.fim if self.spec.fim else None
@@ -163,24 +169,66 @@ class MethodContext:
         return head_keys(self.init, self.meta.head_layers) if self.spec.head_only else None
 
 
+@dataclass
+class Measurement:
+    """One checkpoint's scores of a set of parameters."""
+
+    psnr: float
+    """Mean over signals of the PSNR of the whole (clamped) reconstruction."""
+    segments: list[float]
+    """Mean PSNR of every scored segment (a city: every block, in arrival order)."""
+    prediction: Tensor | None = None
+    """(S, T, n, C) clamped predictions per segment (None when the scorer renders images)."""
+
+
+class Scorer(Protocol):
+    """What PSNR is measured on: held-out signals (:class:`SignalScorer`), or a city's held-out
+    images rendered through the routed model (:class:`~mclnf_dist.evaluation.city_images.
+    RenderedCityScorer`)."""
+
+    def measure(self, ctx: "MethodContext", params: Params) -> Measurement: ...
+
+
+class SignalScorer:
+    """Scores on a SignalSet's segments: every coordinate predicted by its segment's module (or
+    the one network), clamped to the values' range [0, 1] before PSNR."""
+
+    def __init__(self, score: SignalSet) -> None:
+        self.score = score
+
+    def measure(self, ctx: "MethodContext", params: Params) -> Measurement:
+        prediction = segment_predictions(ctx, params, self.score).clamp(0.0, 1.0)
+        values = self.score.segment_values()
+        mse = (prediction - values).square()  # (S, T, n, C)
+        segments = psnr_matrix(prediction, values).mean(0).tolist()
+        return Measurement(float(psnr_per_signal(mse).mean()), segments, prediction)
+
+
 def evaluate_method(
     ctx: MethodContext,
     signals: SignalSet,
     log: ProgressLog | None = None,
-    score: SignalSet | None = None,
+    score: SignalSet | Scorer | None = None,
 ) -> MethodResult:
     """Run the protocol for one method (progress lines to ``log``).
 
     Args:
         signals: what every method fits (the held-out signals; a city's training-view rays).
-        score: what PSNR is measured on, with the same signals and segments (a city's held-out
-            views); default ``signals`` itself, as in neural-field fitting.
+        score: what PSNR is measured on: a SignalSet with the same signals and segments, or a
+            :class:`Scorer` (a city's held-out images); default ``signals`` itself, as in
+            neural-field fitting.
     """
     runner = {"modular": _modular, "offline": _offline, "sequential": _sequential}
     ctx.log = log
-    result = runner[ctx.spec.test_schedule](ctx, signals, score or signals)
-    if (score or signals).modality == "image" and result.reconstruction is not None:
-        result.ssim_last = mean_ssim(result.reconstruction, score or signals)
+    scorer = SignalScorer(score or signals) if not hasattr(score, "measure") else score
+    result = runner[ctx.spec.test_schedule](ctx, signals, scorer)
+    reference = getattr(scorer, "score", None)
+    if (
+        reference is not None
+        and reference.modality == "image"
+        and result.reconstruction is not None
+    ):
+        result.ssim_last = mean_ssim(result.reconstruction, reference)
     return result
 
 
@@ -199,28 +247,28 @@ def segment_predictions(ctx: MethodContext, params: Params, score: SignalSet) ->
 class Recorder:
     """Curves of one run: whole-signal PSNR and per-segment PSNR at every checkpoint."""
 
-    def __init__(self, ctx: MethodContext, score: SignalSet) -> None:
-        self.ctx, self.score = ctx, score
+    def __init__(self, ctx: MethodContext, scorer: Scorer) -> None:
+        self.ctx, self.scorer = ctx, scorer
         self.curve: dict[int, float] = {}
         self.segment_curve: dict[int, list[float]] = {}
         self.wall: dict[int, float] = {}
         self.start = time.perf_counter()
 
-    def measure(self, step: int, params: Params, work_done: float | None = None) -> Tensor:
-        prediction = segment_predictions(self.ctx, params, self.score)
-        mse = (prediction - self.score.segment_values()).square()  # (S, T, n, C)
+    def measure(self, step: int, params: Params, work_done: float | None = None) -> Measurement:
+        measured = self.scorer.measure(self.ctx, params)
         self.wall[step] = time.perf_counter() - self.start
-        self.curve[step] = float(psnr_per_signal(mse).mean())
-        self.segment_curve[step] = (
-            psnr_matrix(prediction, self.score.segment_values()).mean(0).tolist()
-        )
+        self.curve[step] = measured.psnr
+        self.segment_curve[step] = measured.segments
         done = step / self.ctx.adapt.max_steps if work_done is None else work_done
         self.ctx.report(step, self.curve[step], self.wall[step], done)
-        return prediction
+        return measured
 
     def result(
-        self, params_per_signal: int, matrix, prediction: Tensor, final: Params
+        self, params_per_signal: int, matrix, measured: Measurement, final: Params
     ) -> MethodResult:
+        reconstruction = None
+        if measured.prediction is not None and isinstance(self.scorer, SignalScorer):
+            reconstruction = unsegment(measured.prediction, self.scorer.score)
         return MethodResult(
             self.ctx.spec.name,
             self.ctx.spec.group,
@@ -228,22 +276,23 @@ class Recorder:
             self.curve,
             self.wall,
             matrix,
-            reconstruction=unsegment(prediction, self.score),
+            reconstruction=reconstruction,
             segment_curve=self.segment_curve,
             final_params=final,
         )
 
 
 def adapt_all_at_once(
-    ctx: MethodContext, x: Tensor, y: Tensor, score: SignalSet
-) -> tuple[Params, Recorder]:
+    ctx: MethodContext, x: Tensor, y: Tensor, scorer: Scorer, rows_per_step: int
+) -> tuple[Params, Recorder, Measurement]:
     """Adapt every module on its own rows for the whole budget, recording every checkpoint."""
-    recorder = Recorder(ctx, score)
+    recorder = Recorder(ctx, scorer)
     checkpoints = set(checkpoint_steps(ctx.adapt.max_steps))
+    last: list[Measurement] = []
 
     def record(step: int, params: Params) -> None:
         if step in checkpoints:
-            recorder.measure(step, params)
+            last[:] = [recorder.measure(step, params)]
 
     final = adapt(
         ctx.field,
@@ -255,52 +304,52 @@ def adapt_all_at_once(
         ctx.loss(),
         ctx.trainable(),
         on_step=record,
-        batch_size=ctx.adapt.batch_size,
+        batch_size=rows_per_step,
     )
-    return final, recorder
+    return final, recorder, last[0]
 
 
-def _modular(ctx: MethodContext, signals: SignalSet, score: SignalSet) -> MethodResult:
+def _modular(ctx: MethodContext, signals: SignalSet, scorer: Scorer) -> MethodResult:
     num, segments = signals.num_signals, signals.num_segments
     coords, values = signals.segment_coords(), signals.segment_values()  # (T,n,d), (S,T,n,C)
     x = coords.expand(num, *coords.shape).reshape(num * segments, *coords.shape[1:])
     y = values.reshape(num * segments, *values.shape[2:])
-    final, recorder = adapt_all_at_once(ctx, x, y, score)
+    rows = ctx.rows_per_step(segments, whole_signal=False)
+    final, recorder, measured = adapt_all_at_once(ctx, x, y, scorer, rows)
     learned = recorder.segment_curve[ctx.adapt.max_steps]  # frozen after its own training
     matrix = [[learned[j] if j <= i else None for j in range(segments)] for i in range(segments)]
-    prediction = segment_predictions(ctx, final, score)
-    return recorder.result(count_parameters(ctx.init) * segments, matrix, prediction, final)
+    return recorder.result(count_parameters(ctx.init) * segments, matrix, measured, final)
 
 
-def _offline(ctx: MethodContext, signals: SignalSet, score: SignalSet) -> MethodResult:
+def _offline(ctx: MethodContext, signals: SignalSet, scorer: Scorer) -> MethodResult:
     num = signals.num_signals
     x, y = signals.coords.expand(num, *signals.coords.shape), signals.values
-    final, recorder = adapt_all_at_once(ctx, x, y, score)
-    prediction = segment_predictions(ctx, final, score)
-    return recorder.result(count_parameters(ctx.init), None, prediction, final)
+    rows = ctx.rows_per_step(signals.num_segments, whole_signal=True)
+    final, recorder, measured = adapt_all_at_once(ctx, x, y, scorer, rows)
+    return recorder.result(count_parameters(ctx.init), None, measured, final)
 
 
-def _sequential(ctx: MethodContext, signals: SignalSet, score: SignalSet) -> MethodResult:
-    recorder = Recorder(ctx, score)
-    matrix, prediction, final = None, None, None
+def _sequential(ctx: MethodContext, signals: SignalSet, scorer: Scorer) -> MethodResult:
+    recorder = Recorder(ctx, scorer)
+    matrix, measured, final = None, None, None
     budgets = checkpoint_steps(ctx.adapt.max_steps)
     for budget in budgets:
         last = budget == ctx.adapt.max_steps
-        final, rows = run_sequence(ctx, signals, budget, score if last else None)
-        prediction = recorder.measure(
+        final, rows = run_sequence(ctx, signals, budget, scorer if last else None)
+        measured = recorder.measure(
             budget, final, sum(b for b in budgets if b <= budget) / sum(budgets)
         )
         if rows is not None:
             matrix = [[v if j <= i else None for j, v in enumerate(r)] for i, r in enumerate(rows)]
-    return recorder.result(count_parameters(ctx.init), matrix, prediction, final)
+    return recorder.result(count_parameters(ctx.init), matrix, measured, final)
 
 
 def run_sequence(
-    ctx: MethodContext, signals: SignalSet, steps: int, score: SignalSet | None
+    ctx: MethodContext, signals: SignalSet, steps: int, scorer: Scorer | None
 ) -> tuple[Params, list[list[float]] | None]:
     """One network per signal learns the segments in order, ``steps`` steps each.
 
-    Returns the final parameters and, if ``score`` is given, the rows ``R[i][:]`` of the segment
+    Returns the final parameters and, if ``scorer`` is given, the rows ``R[i][:]`` of the segment
     matrix (mean PSNR of every scored segment after learning segment i).
     """
     num = signals.num_signals
@@ -309,7 +358,8 @@ def run_sequence(
     ewc = EwcPenalty(ctx.adapt.ewc_lambda) if ctx.spec.regulariser == "ewc" else None
     replay_x, replay_y = [], []
     generator = torch.Generator().manual_seed(0)
-    rows = [] if score is not None else None
+    rows = [] if scorer is not None else None
+    batch = ctx.rows_per_step(signals.num_segments, whole_signal=False)
     for segment in range(signals.num_segments):
         x = coords[segment].expand(num, -1, -1)
         y = values[:, segment]
@@ -324,7 +374,7 @@ def run_sequence(
             ctx.loss(),
             ctx.trainable(),
             ewc=ewc,
-            batch_size=ctx.adapt.batch_size,
+            batch_size=batch,
         )
         if ewc is not None:
             ewc.consolidate(ctx.field, params, x, y, ctx.adapt.ewc_batches)
@@ -334,8 +384,7 @@ def run_sequence(
             replay_x.append(x[:, chosen])
             replay_y.append(y[:, chosen])
         if rows is not None:
-            prediction = segment_predictions(ctx, params, score)
-            rows.append(psnr_matrix(prediction, score.segment_values()).mean(0).tolist())
+            rows.append(scorer.measure(ctx, params).segments)
     return params, rows
 
 

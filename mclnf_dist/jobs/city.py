@@ -21,6 +21,7 @@ from mclnf_dist.distributed.meta_train_loop import WorkerJob
 from mclnf_dist.distributed.meta_trainer import meta_train_distributed
 from mclnf_dist.distributed.train_config import check_workers
 from mclnf_dist.errors import MclnfError
+from mclnf_dist.evaluation.city_images import RenderedCityScorer
 from mclnf_dist.evaluation.protocol import MethodContext, MethodResult, evaluate_method
 from mclnf_dist.evaluation.tables import results_table
 from mclnf_dist.fields.stacked_mlp import Params
@@ -79,13 +80,8 @@ def run_city(cfg: CityExperimentConfig) -> dict:
     fit = blocks_as_segments(
         city.train_uri, city.block_order, cfg.data.fit_rays_per_block, cfg.run.seed, "train views"
     )
-    score = blocks_as_segments(
-        city.test_uri,
-        city.block_order,
-        cfg.data.score_rays_per_block,
-        cfg.run.seed + 1,
-        "held-out views",
-    )
+    # scored as users get it: full held-out images rendered through the routed model
+    score = RenderedCityScorer(field_cfg, city.partition, city.block_order, city.load_scene("test"))
     with Tracker(
         cfg.run.experiment,
         f"{cfg.run_name}-{time.strftime('%Y%m%d-%H%M%S')}",
@@ -323,7 +319,7 @@ def continual_phase(
         contexts.append(MethodContext(spec, field_cfg, init, cfg.meta, cfg.fim, cfg.adapt))
     parallel = cfg.workers > 1 or (cfg.workers == -1 and device.type == "cpu")
     log.info(f"continual phase: {len(contexts)} methods over {fit.num_segments} blocks")
-    calls = [(ctx, fit.to(device), score.to(device)) for ctx in contexts]
+    calls = [(ctx, fit.to(device), score) for ctx in contexts]
     results: list[MethodResult | None] = [None] * len(calls)
     for index, result in run_tasks(city_method, calls, parallel):
         log.info(f"{result.method}: PSNR step1 {result.psnr_step1:.2f} best {result.best[0]:.2f}")

@@ -34,12 +34,12 @@ class CityExperimentConfig:
     fim: FimConfig = default(default_factory=lambda: FimConfig(fim_lambda=0.5))
     adapt: AdaptConfig = default(
         default_factory=lambda: AdaptConfig(
-            max_steps=64, batch_size=512, adam_lr=5e-3, meta_sgd_steps=2
+            max_steps=64, batch_size=2048, adam_lr=5e-3, sgd_steps=2
         )
     )
     train: TrainConfig = default(default_factory=TrainConfig)
     block: BlockTrainingConfig = default(default_factory=BlockTrainingConfig)
-    methods: tuple[MethodName, ...] = ("random", "maml", "mod", "mim")
+    methods: tuple[MethodName, ...] = ("random", "mod-random", "maml", "mod", "mim")
     """Methods compared in the continual phase."""
     run_name: str = "city-demo"
     """Names the Train runs and meta-init checkpoints: re-running the same name resumes."""

@@ -54,7 +54,8 @@ class CityDataConfig:
     fit_rays_per_block: PositiveInt = 4096
     """Training-view rays per block that a method fits in the continual phase."""
     score_rays_per_block: PositiveInt = 2048
-    """Held-out-view rays per block that PSNR is measured on."""
+    """Held-out-view rays per block a sweep trial validates on (the job itself scores full
+    held-out images rendered through the routed model)."""
     seed: NonNegativeInt = 0
     """Seed of the demo city (its layout, colours and cameras)."""
 

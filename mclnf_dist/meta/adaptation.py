@@ -1,9 +1,12 @@
-"""Test-time adaptation of stacked parameters: the optimiser every method uses on new signals.
+"""Test-time adaptation of stacked parameters: the one optimiser plan every method uses.
 
-Meta-learned methods take plain-SGD steps at the inner-loop rate (the regime in which ``theta_0``
-was meta-learned), optionally switching to Adam after ``meta_sgd_steps``; random-init methods use
-Adam throughout. Continual baselines add their regulariser here: EWC's
-quadratic penalty (as a gradient term) and experience replay (extra rows of earlier segments).
+A fair comparison gives every method the same plan (issue 12): the same optimiser schedule, the
+same rows per signal per step and the same step budget, so methods differ only in their init,
+modularity and loss. The plan is one per modality, chosen on validation signals
+(:mod:`mclnf_dist.evaluation.plan_selection`) and recorded in the recipes: ``sgd_steps`` plain-SGD
+steps at the inner-loop rate (the regime a meta-learned ``theta_0`` was trained for), then Adam.
+Continual baselines add their regulariser here: EWC's quadratic penalty (as a gradient term) and
+experience replay (extra rows of earlier segments).
 """
 
 from collections.abc import Callable
@@ -13,7 +16,14 @@ from typing import Annotated
 import torch
 from torch import Tensor
 
-from mclnf_dist.config import NonNegativeFloat, PositiveFloat, PositiveInt, Range, UnitFloat
+from mclnf_dist.config import (
+    NonNegativeFloat,
+    NonNegativeInt,
+    PositiveFloat,
+    PositiveInt,
+    Range,
+    UnitFloat,
+)
 from mclnf_dist.fields.stacked_mlp import FieldConfig, Params
 from mclnf_dist.meta.fim import FimConfig
 from mclnf_dist.meta.inner_loop import loss_and_grads
@@ -21,16 +31,15 @@ from mclnf_dist.meta.inner_loop import loss_and_grads
 
 @dataclass
 class AdaptConfig:
-    """Test-time optimisation (the same budget for every method)."""
+    """Test-time optimisation: one plan (schedule, rows per step, budget) for every method."""
 
     max_steps: PositiveInt = 4096
     """Adaptation steps per segment; PSNR is recorded at 1, 2, 4, ... up to this."""
     adam_lr: PositiveFloat = 1e-3
-    """Adam learning rate of randomly initialised methods."""
-    meta_sgd_steps: Annotated[int, Range(ge=0, special=((-1, "SGD throughout"),))] = -1
-    """Meta-learned inits: plain-SGD steps at the inner-loop rate before switching to Adam
-    (-1: SGD throughout, the regime theta_0 was meta-learned for; switching to Adam right after
-    the K meta-trained steps measurably knocks a meta-learned init off its path)."""
+    """Adam learning rate after the SGD steps (every method)."""
+    sgd_steps: NonNegativeInt = 0
+    """Every method's first steps: plain SGD at the inner-loop rate ``meta.inner_lr`` (the regime
+    a meta-learned init was trained for), then Adam; 0: Adam from the first step."""
     ewc_lambda: NonNegativeFloat = 1e3
     """Strength of EWC's penalty ``lambda/2 sum_k F_k (theta_k - theta*_k)^2``."""
     ewc_batches: PositiveInt = 8
@@ -38,7 +47,9 @@ class AdaptConfig:
     replay_fraction: UnitFloat = 0.25
     """Fraction of each earlier segment's coordinates replayed with every later step."""
     batch_size: Annotated[int, Range(ge=1, special=((0, "all rows"),))] = 0
-    """Rows (coordinates, rays) per step and module, drawn at random; 0: all rows every step."""
+    """Rows (coordinates, rays) per signal per step, drawn at random, whatever the method: a
+    one-network method takes them all, each of T modules (or a sequential method, on its current
+    segment) ``batch_size // T``; 0: every row every step."""
 
 
 @dataclass

@@ -1,4 +1,8 @@
-"""The eight methods of the paper's comparison, as data: one registry, one code path.
+"""The paper's eight methods plus ``mod-random``, as data: one registry, one code path.
+
+``mod-random`` (one module per segment, each from a random init) separates the two ideas behind
+``mod``: modules (T times the parameters, no forgetting) and the meta-learned init. Without it a
+gain of ``mod`` over ``random`` could come from either.
 
 A method is fully described by where its initialisation comes from, whether it is modular, how it
 meets the segments at test time, and its loss/regulariser. Everything else (meta-training,
@@ -11,7 +15,9 @@ from typing import Literal
 from mclnf_dist.errors import MclnfError
 
 GROUPS = ("offline", "continual", "meta-offline", "meta-continual")
-MethodName = Literal["random", "finetune", "ewc", "replay", "maml", "oml", "mod", "mim"]
+MethodName = Literal[
+    "random", "finetune", "ewc", "replay", "mod-random", "maml", "oml", "mod", "mim"
+]
 """The methods' names in the paper's table order; :data:`METHODS` registers each (tested)."""
 
 
@@ -57,6 +63,13 @@ METHODS: dict[str, MethodSpec] = {
             "sequential",
             regulariser="replay",
             description="+experience replay",
+        ),
+        MethodSpec(
+            "mod-random",
+            "continual",
+            None,
+            "modular",
+            description="modules from a random init (no meta-learning)",
         ),
         MethodSpec("maml", "meta-offline", "shared", "offline", description="MAML, one net"),
         MethodSpec(

@@ -1,0 +1,80 @@
+"""The protocol's fairness rules: one plan, the same rows per signal per step, clamped scores."""
+
+import dataclasses
+
+import pytest
+import torch
+
+from mclnf_dist.evaluation.protocol import MethodContext, SignalScorer, evaluate_method
+from mclnf_dist.fields.stacked_mlp import FieldConfig, init_params
+from mclnf_dist.meta.adaptation import AdaptConfig
+from mclnf_dist.meta.fim import FimConfig
+from mclnf_dist.meta.meta_learning import MetaConfig
+from mclnf_dist.meta.methods import METHODS, get_method
+from mclnf_dist.signals.segments import grid_coords, grid_segments
+from mclnf_dist.signals.signal_set import SignalSet
+
+
+def tiny_signals(num: int = 2, size: int = 8) -> SignalSet:
+    coords = grid_coords((size, size))
+    generator = torch.Generator().manual_seed(0)
+    values = torch.rand(num, size * size, 1, generator=generator)
+    return SignalSet(
+        modality="image",
+        names=[f"s{i}" for i in range(num)],
+        coords=coords,
+        values=values,
+        grid_shape=(size, size),
+        segment_index=grid_segments((size, size), (2, 2)),
+    )
+
+
+def context(name: str, adapt: AdaptConfig, field: FieldConfig | None = None) -> MethodContext:
+    field = field or FieldConfig(width=16, depth=3)
+    init = init_params(field, 2, 1, 1, torch.Generator().manual_seed(0))
+    meta = MetaConfig(inner_steps=2, inner_lr=0.05)
+    return MethodContext(get_method(name), field, init, meta, FimConfig(), adapt)
+
+
+def test_every_method_adapts_with_the_same_plan():
+    adapt = AdaptConfig(max_steps=8, adam_lr=3e-3, sgd_steps=2)
+    plans = {name: context(name, adapt).plan() for name in METHODS}
+    assert len({(p.sgd_steps, p.sgd_lr, p.adam_lr) for p in plans.values()}) == 1
+    assert plans["random"].sgd_steps == 2 and plans["mod"].adam_lr == 3e-3
+
+
+@pytest.mark.parametrize(
+    ("name", "expected"), [("random", 1024), ("maml", 1024), ("mod", 256), ("finetune", 256)]
+)
+def test_rows_per_step_are_per_signal_whatever_the_method(name, expected):
+    """One network takes the signal's whole batch; each of 4 modules (or a sequential method on
+    its current segment, for 4x the steps) a quarter: the same rows per signal per step."""
+    ctx = context(name, AdaptConfig(batch_size=1024))
+    whole = ctx.spec.test_schedule == "offline"
+    assert ctx.rows_per_step(4, whole_signal=whole) == expected
+    assert context(name, AdaptConfig(batch_size=0)).rows_per_step(4, whole) == 0
+
+
+def test_predictions_are_clamped_to_the_value_range_before_psnr():
+    """A field whose output is 2.0 everywhere, scored on an all-ones signal, is perfect once
+    clamped to [0, 1] (PSNR at the 1e-12 floor, 120 dB); unclamped it would score 0 dB."""
+    signals = tiny_signals()
+    signals = dataclasses.replace(signals, values=torch.ones_like(signals.values))
+    field = FieldConfig(width=16, depth=3, output_offset=2.0)
+    ctx = context("mod", AdaptConfig(max_steps=1), field)
+    params = {k: torch.zeros_like(v) for k, v in ctx.init.items()}  # expands to every module
+    measured = SignalScorer(signals).measure(ctx, params)
+    assert measured.psnr == pytest.approx(120.0)
+    assert float(measured.prediction.max()) == 1.0
+
+
+def test_mod_random_is_modular_from_a_random_init():
+    spec = get_method("mod-random")
+    assert spec.modular and not spec.meta_learned and not spec.fim
+    signals = tiny_signals()
+    adapt = AdaptConfig(max_steps=32, adam_lr=1e-2)
+    result = evaluate_method(context("mod-random", adapt), signals)
+    one_network = evaluate_method(context("random", adapt), signals)
+    assert result.params_per_signal == 4 * one_network.params_per_signal
+    assert result.curve[32] > result.curve[1] + 3.0  # it learns
+    assert result.forgetting == 0.0  # frozen modules, by construction
