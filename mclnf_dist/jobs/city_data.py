@@ -54,8 +54,9 @@ class CityDataConfig:
     fit_rays_per_block: PositiveInt = 4096
     """Training-view rays per block that a method fits in the continual phase."""
     score_rays_per_block: PositiveInt = 2048
-    """Held-out-view rays per block a sweep trial validates on (the job itself scores full
-    held-out images rendered through the routed model)."""
+    """Validation rays per block of a sweep trial: training-view pixels disjoint from the ones
+    it fits (held-out views are test data; the job scores full held-out images through the
+    routed model)."""
     seed: NonNegativeInt = 0
     """Seed of the demo city (its layout, colours and cameras)."""
 
@@ -168,11 +169,14 @@ def check_scene(scene_root: str, **options) -> Scene:
 
 
 def blocks_as_segments(
-    uri: str, blocks: list[int], rays_per_block: int, seed: int, name: str
+    uri: str, blocks: list[int], rays_per_block: int, seed: int, name: str, skip: int = 0
 ) -> SignalSet:
     """``rays_per_block`` random rays of each block (in ``blocks`` order) as one SignalSet.
 
     coords (T*n, 8) packed rays, values (1, T*n, 3) colours, segment t = block ``blocks[t]``.
+    ``skip``: leave out the first ``skip`` rays of each block's seeded draw, so a second call
+    with the same seed and ``skip`` = the first call's ``rays_per_block`` gets disjoint rays
+    (a sweep's validation pixels of the training views, never the held-out views).
     """
     generator = torch.Generator().manual_seed(seed)
     coords, values = [], []
@@ -181,7 +185,13 @@ def blocks_as_segments(
         total = rays["rgb"].shape[0]
         if total == 0:
             raise MclnfError(f"block {block} of {uri} has no rays (expected some to fit/score)")
-        pick = torch.randperm(total, generator=generator)[:rays_per_block]
+        order = torch.randperm(total, generator=generator)
+        if skip and total < skip + rays_per_block:
+            raise MclnfError(
+                f"block {block} of {uri} has {total} rays (expected at least {skip} + "
+                f"{rays_per_block} to draw disjoint fitting and validation rays)"
+            )
+        pick = order[skip : skip + rays_per_block]
         if total < rays_per_block:  # small blocks: sample with replacement
             pick = torch.randint(0, total, (rays_per_block,), generator=generator)
         coords.append(

@@ -7,8 +7,8 @@ config, on the trial's device: the field, the random initialisation, the next me
 episode, and a validation score of a ``theta_0``. Validation data are never meta-trained on:
 
 * city: meta-training uses the rays of ``city.meta_blocks``; validation adapts fresh modules to
-  the *held-out blocks* on training-view rays and scores them on held-out-view rays, as the city
-  job's continual phase does (so the sweep tunes on the blocks the city job reports on);
+  the *held-out blocks* on training-view rays and scores them on OTHER pixels of the training
+  views (the held-out views are the city job's test images and are never looked at);
 * signals: the pipeline's own train/test split is made first (the test signals stay untouched),
   then a fifth of the training signals (:data:`VALIDATION_FRACTION`) is held back for validation.
 """
@@ -98,12 +98,14 @@ class CityTask(MetaTask):
         fit = blocks_as_segments(
             city.train_uri, held_out, cfg.data.fit_rays_per_block, cfg.run.seed, "train views"
         )
+        # validation: other pixels of the same training views (held-out views are test data)
         score = blocks_as_segments(
-            city.test_uri,
+            city.train_uri,
             held_out,
             cfg.data.score_rays_per_block,
-            cfg.run.seed + 1,
-            "held-out views",
+            cfg.run.seed,
+            "validation pixels",
+            skip=cfg.data.fit_rays_per_block,
         )
         super().__init__(cfg, field, fit, score, device)
         self.data_uri, self.meta_blocks = city.train_uri, city.meta_blocks
