@@ -8,6 +8,7 @@ as parallel Ray tasks) -> results table, JSON, PSNR curves, rendered novel views
 model, all tracked in MLflow.
 """
 
+import dataclasses
 import time
 from pathlib import Path
 
@@ -24,6 +25,7 @@ from mclnf_dist.errors import MclnfError
 from mclnf_dist.evaluation.city_images import RenderedCityScorer
 from mclnf_dist.evaluation.protocol import MethodContext, MethodResult, evaluate_method
 from mclnf_dist.evaluation.tables import results_table
+from mclnf_dist.fields.sizing import matched_width
 from mclnf_dist.fields.stacked_mlp import Params
 from mclnf_dist.jobs.city_blocks import block_phase
 from mclnf_dist.jobs.city_config import CityExperimentConfig
@@ -38,7 +40,13 @@ from mclnf_dist.jobs.city_extend import extend_city
 from mclnf_dist.jobs.city_outputs import held_out_psnr, render_and_save, write_city_outputs
 from mclnf_dist.jobs.init_asset import load_init, locate, save_init
 from mclnf_dist.meta.methods import MethodSpec, get_method
-from mclnf_dist.nerf.field import RadianceFieldConfig, field_for_scene, init_radiance_params
+from mclnf_dist.nerf.field import (
+    POINT_FEATURES,
+    RAW_CHANNELS,
+    RadianceFieldConfig,
+    field_for_scene,
+    init_radiance_params,
+)
 from mclnf_dist.progress import ProgressLog, quiet_logs
 from mclnf_dist.recipes import recipes_for
 from mclnf_dist.scenes.scene import Scene
@@ -202,6 +210,26 @@ def meta_key(spec: MethodSpec) -> str:
     return "fim" if spec.fim else "mse"
 
 
+MATCHED = "-matched"
+"""Suffix of the inits (and meta-objectives) of parameter-matched one-network methods."""
+
+
+def init_key(cfg: CityExperimentConfig, spec: MethodSpec) -> str:
+    """Which init a method starts from: ``random`` or its meta-objective, with :data:`MATCHED`
+    for a one-network method when ``param_match`` widens it to all the modules' size."""
+    key = meta_key(spec) if spec.meta_learned else "random"
+    return key + MATCHED if cfg.param_match and not spec.modular else key
+
+
+def key_field(field_cfg: RadianceFieldConfig, key: str, num_blocks: int) -> RadianceFieldConfig:
+    """The field of an init: the module's, or for a :data:`MATCHED` key one network widened to
+    about ``num_blocks`` modules' parameters."""
+    if not key.endswith(MATCHED):
+        return field_cfg
+    mlp = matched_width(field_cfg.mlp, POINT_FEATURES, RAW_CHANNELS, num_blocks)
+    return dataclasses.replace(field_cfg, mlp=mlp)
+
+
 def meta_train_all(
     cfg: CityExperimentConfig,
     specs: list[MethodSpec],
@@ -211,17 +239,24 @@ def meta_train_all(
     tracker: Tracker,
     log: ProgressLog,
 ) -> dict[str, Params]:
-    """``theta_0`` of every meta-objective the methods need, meta-trained on Ray Train."""
+    """Every init the methods need (``random`` and each meta-objective, per field), the
+    meta-learned ones meta-trained on Ray Train."""
 
-    random_init = init_radiance_params(field_cfg, 1, torch.Generator().manual_seed(cfg.run.seed))
-    inits = {"random": random_init}
-    for key in sorted({meta_key(s) for s in specs if s.meta_learned}):
+    blocks = len(city.block_order)
+    inits = {}
+    for key in sorted({init_key(cfg, s) for s in specs} | {"random"}):
+        field = key_field(field_cfg, key, blocks)
+        generator = torch.Generator().manual_seed(cfg.run.seed)
+        random_init = init_radiance_params(field, 1, generator)
+        if key.startswith("random"):
+            inits[key] = random_init
+            continue
         if cfg.meta.init_from:
             inits[key] = loaded_init(cfg, key, random_init, log)
         else:
-            inits[key] = meta_train_objective(cfg, key, field_cfg, city, storage, tracker, log)
+            inits[key] = meta_train_objective(cfg, key, field, city, storage, tracker, log)
         # theta_0 travels with the city model: a later job can start from it or extend the model
-        save_init(Path(cfg.data.work_dir) / "city_model", key, inits[key], field_cfg)
+        save_init(Path(cfg.data.work_dir) / "city_model", key, inits[key], field)
     return inits
 
 
@@ -280,7 +315,7 @@ def worker_job(
     return WorkerJob(
         field=field_cfg,
         meta=cfg.meta,
-        fim=cfg.fim if key == "fim" else None,
+        fim=cfg.fim if key.startswith("fim") else None,
         data_uri=city.train_uri,
         blocks=city.meta_blocks,
         rays_per_task=cfg.train.rays_per_task,
@@ -291,7 +326,7 @@ def worker_job(
         seed=cfg.run.seed,
         fail_at_round=cfg.train.fail_at_round,
         fail_marker=f"{storage.rstrip('/')}/{run_name}/worker-failed-once",
-        schedule="sequential" if key == "oml" else "modular",
+        schedule="sequential" if key.startswith("oml") else "modular",
         label=f"meta-train {key}",
     )
 
@@ -314,9 +349,10 @@ def continual_phase(
     """Blocks arrive in order; every method adapts to each block for up to ``max_steps``."""
     contexts = []
     for spec in specs:
-        init = inits[meta_key(spec)] if spec.meta_learned else inits["random"]
-        init = {k: v.to(device) for k, v in init.items()}
-        contexts.append(MethodContext(spec, field_cfg, init, cfg.meta, cfg.fim, cfg.adapt))
+        key = init_key(cfg, spec)
+        init = {k: v.to(device) for k, v in inits[key].items()}
+        field = key_field(field_cfg, key, fit.num_segments)
+        contexts.append(MethodContext(spec, field, init, cfg.meta, cfg.fim, cfg.adapt))
     parallel = cfg.workers > 1 or (cfg.workers == -1 and device.type == "cpu")
     log.info(f"continual phase: {len(contexts)} methods over {fit.num_segments} blocks")
     calls = [(ctx, fit.to(device), score) for ctx in contexts]

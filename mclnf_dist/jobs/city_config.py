@@ -41,6 +41,9 @@ class CityExperimentConfig:
     block: BlockTrainingConfig = default(default_factory=BlockTrainingConfig)
     methods: tuple[MethodName, ...] = ("random", "mod-random", "maml", "mod", "mim")
     """Methods compared in the continual phase."""
+    param_match: bool = False
+    """Widen the one-network methods (``random``, ``maml``, ...) to the modules' total parameter
+    count (``maml`` then meta-trains its own, wider ``theta_0``)."""
     run_name: str = "city-demo"
     """Names the Train runs and meta-init checkpoints: re-running the same name resumes."""
     storage_uri: str = ""

@@ -1,5 +1,6 @@
 """What the city job leaves behind: rendered novel views, the saved city model, JSON and plots."""
 
+import dataclasses
 import json
 from pathlib import Path
 
@@ -40,10 +41,11 @@ def render_and_save(
     for result in rendered:
         modular = result.final_params["w0"].shape[0] > 1 or len(city.block_order) == 1
         folder = str(out / "city_model")
+        width = result.final_params["w0"].shape[-1]  # a parameter-matched network is wider
         save_city_model(
             folder,
             result.method,
-            field_cfg,
+            dataclasses.replace(field_cfg, mlp=dataclasses.replace(field_cfg.mlp, width=width)),
             result.final_params,
             city.partition,
             city.block_order,

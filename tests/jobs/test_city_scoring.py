@@ -1,0 +1,43 @@
+"""The city's continual phase is scored as users get the city: full held-out images rendered
+through the routed city model; ``mod-random`` runs in the city; ``--param-match`` widens the one
+network to the modules' total size."""
+
+import time
+
+import pytest
+
+from mclnf_dist.evaluation.city_images import score_city_images
+from mclnf_dist.jobs.city import run_city
+from mclnf_dist.recipes import recipe
+from mclnf_dist.scenes.city_model import load_city_model
+from mclnf_dist.scenes.partition import load_partition
+from mclnf_dist.scenes.scene import load_scene
+
+
+@pytest.mark.timeout(900)
+def test_city_methods_are_scored_on_the_rendered_held_out_images(ray_local, tmp_path):
+    cfg = recipe("city-demo-tiny")
+    cfg.data.work_dir = str(tmp_path)
+    cfg.methods, cfg.param_match = ("random", "mod-random"), True
+    cfg.adapt.max_steps, cfg.adapt.adam_lr = 8, 1e-2
+    cfg.run_name = f"score{time.time_ns()}"
+    cfg.run.tracking_uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    report = run_city(cfg)
+    results = {r["method"]: r for r in report["results"]}
+    # the one network is as large as the four modules together (within one hidden unit's worth)
+    modules, one = (
+        results["mod-random"]["params_per_signal"],
+        results["random"]["params_per_signal"],
+    )
+    assert 0.9 * modules <= one <= modules
+    # the last checkpoint's PSNR is exactly the saved city model's score on the held-out images
+    model_dir = tmp_path / "city_model"
+    for name in ("random", "mod-random"):
+        model = load_city_model(str(model_dir), name)
+        test = load_scene(model.scene["root"], "test", **model.scene["options"])
+        partition = load_partition(str(model_dir))
+        scores = score_city_images(model.field, model.params, model.route, partition, test, None)
+        assert results[name]["psnr_last"] == pytest.approx(scores.psnr, abs=1e-3)
+    # and it learned: the modules' PSNR after 8 steps is well above after 1
+    curve = results["mod-random"]["curve"]
+    assert curve["8"] > curve["1"] + 1.0
