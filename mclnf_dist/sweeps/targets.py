@@ -6,7 +6,8 @@ generated and ingested, signals loaded and split), and shipped to every trial. I
 config, on the trial's device: the field, the random initialisation, the next meta-training
 episode, and a validation score of a ``theta_0``. Validation data are never meta-trained on:
 
-* city: meta-training uses the rays of ``city.meta_blocks``; validation adapts fresh modules to
+* city: meta-training uses the rays of ``city.meta_blocks`` that cross no other block (a ray is
+  stored in every block it crosses); validation adapts fresh modules to
   the *held-out blocks* on training-view rays and scores them on held-out-view rays, as the city
   job's continual phase does (so the sweep tunes on the blocks the city job reports on);
 * signals: the pipeline's own train/test split is made first (the test signals stay untouched),
@@ -107,6 +108,7 @@ class CityTask(MetaTask):
         )
         super().__init__(cfg, field, fit, score, device)
         self.data_uri, self.meta_blocks = city.train_uri, city.meta_blocks
+        self.avoid_blocks = city.non_meta_blocks
         self.seed = worker_seed(cfg.run.seed, 0)
 
     def init(self) -> Params:
@@ -123,6 +125,7 @@ class CityTask(MetaTask):
             self.spec.meta_schedule,
             self.cfg.meta,
             self.device,
+            avoid_blocks=self.avoid_blocks,
         )
         source.skip(start_round)
         return source
