@@ -149,7 +149,7 @@ def meta_training_leakage(cfg: CityExperimentConfig, city: CityData, log: Progre
         rounds,
     )
     log.info(
-        f"meta-training streams skip the {leakage['excluded_fraction']:.1%} of the rays of blocks "
+        f"meta-training streams skip {leakage['excluded_fraction']:.1%} of the rays of blocks "
         f"{city.meta_blocks} that cross blocks {city.non_meta_blocks}; of {leakage['rays_drawn']} "
         f"drawn rays checked, a fraction {leakage['overlap_fraction']} cross them"
     )
