@@ -11,7 +11,7 @@ workers report metrics to Train, never checkpoints.
 
 import os
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import ray
 import torch
@@ -47,6 +47,9 @@ class WorkerJob:
     ``sequential`` (oml)."""
     label: str = "meta-train"
     """Prefix of the progress lines."""
+    avoid_blocks: list[int] = field(default_factory=list)
+    """Blocks no meta-training ray may cross (the city's non-meta blocks: a ray is stored in every
+    block it crosses, so without this the held-out blocks' rays would be meta-trained on)."""
 
 
 class ServerStore:
@@ -98,6 +101,7 @@ def train_loop_per_worker(config: dict) -> None:
         job.schedule,
         job.meta,
         device,
+        avoid_blocks=job.avoid_blocks,
     )
     store = ServerStore(job, rank, device)
 

@@ -16,6 +16,7 @@ import torch
 
 from mclnf_dist.config import check_config, describe, json_ready, parse_config, to_dict
 from mclnf_dist.device import pick_device
+from mclnf_dist.distributed.block_episodes import meta_training_overlap
 from mclnf_dist.distributed.checkpoints import CheckpointStore
 from mclnf_dist.distributed.fanout import ensure_ray, run_tasks
 from mclnf_dist.distributed.meta_train_loop import WorkerJob
@@ -82,6 +83,7 @@ def run_city(cfg: CityExperimentConfig) -> dict:
     city = prepare_city(cfg.data, log, cfg.field.scene_box)
     if any(s.meta_learned for s in specs):
         check_workers(cfg.train.num_workers, city.meta_blocks)  # before any run is tracked
+    leakage = meta_training_leakage(cfg, city, log)  # a meta block left with no ray stops here
 
     scene = city.load_scene("all")
     field_cfg = city_field(cfg, scene)
@@ -97,6 +99,7 @@ def run_city(cfg: CityExperimentConfig) -> dict:
         tags={"job": "city_nerf"},
     ) as tracker:
         tracker.log_params(to_dict(cfg))
+        tracker.log_metrics({f"meta_rays_{k}": v for k, v in leakage.items()})
         inits = meta_train_all(cfg, specs, field_cfg, city, storage, tracker, log)
         results = continual_phase(cfg, specs, field_cfg, inits, fit, score, device, log)
         for result in results:
@@ -105,7 +108,7 @@ def run_city(cfg: CityExperimentConfig) -> dict:
         render_and_save(cfg, results, field_cfg, city, scene, out, log)
         blocks = run_block_phase(cfg, inits, field_cfg, city, storage, out, device, log)
         log_block_phase(tracker, blocks)
-        report = write_city_outputs(cfg, results, city, out, blocks)
+        report = write_city_outputs(cfg, results, city, out, blocks, leakage)
         for path in sorted(p for p in out.iterdir() if p.is_file()):
             tracker.log_artifact(path, "results")
         for path in sorted(p for p in (out / "city_model").iterdir() if p.is_file()):
@@ -128,6 +131,33 @@ def run_city(cfg: CityExperimentConfig) -> dict:
         )
     log.info(f"wrote {out}; MLflow run {report['mlflow_run_id']}")
     return report
+
+
+OVERLAP_RAYS_PER_BLOCK = 16384
+"""At most this many of each meta block's drawn rays are checked for the report (the first
+rounds'); the check costs about as much as the streams' own filtering of them."""
+
+
+def meta_training_leakage(cfg: CityExperimentConfig, city: CityData, log: ProgressLog) -> dict:
+    """:func:`meta_training_overlap` of the job's meta-training streams over its first rounds (up
+    to :data:`OVERLAP_RAYS_PER_BLOCK` rays per block): ``overlap_fraction`` must be 0."""
+    per_round = 2 * cfg.train.rays_per_task
+    rounds = max(1, min(cfg.train.rounds, OVERLAP_RAYS_PER_BLOCK // per_round))
+    leakage = meta_training_overlap(
+        city.train_uri,
+        city.meta_blocks,
+        city.non_meta_blocks,
+        cfg.train.rays_per_task,
+        cfg.run.seed,
+        cfg.train.num_workers,
+        rounds,
+    )
+    log.info(
+        f"meta-training streams skip {leakage['excluded_fraction']:.1%} of the rays of blocks "
+        f"{city.meta_blocks} that cross blocks {city.non_meta_blocks}; of {leakage['rays_drawn']} "
+        f"drawn rays checked, a fraction {leakage['overlap_fraction']} cross them"
+    )
+    return leakage
 
 
 def run_extension(
@@ -328,6 +358,7 @@ def worker_job(
         fail_marker=f"{storage.rstrip('/')}/{run_name}/worker-failed-once",
         schedule="sequential" if key.startswith("oml") else "modular",
         label=f"meta-train {key}",
+        avoid_blocks=city.non_meta_blocks,
     )
 
 

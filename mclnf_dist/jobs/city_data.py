@@ -81,6 +81,12 @@ class CityData:
         """Blocks never seen in meta-training (where the headline comparison is made)."""
         return [b for b in self.block_order if b not in self.meta_blocks]
 
+    @property
+    def non_meta_blocks(self) -> list[int]:
+        """Every block of the partition that is not meta-trained on (held out or not in the order):
+        no meta-training ray may cross one, since a ray is stored in every block it crosses."""
+        return [b for b in range(self.partition.num_blocks) if b not in self.meta_blocks]
+
 
 def scene_options(cfg: CityDataConfig, scene_box=None) -> dict:
     """The :func:`load_scene` arguments of the job (``scene_box``: ``--field.scene-box``)."""

@@ -110,9 +110,19 @@ def save_grid(rows: list[list[np.ndarray]], names: list[str], path: Path) -> Non
 
 
 def write_city_outputs(
-    cfg, results: list[MethodResult], city, out: Path, blocks: dict | None = None
+    cfg,
+    results: list[MethodResult],
+    city,
+    out: Path,
+    blocks: dict | None = None,
+    leakage: dict | None = None,
 ) -> dict:
-    """results.json (all methods, held-out-block numbers, the block phase) and PSNR plots."""
+    """results.json (all methods, held-out-block numbers, the block phase) and PSNR plots.
+
+    ``leakage``: :func:`~mclnf_dist.distributed.block_episodes.meta_training_overlap` of the
+    meta-training streams; its ``overlap_fraction`` (0 when no meta-training ray reaches a
+    held-out block) is a top-level field, the rest goes under ``meta_training_rays``.
+    """
 
     last = cfg.adapt.max_steps
     held = {
@@ -136,6 +146,9 @@ def write_city_outputs(
         "results": [r.summary() for r in results],
         "block_training": blocks,
     }
+    if leakage is not None:
+        report["overlap_fraction"] = leakage["overlap_fraction"]
+        report["meta_training_rays"] = dict(leakage)
     write_atomic(out / "results.json", json.dumps(report, indent=1))
     plot_psnr_curves(results, out / "psnr_curves.png", "city: held-out views, all blocks")
     return report

@@ -230,6 +230,28 @@ class BlockPartition:
         member[np.arange(count), :, slices] = space
         return member.reshape(count, self.num_blocks)
 
+    def rays_crossing(
+        self,
+        origins: np.ndarray,
+        directions: np.ndarray,
+        near: np.ndarray | float,
+        far: np.ndarray | float,
+        blocks: list[int],
+        times: np.ndarray | float | None = None,
+        samples_per_ray: int = 16,
+    ) -> np.ndarray:
+        """(R,) bool: rays that cross any of ``blocks``, i.e. that an ingest with these
+        ``samples_per_ray`` stores in one of them (:meth:`ray_blocks`: same samples, same margin).
+
+        Why it exists: a ray is stored in every block it crosses, so keeping a block's data apart
+        from another's (meta-training vs held-out blocks) means dropping the rays this marks.
+        """
+        wanted = [self.check_block(b) for b in blocks]
+        if not wanted:
+            return np.zeros(len(np.asarray(origins).reshape(-1, 3)), dtype=bool)
+        member = self.ray_blocks(origins, directions, near, far, times, samples_per_ray)
+        return member[:, wanted].any(axis=1)
+
     def to_dict(self) -> dict:
         """A JSON-ready dict (lists, not arrays)."""
         data = asdict(self)

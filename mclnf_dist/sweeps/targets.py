@@ -6,9 +6,10 @@ generated and ingested, signals loaded and split), and shipped to every trial. I
 config, on the trial's device: the field, the random initialisation, the next meta-training
 episode, and a validation score of a ``theta_0``. Validation data are never meta-trained on:
 
-* city: meta-training uses the rays of ``city.meta_blocks``; validation adapts fresh modules to
-  the *held-out blocks* on training-view rays and scores them on OTHER pixels of the training
-  views (the held-out views are the city job's test images and are never looked at);
+* city: meta-training uses the rays of ``city.meta_blocks`` that cross no other block (a ray is
+  stored in every block it crosses); validation adapts fresh modules to the *held-out blocks* on
+  training-view rays and scores them on OTHER pixels of the training views (the held-out views
+  are the city job's test images and are never looked at);
 * signals: the pipeline's own train/test split is made first (the test signals stay untouched),
   then a fifth of the training signals (:data:`VALIDATION_FRACTION`) is held back for validation.
 """
@@ -109,6 +110,7 @@ class CityTask(MetaTask):
         )
         super().__init__(cfg, field, fit, score, device)
         self.data_uri, self.meta_blocks = city.train_uri, city.meta_blocks
+        self.avoid_blocks = city.non_meta_blocks
         self.seed = worker_seed(cfg.run.seed, 0)
 
     def init(self) -> Params:
@@ -125,6 +127,7 @@ class CityTask(MetaTask):
             self.spec.meta_schedule,
             self.cfg.meta,
             self.device,
+            avoid_blocks=self.avoid_blocks,
         )
         source.skip(start_round)
         return source

@@ -67,6 +67,9 @@ def check_outputs(work: Path, rounds: int, methods: list[str], keys: list[str]) 
     assert [r["method"] for r in report["results"]] == methods
     assert set(report["held_out_blocks"]) == set(methods)
     assert report["blocks"]["held_out"]  # some blocks were never meta-trained on
+    # no meta-training ray crosses a held-out block, though many stored meta-block rays do
+    assert report["overlap_fraction"] == 0.0
+    assert 0.1 < report["meta_training_rays"]["excluded_fraction"] < 0.9
     for name in ("psnr_curves.png", "novel_views.png"):
         assert (work / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n", name
 

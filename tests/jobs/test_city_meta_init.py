@@ -31,6 +31,7 @@ def test_meta_learned_init_beats_random_on_held_out_blocks(ray_local, tmp_path):
     ]  # fmt: skip
     report = run_city(parse_config(CityExperimentConfig, argv))
     assert report["blocks"]["held_out"] == [4, 5]
+    assert report["overlap_fraction"] == 0.0  # theta_0 never saw a ray of blocks 4 or 5
     held = report["held_out_blocks"]
     random, mod = held["random"], held["mod"]
     print(f"\nheld-out blocks: random {random}\nmod {mod}")
