@@ -163,6 +163,9 @@ def sound_clips(
 ) -> SignalSet:
     """Every non-silent window (stride ``hop``, default length // 4) of real recorded sounds.
 
+    Windows of one file overlap when ``hop < length``; each window's source is its file, so a
+    split by source never holds out a window that shares samples with a training window.
+
     Returns:
         SignalSet with values (S, length, 1); about 80 windows with the defaults.
     """
