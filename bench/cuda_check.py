@@ -85,9 +85,9 @@ def faces_learning(device) -> dict:
     from mclnf_dist.meta.meta_learning import MetaConfig
     from mclnf_dist.meta.methods import METHODS
     from mclnf_dist.meta.outer_loop import meta_train
-    from mclnf_dist.signals.loading import load_signal_set, split_train_test
+    from mclnf_dist.signals.loading import load_signal_set, split_by_source
 
-    train, test = split_train_test(load_signal_set("image", "builtin:lfw"), 80, 20, 0)
+    train, test = split_by_source(load_signal_set("image", "builtin:lfw"), 80, 20, 0)
     train, test = train.to(device), test.to(device)
     field, meta = FieldConfig(), MetaConfig(outer_steps=300)
     init = init_params(field, 2, 1, 1, torch.Generator().manual_seed(0), device)

@@ -21,7 +21,7 @@ def test_every_recipe_builds_a_valid_fresh_config(name):
 
 
 def test_every_base_recipe_has_quick_tiny_and_full_budgets():
-    for base in ("image", "audio", "video", "city-demo", "scene"):
+    for base in ("image", "photos", "audio", "video", "city-demo", "scene"):
         assert {base, f"{base}-quick", f"{base}-tiny", f"{base}-full"} <= set(RECIPES)
     assert set(SIGNALS) | set(CITY) == set(RECIPES)
 
@@ -43,9 +43,10 @@ def test_no_recipe_means_the_defaults_of_the_readme_commands():
         ("image", "image", (80, 20), 8, 300, 4096),
         ("audio", "audio", (32, 8), 3, 300, 1024),
         ("video", "video", (12, 4), 2, 300, 256),
-        ("image-quick", "image", (80, 20), 8, 150, 512),
-        ("audio-quick", "audio", (32, 8), 3, 100, 128),
-        ("video-quick", "video", (12, 4), 2, 60, 64),
+        ("image-quick", "image", (80, 12), 8, 150, 512),
+        ("photos-quick", "image", (32, 12), 8, 150, 512),
+        ("audio-quick", "audio", (12, 3), 3, 100, 128),
+        ("video-quick", "video", (8, 4), 2, 60, 64),
         ("audio-tiny", "audio", (4, 2), 2, 2, 2),
         ("video-full", "video", (12, 4), 2, 300, 4096),
     ],
@@ -119,6 +120,7 @@ def test_the_report_builds_each_section_from_its_recipe(tmp_path):
     cfg = ReportConfig(quick=True, work_dir=str(tmp_path), run=RunSettings(seed=5, experiment="r"))
     by_name = {s.name: section_config(s, cfg) for s in SECTIONS}
     assert by_name["photos"].data.source == "builtin:photos"
+    assert (by_name["photos"].data.size, by_name["audio"].data.length) == ((96, 96), 16000)
     assert by_name["audio"].adapt.max_steps == 128 and by_name["audio"].meta.outer_steps == 100
     assert by_name["city"].run_name == "report-quick" and by_name["city"].run.seed == 5
     assert all(len(c.methods) == 8 and c.run.experiment == "r" for c in by_name.values())

@@ -57,8 +57,8 @@ SECTIONS = (
     Section("faces", "Images: real faces (LFW, 24x24 grey)", "image", 30.0, "builtin:lfw"),
     Section(
         "photos",
-        "Images: real photo crops (scikit-image, 32x32 RGB)",
-        "image",
+        "Images: real photo tiles (scikit-image, RGB; tiles of a photo on one side)",
+        "photos",
         25.0,
         "builtin:photos",
     ),

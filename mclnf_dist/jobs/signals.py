@@ -21,12 +21,17 @@ from mclnf_dist.evaluation.protocol import MethodContext, MethodResult, evaluate
 from mclnf_dist.evaluation.tables import results_table
 from mclnf_dist.fields.sizing import matched_width
 from mclnf_dist.fields.stacked_mlp import FieldConfig, init_params
-from mclnf_dist.jobs.signals_config import SignalsConfig
+from mclnf_dist.jobs.signals_config import SignalsConfig, loader_options
 from mclnf_dist.meta.methods import MethodSpec, get_method
 from mclnf_dist.meta.outer_loop import meta_train
 from mclnf_dist.progress import ProgressLog, quiet_logs
 from mclnf_dist.recipes import recipes_for
-from mclnf_dist.signals.loading import default_source, load_signal_set, split_train_test
+from mclnf_dist.signals.loading import (
+    default_source,
+    load_signal_set,
+    overlap_fraction,
+    split_by_source,
+)
 from mclnf_dist.signals.signal_set import SignalSet
 from mclnf_dist.storage import write_atomic
 from mclnf_dist.tracking import Tracker
@@ -86,7 +91,7 @@ def run_signals(cfg: SignalsConfig) -> dict:
                     )
             log_result(tracker, result)
             results[index] = result
-        report = write_outputs(cfg, results, test, out_dir)
+        report = write_outputs(cfg, results, train, test, out_dir)
         for path in sorted(out_dir.iterdir()):
             tracker.log_artifact(path, "results")
         report["mlflow_run_id"] = tracker.run_id
@@ -97,9 +102,11 @@ def run_signals(cfg: SignalsConfig) -> dict:
 
 
 def load_data(cfg: SignalsConfig, device: torch.device) -> tuple[SignalSet, SignalSet]:
-    """The modality's signals, split into meta-training and held-out ones, on ``device``."""
-    signals = load_signal_set(cfg.data.modality, data_source(cfg))
-    train, test = split_train_test(signals, cfg.data.num_train, cfg.data.num_test, cfg.run.seed)
+    """The modality's signals, split into meta-training and held-out ones that share no source,
+    on ``device``; the split follows ``data.split_seed`` only, so every run seed sees it."""
+    data = cfg.data
+    signals = load_signal_set(data.modality, data_source(cfg), **loader_options(data))
+    train, test = split_by_source(signals, data.num_train, data.num_test, data.split_seed)
     return train.to(device), test.to(device)
 
 
@@ -169,17 +176,27 @@ def log_result(tracker: Tracker, result: MethodResult) -> None:
 
 
 def write_outputs(
-    cfg: SignalsConfig, results: list[MethodResult], test: SignalSet, out_dir: Path
+    cfg: SignalsConfig,
+    results: list[MethodResult],
+    train: SignalSet,
+    test: SignalSet,
+    out_dir: Path,
 ) -> dict:
+    """``results.json`` and the plots; the report states the split's source overlap (measured
+    on the signals used, so a leak shows as a nonzero number rather than a claim)."""
     report = {
         "modality": cfg.data.modality,
         "machine": machine_info(),
         "config": json_ready(to_dict(cfg)),
         "held_out": test.names,
+        "overlap_fraction": overlap_fraction(train, test),
         "data": {
             "source": data_source(cfg),
-            "num_train": cfg.data.num_train,
+            "num_train": train.num_signals,
             "num_held_out": test.num_signals,
+            "split_seed": cfg.data.split_seed,
+            "train_sources": sorted(set(train.sources)),
+            "test_sources": sorted(set(test.sources)),
             "grid": list(test.grid_shape),
             "segments": test.num_segments,
         },

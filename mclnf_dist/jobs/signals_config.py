@@ -9,7 +9,8 @@ from dataclasses import dataclass
 from dataclasses import field as default
 from typing import Annotated
 
-from mclnf_dist.config import PositiveInt, Range
+from mclnf_dist.config import NonNegativeInt, PositiveInt, Range
+from mclnf_dist.errors import MclnfError
 from mclnf_dist.fields.stacked_mlp import FieldConfig
 from mclnf_dist.meta.adaptation import AdaptConfig
 from mclnf_dist.meta.fim import FimConfig
@@ -17,6 +18,9 @@ from mclnf_dist.meta.meta_learning import MetaConfig
 from mclnf_dist.meta.methods import METHODS, MethodName
 from mclnf_dist.run_settings import RunField, run_settings
 from mclnf_dist.signals.loading import Modality
+
+LoaderInt = Annotated[int, Range(ge=1, special=((0, "the loader's default"),))]
+"""A loader option; 0 leaves it to the loader (so one config serves every source)."""
 
 
 @dataclass
@@ -30,7 +34,25 @@ class DataConfig:
     num_train: PositiveInt = 80
     """Signals for meta-training."""
     num_test: PositiveInt = 20
-    """Held-out signals for evaluation."""
+    """Held-out signals for evaluation; they share no source (file, photo) with training ones."""
+    split_seed: NonNegativeInt = 0
+    """Seed of the train/test split, apart from ``run.seed`` so every seed of a comparison is
+    evaluated on the same held-out signals (``run.seed`` varies init, meta-training, sampling)."""
+    size: tuple[LoaderInt, LoaderInt] = (0, 0)
+    """(height, width) of images, photo tiles and video frames; (0, 0): the loader's default."""
+    scale: LoaderInt = 0
+    """Photos (``builtin:photos``): downscale factor before tiling; 0: the loader's default."""
+    tiles_per_photo: LoaderInt = 0
+    """Photos: at most this many tiles of each photo, evenly spaced; 0: the loader's default."""
+    sample_rate: LoaderInt = 0
+    """Audio: every file is resampled to this rate (Hz); 0: the loader's default."""
+    length: LoaderInt = 0
+    """Audio: samples per window; 0: the loader's default."""
+    hop: LoaderInt = 0
+    """Audio: stride between windows in samples (< length: windows of a file overlap); 0: the
+    loader's default."""
+    clips: LoaderInt = 0
+    """Video: clips per video file, evenly spaced; 0: the loader's default."""
 
 
 @dataclass
@@ -53,3 +75,19 @@ class SignalsConfig:
     on CPU yes, on a GPU no."""
     run: RunField = run_settings("mclnf-signals")
     """Seed, device, MLflow tracking, log detail (flags without prefix: ``--seed``...)."""
+
+
+def loader_options(data: DataConfig) -> dict[str, object]:
+    """The loader keyword arguments the config sets (its nonzero options), for
+    :func:`~mclnf_dist.signals.loading.load_signal_set`; a loader that lacks one of them stops the
+    job with one line naming it."""
+    if (data.size[0] == 0) != (data.size[1] == 0):
+        raise MclnfError(
+            f"data.size={tuple(data.size)}: expected both height and width >= 1, or (0, 0) for "
+            "the loader's default"
+        )
+    options: dict[str, object] = {"size": tuple(data.size)} if data.size[0] else {}
+    for name in ("scale", "tiles_per_photo", "sample_rate", "length", "hop", "clips"):
+        if getattr(data, name):
+            options[name] = getattr(data, name)
+    return options

@@ -156,7 +156,8 @@ def waveforms_to_signal_set(
         sources: how errors refer to each waveform, e.g. its file path (default: ``names``).
 
     Returns:
-        SignalSet with coords (L', 1), values (S, L', 1) = (amplitude + 1) / 2.
+        SignalSet with coords (L', 1), values (S, L', 1) = (amplitude + 1) / 2; each window's
+        source is its waveform's name (windows of one file share samples when they overlap).
     """
     if len(waveforms) == 0:
         raise MclnfError("no audio given (expected at least one file)")
@@ -165,13 +166,14 @@ def waveforms_to_signal_set(
     if sample_rate < 1 or length < 1:
         raise MclnfError(f"sample_rate={sample_rate} and length={length} must be positive")
     check_splits((length,), tuple(splits))
-    windows, window_names = [], []
+    windows, window_names, window_sources = [], [], []
     sources = names if sources is None else sources
     for waveform, rate, name, source in zip(waveforms, rates, names, sources, strict=True):
         mono = resample(to_mono(waveform, f"audio {source}"), int(rate), sample_rate)
         for start in window_starts(mono, length, windows_per_file, hop, f"audio {source}"):
             windows.append(mono[start : start + length])
             window_names.append(f"{name}@{start / sample_rate:.3f}s")
+            window_sources.append(str(name))
     values = np.clip((np.stack(windows) + 1.0) / 2.0, 0.0, 1.0).astype(np.float32)
     return SignalSet(
         modality="audio",
@@ -180,6 +182,7 @@ def waveforms_to_signal_set(
         values=torch.from_numpy(values)[:, :, None],
         grid_shape=(length,),
         segment_index=grid_segments((length,), tuple(splits)),
+        sources=window_sources,
     )
 
 

@@ -58,6 +58,8 @@ def lfw_faces(
     """The 100 real 25x25 face crops of ``skimage.data.lfw_subset()`` (its last 100 are not faces).
 
     A face is centre-cropped to ``size`` when it fits inside 25x25, else cropped and resized.
+    Each face is its own source: the subset holds one crop per photograph, so no two signals
+    share pixels (a person may appear twice; LFW's crops do not say who is who).
 
     Returns:
         SignalSet with values (100, H*W, channels).
@@ -79,11 +81,16 @@ def skimage_photos(
     splits: tuple[int, int] = (2, 2),
     scale: int = 4,
     limit: int | None = None,
+    tiles_per_photo: int | None = None,
 ) -> SignalSet:
     """Non-overlapping tiles of real photos from ``skimage.data``, each downscaled by ``scale``.
 
     Tiles are taken row-major from the centred tile grid of each photo; near-constant tiles are
-    dropped. The defaults give about 190 tiles of 32x32.
+    dropped. The defaults give about 190 tiles of 32x32; 96x96 at ``scale=2`` gives 66 tiles of
+    13 photos (2 to 20 each). A tile's source is its photo, since neighbouring tiles share
+    content (the same object, lighting, texture). ``tiles_per_photo`` keeps at most that many
+    tiles of each photo, evenly spaced, so that one large photo does not dominate the set and a
+    held-out set of whole photos spans several of them.
 
     Returns:
         SignalSet with values (S, H*W, channels).
@@ -91,7 +98,9 @@ def skimage_photos(
     import skimage.data
 
     height, width = size
-    tiles, names = [], []
+    if tiles_per_photo is not None and tiles_per_photo < 1:
+        raise MclnfError(f"tiles_per_photo={tiles_per_photo}, expected >= 1 or None (all tiles)")
+    tiles, names, sources = [], [], []
     for photo_name in PHOTO_NAMES:
         try:
             photo = np.asarray(getattr(skimage.data, photo_name)())
@@ -101,16 +110,24 @@ def skimage_photos(
         small = fit_image(photo, full, channels, name=f"skimage photo {photo_name}")
         rows, cols = small.shape[0] // height, small.shape[1] // width
         top, left = (small.shape[0] - rows * height) // 2, (small.shape[1] - cols * width) // 2
+        kept = []
         for r in range(rows):
             for c in range(cols):
                 y, x = top + r * height, left + c * width
                 tile = small[y : y + height, x : x + width]
                 if tile.std() >= MIN_TILE_STD:
-                    tiles.append(tile)
-                    names.append(f"{photo_name}@{y},{x}")
+                    kept.append((tile, f"{photo_name}@{y},{x}"))
+        if tiles_per_photo is not None and len(kept) > tiles_per_photo:
+            picks = np.round(np.linspace(0, len(kept) - 1, tiles_per_photo)).astype(int)
+            kept = [kept[i] for i in picks]
+        tiles += [tile for tile, _ in kept]
+        names += [name for _, name in kept]
+        sources += [photo_name] * len(kept)
     if not tiles:
         raise MclnfError(f"no skimage photo has a {height}x{width} tile at scale 1/{scale}")
-    return images_to_signal_set(tiles[:limit], names[:limit], size, channels, splits)
+    return images_to_signal_set(
+        tiles[:limit], names[:limit], size, channels, splits, sources[:limit]
+    )
 
 
 def sound_files(sample_rate: int, length: int) -> list[Path]:
@@ -145,6 +162,9 @@ def sound_clips(
     limit: int | None = None,
 ) -> SignalSet:
     """Every non-silent window (stride ``hop``, default length // 4) of real recorded sounds.
+
+    Windows of one file overlap when ``hop < length``; each window's source is its file, so a
+    split by source never holds out a window that shares samples with a training window.
 
     Returns:
         SignalSet with values (S, length, 1); about 80 windows with the defaults.

@@ -178,6 +178,7 @@ def images_to_signal_set(
     size: tuple[int, int] | None = None,
     channels: int = 3,
     splits: tuple[int, int] = (2, 2),
+    sources: Sequence[str] | None = None,
 ) -> SignalSet:
     """Fit in-memory images to one grid and cut it into ``splits`` patches (row-major).
 
@@ -187,6 +188,8 @@ def images_to_signal_set(
         size: (H, W) for all images; None requires every image to have the first one's size.
         channels: 1 or 3.
         splits: (rows, columns) of patches; H and W must be multiples of them.
+        sources: what each image was cut from (e.g. the photo of a tile), so that splits keep
+            a source on one side; None: each image is its own source.
 
     Returns:
         SignalSet with coords (H*W, 2) as (y, x), values (S, H*W, channels), T = rows*columns.
@@ -213,6 +216,7 @@ def images_to_signal_set(
         values=values,
         grid_shape=grid_shape,
         segment_index=grid_segments(grid_shape, tuple(splits)),
+        sources=list(sources or names),
     )
 
 
@@ -233,7 +237,7 @@ def load_image_folder(
         limit: keep only the first ``limit`` files (None: all).
 
     Returns:
-        SignalSet with coords (H*W, 2), values (S, H*W, channels).
+        SignalSet with coords (H*W, 2), values (S, H*W, channels); each file is its own source.
     """
     check_splits(tuple(size), tuple(splits))
     files = list_image_files(path)[:limit]

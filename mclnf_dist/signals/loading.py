@@ -10,6 +10,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Literal, get_args
 
+import numpy as np
 import torch
 
 from mclnf_dist.errors import MclnfError
@@ -98,21 +99,72 @@ def load_signal_set(
     return _load_path(modality, Path(source).expanduser(), dict(options))
 
 
-def split_train_test(
+def split_by_source(
     signal_set: SignalSet, num_train: int, num_test: int, seed: int = 0
 ) -> tuple[SignalSet, SignalSet]:
-    """Disjoint random train and test subsets, the same for the same seed on any machine.
+    """Train and test signals that share no source, the same for the same seed on any machine.
 
-    Indices inside each subset are kept in dataset order so reports list signals stably.
+    Signals cut from one source (windows of a file, tiles of a photo, clips of a video) share
+    content, so a signal-by-signal split would let held-out signals leak into meta-training.
+    Here sources are visited in a seeded shuffle and each one that still fits goes to the test
+    side whole, until it holds ``num_test`` signals. When no remaining source fits the gap
+    exactly, the smallest source that can fill it gives evenly spaced signals to the test side
+    and the rest of that source is dropped (it goes to neither side). So the test side always
+    holds exactly ``num_test`` signals (budgets and intervals stay comparable across data sets)
+    and never shares a source with training. ``num_train`` signals are then drawn at random
+    from the sources left. Indices inside each side stay in dataset order.
+
+    Raises:
+        MclnfError: when the sources cannot give ``num_test`` test signals and ``num_train``
+            training signals apart (e.g. a single source).
     """
-    total = signal_set.num_signals
-    if num_train < 0 or num_test < 0 or num_train + num_test > total:
-        raise MclnfError(
-            f"num_train={num_train} + num_test={num_test} signals requested, but the "
-            f"{signal_set.modality} set has {total} (expected a sum of at most {total})"
-        )
+    if num_train < 0 or num_test < 0:
+        raise MclnfError(f"num_train={num_train}, num_test={num_test}: expected counts >= 0")
+    by_source: dict[str, list[int]] = {}
+    for index, source in enumerate(signal_set.sources):
+        by_source.setdefault(source, []).append(index)
     generator = torch.Generator().manual_seed(seed)
-    order = torch.randperm(total, generator=generator).tolist()
-    train = sorted(order[:num_train])
-    test = sorted(order[num_train : num_train + num_test])
-    return signal_set.subset(train), signal_set.subset(test)
+    names = list(by_source)
+    order = [names[i] for i in torch.randperm(len(names), generator=generator).tolist()]
+    test: list[int] = []
+    used: set[str] = set()
+    for source in order:
+        if len(test) + len(by_source[source]) <= num_test:
+            test += by_source[source]
+            used.add(source)
+    missing = num_test - len(test)
+    if missing > 0:
+        fillers = [s for s in order if s not in used and len(by_source[s]) >= missing]
+        if fillers:
+            source = min(fillers, key=lambda s: len(by_source[s]))  # ties: shuffled order
+            members = by_source[source]
+            picks = np.round(np.linspace(0, len(members) - 1, missing)).astype(int)
+            test += [members[i] for i in picks]
+            used.add(source)
+    pool = [i for s in order if s not in used for i in by_source[s]]
+    if len(test) < num_test or len(pool) < num_train:
+        raise MclnfError(
+            f"num_train={num_train} + num_test={num_test} {signal_set.modality} signals requested "
+            f"from sources that share none, but its {signal_set.num_signals} signals come from "
+            f"{len(names)} sources ({_largest(by_source)}); expected fewer signals or more "
+            "sources (e.g. more clips/windows per file)"
+        )
+    pick = torch.randperm(len(pool), generator=generator)[:num_train].tolist()
+    train = sorted(pool[i] for i in pick)
+    return signal_set.subset(train), signal_set.subset(sorted(test))
+
+
+def _largest(by_source: dict[str, list[int]]) -> str:
+    """``"largest: a.wav 7, b.wav 3, ..."`` for an error message."""
+    sizes = sorted(by_source.items(), key=lambda item: -len(item[1]))
+    listed = ", ".join(f"{name} {len(members)}" for name, members in sizes[:4])
+    return f"largest: {listed}" + (", ..." if len(sizes) > 4 else "")
+
+
+def overlap_fraction(train: SignalSet, test: SignalSet) -> float:
+    """The fraction of ``test`` signals whose source also gives a ``train`` signal (0.0: no
+    leak, 1.0: every held-out signal shares its source with meta-training)."""
+    if test.num_signals == 0:
+        return 0.0
+    seen = set(train.sources)
+    return sum(source in seen for source in test.sources) / test.num_signals

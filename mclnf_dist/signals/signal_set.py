@@ -5,10 +5,12 @@ single ``values`` tensor and every segment has the same number of coordinates. T
 modules of all segments (and of many signals) train as one stacked batch with no padding.
 """
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 from torch import Tensor
+
+from mclnf_dist.errors import MclnfError
 
 
 @dataclass
@@ -27,6 +29,19 @@ class SignalSet:
     """Shape of the grid the N coordinates flatten, e.g. (H, W), (L,), (F, H, W)."""
     segment_index: Tensor
     """(T, N // T) int64: the coordinate indices of each segment, in arrival order."""
+    sources: list[str] = field(default_factory=list)
+    """One per signal: what it was cut from (file, photo, folder). Signals of one source share
+    content (overlapping windows, tiles of one photo, clips of one video), so train/test splits
+    keep each source on one side; empty means each signal is its own source (its name)."""
+
+    def __post_init__(self) -> None:
+        if not self.sources:
+            self.sources = list(self.names)
+        if len(self.sources) != len(self.names):
+            raise MclnfError(
+                f"SignalSet has {len(self.names)} names but {len(self.sources)} sources "
+                "(expected one source per signal)"
+            )
 
     @property
     def num_signals(self) -> int:
@@ -62,6 +77,7 @@ class SignalSet:
             values=self.values[idx],
             grid_shape=self.grid_shape,
             segment_index=self.segment_index,
+            sources=[self.sources[i] for i in idx],
         )
 
     def to(self, device: torch.device) -> "SignalSet":
@@ -72,4 +88,5 @@ class SignalSet:
             self.values.to(device),
             self.grid_shape,
             self.segment_index.to(device),
+            self.sources,
         )

@@ -154,17 +154,19 @@ def load_videos(
         channels: 1 or 3.
 
     Returns:
-        SignalSet with coords (F*H*W, 3) as (t, y, x), values (S, F*H*W, channels).
+        SignalSet with coords (F*H*W, 3) as (t, y, x), values (S, F*H*W, channels); a clip's
+        source is its video file's or frame folder's name.
     """
     grid_shape = (int(frames), int(size[0]), int(size[1]))
     check_splits(grid_shape, tuple(splits))
     if not sources:
         raise MclnfError("no videos given (expected at least one video file or frame folder)")
-    arrays, names = [], []
+    arrays, names, clip_sources = [], [], []
     for source in sources:
         clip_arrays, clip_names = read_clips(source, frames, size, channels, clips, stride)
         arrays += clip_arrays
         names += clip_names
+        clip_sources += [Path(source).name] * len(clip_names)
     values = torch.from_numpy(np.stack(arrays)).reshape(len(arrays), -1, channels)
     return SignalSet(
         modality="video",
@@ -173,6 +175,7 @@ def load_videos(
         values=values,
         grid_shape=grid_shape,
         segment_index=grid_segments(grid_shape, tuple(splits)),
+        sources=clip_sources,
     )
 
 

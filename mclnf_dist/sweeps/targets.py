@@ -41,7 +41,6 @@ from mclnf_dist.meta.outer_loop import EpisodeSource, SignalEpisodes
 from mclnf_dist.nerf.field import init_radiance_params
 from mclnf_dist.progress import ProgressLog
 from mclnf_dist.scenes.scene import Scene
-from mclnf_dist.signals.loading import split_train_test
 from mclnf_dist.signals.signal_set import SignalSet
 
 VALIDATION_FRACTION = 0.2
@@ -201,9 +200,11 @@ def prepare_signals_target(cfg: Any, log: ProgressLog) -> SignalsPrepared:
             f"data.num_train={train.num_signals} leaves no signal to meta-train on after "
             f"{num_val} validation signals (expected data.num_train >= 2)"
         )
-    meta_train, val = split_train_test(
-        train, train.num_signals - num_val, num_val, cfg.run.seed + 1
-    )
+    # Validation may share sources with meta-training (both are training data); the test side
+    # shares none with either. Drawn from split_seed so every run seed tunes on the same signals.
+    generator = torch.Generator().manual_seed(cfg.data.split_seed + 1)
+    order = torch.randperm(train.num_signals, generator=generator).tolist()
+    meta_train, val = train.subset(sorted(order[num_val:])), train.subset(sorted(order[:num_val]))
     log.info(
         f"{meta_train.num_signals} meta-training / {val.num_signals} validation "
         f"{cfg.data.modality} signals ({_test.num_signals} test signals left untouched)"

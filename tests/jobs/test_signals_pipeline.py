@@ -31,6 +31,10 @@ def test_every_method_runs_two_steps_and_is_tracked(
     out = tmp_path / "out" / modality
     report = json.loads((out / "results.json").read_text())
     assert [r["method"] for r in report["results"]] == list(METHODS)
+    data = report["data"]  # held-out signals share no source with meta-training, measured
+    assert report["overlap_fraction"] == 0.0 and data["test_sources"] and data["train_sources"]
+    assert not set(data["train_sources"]) & set(data["test_sources"])
+    assert (data["num_train"], data["num_held_out"], data["split_seed"]) == (4, 2, 0)
     for result in report["results"]:
         assert set(result["curve"]) == {"1", "2"}
     assert (out / "psnr_curves.png").stat().st_size > 1000

@@ -11,12 +11,12 @@ from mclnf_dist.meta.fim import FimConfig
 from mclnf_dist.meta.meta_learning import MetaConfig
 from mclnf_dist.meta.methods import METHODS
 from mclnf_dist.meta.outer_loop import meta_train
-from mclnf_dist.signals.loading import load_signal_set, split_train_test
+from mclnf_dist.signals.loading import load_signal_set, split_by_source
 
 
 @pytest.fixture(scope="module")
 def faces():
-    return split_train_test(load_signal_set("image", "builtin:lfw"), 80, 20, seed=0)
+    return split_by_source(load_signal_set("image", "builtin:lfw"), 80, 20, seed=0)
 
 
 def test_meta_learned_modules_beat_random_init_and_do_not_forget(faces):

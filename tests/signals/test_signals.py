@@ -12,7 +12,7 @@ from mclnf_dist.errors import MclnfError
 from mclnf_dist.signals.audio import load_audio_files, waveforms_to_signal_set
 from mclnf_dist.signals.builtin import BUILTIN_SETS, package_dir
 from mclnf_dist.signals.images import images_to_signal_set, load_image_folder
-from mclnf_dist.signals.loading import load_signal_set, split_train_test
+from mclnf_dist.signals.loading import load_signal_set
 from mclnf_dist.signals.segments import grid_coords, grid_segments
 from mclnf_dist.signals.signal_set import SignalSet
 from mclnf_dist.signals.video import load_video
@@ -215,6 +215,7 @@ def test_video_file_and_frame_folder_give_time_ordered_clips(tmp_path):
     folder = load_video(tmp_path / "frames", frames=2, size=(4, 4), splits=(2, 2, 2), clips=3)
     check_signal_set(folder, "video", (2, 4, 4), 3)
     assert torch.allclose(folder.values[2, 16:], torch.full((16, 3), 200 / 255), atol=1e-3)
+    assert s.sources == ["ramp.mp4"] * 2 and folder.sources == ["frames"] * 3  # file; folder
 
 
 def test_video_bad_inputs_name_the_file(tmp_path):
@@ -269,15 +270,16 @@ def test_builtin_packages_are_found_without_import():
 
 def test_facade_dispatches_paths(tmp_path):
     write_images(tmp_path / "imgs")
-    assert load_signal_set("image", str(tmp_path / "imgs"), size=(4, 4)).names[0] == "a.jpg"
+    images = load_signal_set("image", str(tmp_path / "imgs"), size=(4, 4))
+    assert images.names[0] == "a.jpg" and images.sources == images.names  # each file a source
     (tmp_path / "sounds").mkdir()
     write_tone(tmp_path / "sounds" / "tone.flac", channels=1)
     audio = load_signal_set("audio", tmp_path / "sounds", length=512, windows_per_file=2)
-    assert audio.values.shape == (2, 512, 1)
+    assert audio.values.shape == (2, 512, 1) and audio.sources == ["tone.flac"] * 2
     (tmp_path / "videos").mkdir()
     write_mp4(tmp_path / "videos" / "ramp.mp4", 12)
     video = load_signal_set("video", tmp_path / "videos", frames=4, size=(8, 8), clips=3)
-    assert video.values.shape == (3, 256, 3)
+    assert video.values.shape == (3, 256, 3) and video.sources == ["ramp.mp4"] * 3
 
 
 def test_facade_errors_name_the_value(tmp_path):
@@ -294,17 +296,6 @@ def test_facade_errors_name_the_value(tmp_path):
     (tmp_path / "empty").mkdir()
     with pytest.raises(MclnfError, match=r"video folder .*empty is empty"):
         load_signal_set("video", tmp_path / "empty")
-
-
-def test_split_train_test_is_deterministic_and_disjoint():
-    s = load_signal_set("image", "builtin:lfw", size=(8, 8), limit=20)
-    train, test = split_train_test(s, 12, 5, seed=3)
-    again, _ = split_train_test(s, 12, 5, seed=3)
-    assert train.names == again.names and len(test.names) == 5
-    assert not set(train.names) & set(test.names)
-    assert split_train_test(s, 12, 5, seed=4)[0].names != train.names
-    with pytest.raises(MclnfError, match=r"num_train=15 \+ num_test=6 .* has 20"):
-        split_train_test(s, 15, 6, seed=0)
 
 
 def test_every_builtin_set_is_tested():
