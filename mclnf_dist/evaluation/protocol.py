@@ -34,12 +34,8 @@ from mclnf_dist.fields.stacked_mlp import (
     evaluate,
     expand_params,
 )
-from mclnf_dist.meta.adaptation import (
-    AdaptConfig,
-    EwcPenalty,
-    OptimiserPlan,
-    adapt,
-)
+from mclnf_dist.meta.adaptation import AdaptConfig, OptimiserPlan, adapt
+from mclnf_dist.meta.ewc import EwcPenalty
 from mclnf_dist.meta.fim import FimConfig
 from mclnf_dist.meta.meta_learning import MetaConfig, head_keys
 from mclnf_dist.meta.methods import MethodSpec
@@ -377,7 +373,7 @@ def run_sequence(
             batch_size=batch,
         )
         if ewc is not None:
-            ewc.consolidate(ctx.field, params, x, y, ctx.adapt.ewc_batches)
+            ewc.consolidate(ctx.field, params, x, y, ctx.adapt.ewc_rows)
         if ctx.spec.regulariser == "replay":
             keep = max(1, int(ctx.adapt.replay_fraction * x.shape[1]))
             chosen = torch.randperm(x.shape[1], generator=generator)[:keep].to(x.device)

@@ -3,10 +3,10 @@
 A fair comparison gives every method the same plan (issue 12): the same optimiser schedule, the
 same rows per signal per step and the same step budget, so methods differ only in their init,
 modularity and loss. The plan is one per modality, chosen on validation signals
-(:mod:`mclnf_dist.evaluation.plan_selection`) and recorded in the recipes: ``sgd_steps`` plain-SGD
+(:mod:`mclnf_dist.sweeps.plan_selection`) and recorded in the recipes: ``sgd_steps`` plain-SGD
 steps at the inner-loop rate (the regime a meta-learned ``theta_0`` was trained for), then Adam.
-Continual baselines add their regulariser here: EWC's quadratic penalty (as a gradient term) and
-experience replay (extra rows of earlier segments).
+Continual baselines add their regulariser here: EWC's quadratic penalty (as a gradient term,
+:mod:`mclnf_dist.meta.ewc`) and experience replay (extra rows of earlier segments).
 """
 
 from collections.abc import Callable
@@ -25,6 +25,7 @@ from mclnf_dist.config import (
     UnitFloat,
 )
 from mclnf_dist.fields.stacked_mlp import FieldConfig, Params
+from mclnf_dist.meta.ewc import EwcPenalty
 from mclnf_dist.meta.fim import FimConfig
 from mclnf_dist.meta.inner_loop import loss_and_grads
 
@@ -40,10 +41,14 @@ class AdaptConfig:
     sgd_steps: NonNegativeInt = 0
     """Every method's first steps: plain SGD at the inner-loop rate ``meta.inner_lr`` (the regime
     a meta-learned init was trained for), then Adam; 0: Adam from the first step."""
-    ewc_lambda: NonNegativeFloat = 1e3
-    """Strength of EWC's penalty ``lambda/2 sum_k F_k (theta_k - theta*_k)^2``."""
-    ewc_batches: PositiveInt = 8
-    """Mini-batches whose squared gradients estimate EWC's diagonal Fisher."""
+    ewc_lambda: NonNegativeFloat = 1.0
+    """Strength of EWC's penalty ``lambda/2 sum_k F_k (theta_k - theta*_k)^2`` with the
+    Gauss-Newton Fisher (:mod:`mclnf_dist.meta.ewc`; 2 is the old MSE's own curvature). 8 held-out
+    lfw faces, 4 segments, 256 Adam steps each, 4x64 SIREN: final PSNR 24.4 dB at 1, 24.0 at 10,
+    20.2 at 100, 14.8 at 1e3 (the new segments stop learning), fine-tuning 14.5."""
+    ewc_rows: PositiveInt = 2048
+    """Rows per module (random, the same for all) that estimate EWC's Fisher after a segment;
+    its cost is C backward passes over these rows, so it stays bounded on large signals."""
     replay_fraction: UnitFloat = 0.25
     """Fraction of each earlier segment's coordinates replayed with every later step."""
     batch_size: Annotated[int, Range(ge=1, special=((0, "all rows"),))] = 0
@@ -59,37 +64,6 @@ class OptimiserPlan:
     sgd_steps: int
     sgd_lr: float
     adam_lr: float
-
-
-class EwcPenalty:
-    """Online EWC over stacked modules: one running Fisher diagonal and anchor per module."""
-
-    def __init__(self, strength: float) -> None:
-        self.strength = strength
-        self.fisher: Params | None = None
-        self.anchor: Params | None = None
-
-    def consolidate(
-        self, field: FieldConfig, params: Params, x: Tensor, y: Tensor, batches: int
-    ) -> None:
-        """Add the Fisher diagonal of the segment just learned; anchor at the current params."""
-        fisher = {k: torch.zeros_like(v) for k, v in params.items()}
-        for rows in torch.arange(x.shape[1]).chunk(batches):
-            _, grads = loss_and_grads(field, params, x[:, rows], y[:, rows])
-            for key, grad in grads.items():
-                fisher[key] += grad.square() / batches
-        if self.fisher is not None:
-            fisher = {k: v + self.fisher[k] for k, v in fisher.items()}
-        self.fisher = fisher
-        self.anchor = {k: v.detach().clone() for k, v in params.items()}
-
-    def add_gradient(self, params: Params, grads: Params) -> Params:
-        if self.fisher is None:
-            return grads
-        return {
-            k: g + self.strength * self.fisher[k] * (params[k].detach() - self.anchor[k])
-            for k, g in grads.items()
-        }
 
 
 def adapt(

@@ -37,4 +37,5 @@ def test_meta_learned_init_beats_random_on_held_out_blocks(ray_local, tmp_path):
     print(f"\nheld-out blocks: random {random}\nmod {mod}")
     assert mod["psnr_step1"] >= random["psnr_step1"] + 4.0
     assert mod[f"psnr_step{STEPS}"] >= random[f"psnr_step{STEPS}"] + 2.0
-    assert mod["forgetting"] == 0.0
+    # (mod's forgetting is 0 by construction of the modular protocol, not a learning result;
+    # that later segments leave earlier modules untouched is tested in test_learning_faces.py)

@@ -1,3 +1,5 @@
+import math
+
 import pytest
 import torch
 
@@ -56,17 +58,40 @@ def test_second_order_meta_gradient_matches_finite_differences(schedule):
         torch.set_default_dtype(torch.float32)
 
 
-def test_reptile_direction_points_from_adapted_to_init():
-    cfg = FieldConfig(depth=3, width=8)
+def test_reptile_direction_is_the_mean_of_init_minus_each_tasks_own_sgd_result():
+    """Reptile's "gradient" is ``mean_tasks(theta_0 - theta_K)`` with ``theta_K`` from K plain-SGD
+    steps on the task alone: checked against a loop over tasks written out by hand, which a sign
+    flip, a sum instead of a mean, a wrong step count or rate, or tasks sharing one copy of
+    ``theta_0`` would all break. ``outer_psnr`` is the adapted tasks' PSNR on the query."""
+    cfg = FieldConfig(depth=3, width=8, w0=3.0)
     theta0 = init_params(cfg, 1, 1, 1, generator=torch.Generator().manual_seed(0))
     coords = torch.linspace(-1, 1, 8).reshape(2, 4, 1)
-    values = torch.rand(3, 2, 4, 1)
+    values = torch.rand(3, 2, 4, 1, generator=torch.Generator().manual_seed(1))
     meta = MetaConfig(algorithm="reptile", inner_steps=2, inner_lr=0.05)
     episode = signal_episode("modular", meta, theta0, coords, values)
     grads, metrics = meta_gradient(cfg, meta, None, theta0, episode)
-    assert all(g.shape == theta0[k].shape for k, g in grads.items())
-    assert sum(float(g.abs().sum()) for g in grads.values()) > 0
-    assert metrics["outer_psnr"] > 0
+
+    expected = {k: torch.zeros_like(v) for k, v in theta0.items()}
+    query_error = 0.0
+    for signal in range(3):
+        for segment in range(2):
+            x, y = coords[segment : segment + 1], values[signal, segment : segment + 1]
+            task = {k: v.clone() for k, v in theta0.items()}
+            for _ in range(2):
+                task = {k: v.requires_grad_() for k, v in task.items()}
+                loss = (evaluate(cfg, task, x) - y).square().mean()
+                steps = torch.autograd.grad(loss, list(task.values()))
+                task = {
+                    k: (v - 0.05 * g).detach()
+                    for (k, v), g in zip(task.items(), steps, strict=True)
+                }
+            for key in theta0:
+                expected[key] += (theta0[key] - task[key]) / 6
+            query_error += float((evaluate(cfg, task, x) - y).square().mean()) / 6
+    for key in theta0:
+        torch.testing.assert_close(grads[key], expected[key])
+    assert metrics["outer_psnr"] == pytest.approx(-10 * math.log10(query_error), abs=1e-4)
+    assert metrics["outer_loss"] == pytest.approx(query_error, rel=1e-5)
 
 
 def test_first_order_fim_meta_gradient_is_the_gradient_at_the_adapted_params():

@@ -1,7 +1,6 @@
 """The radiance field implements the field interface: shapes, background, routing, the core's
 inner loop, FIM loss and second-order meta-gradient on rays."""
 
-import math
 from dataclasses import replace
 from types import SimpleNamespace
 
@@ -158,17 +157,37 @@ def test_chunked_equals_unchunked():
         torch.testing.assert_close(small[key], big[key])
 
 
-def test_fim_loss_runs_on_rays():
-    cfg = small_field(samples=6)
-    params = params_for(cfg, modules=2)
-    x = pack_rays(*random_rays(16)).reshape(2, 8, 8)
-    y = torch.rand(2, 8, 3, generator=torch.Generator().manual_seed(3))
-    loss, grads = loss_and_grads(cfg, params, x, y, FimConfig(fim_lambda=1.0))
-    assert loss.shape == (2,) and torch.isfinite(loss).all()
-    assert grads.keys() == params.keys()
-    for key, grad in grads.items():
-        assert grad.shape == params[key].shape and torch.isfinite(grad).all()
-    assert any(grad.abs().sum() > 0 for grad in grads.values())
+def test_fim_loss_on_rays_equals_a_brute_force_per_ray_fisher_reference():
+    """The Gram-matrix Fisher trace of a ray and the weighted gradient from one backward pass
+    equal a reference that differentiates every ray's loss on its own: summing per-point traces
+    instead of forming the ray's gradient, a missing bias term, or weights left undetached or
+    unnormalised per module would all break it."""
+    torch.set_default_dtype(torch.float64)
+    try:
+        cfg = small_field(samples=6).for_evaluation()  # fixed samples: the reference sees them too
+        params = {k: v.double() for k, v in params_for(cfg, modules=2).items()}
+        x = pack_rays(*random_rays(16)).double().reshape(2, 8, 8)
+        y = torch.rand(2, 8, 3, generator=torch.Generator().manual_seed(3), dtype=torch.float64)
+        fim = FimConfig(fim_lambda=1.0)
+        loss, grads = loss_and_grads(cfg, params, x, y, fim)
+
+        leaves = {k: v.clone().requires_grad_() for k, v in params.items()}
+        losses = per_sample_loss(forward(cfg, leaves, x), y)  # (2, 8)
+        trace = torch.zeros(2, 8)
+        for m in range(2):
+            for j in range(8):
+                ray = torch.autograd.grad(losses[m, j], list(leaves.values()), retain_graph=True)
+                trace[m, j] = sum(float(g.square().sum()) for g in ray)
+        weights = trace / trace.sum(-1, keepdim=True) * 8  # lambda = 1: F_j / mean F
+        expected_loss = (weights * losses).mean(-1)
+        expected = torch.autograd.grad(expected_loss.sum(), list(leaves.values()))
+        torch.testing.assert_close(loss, expected_loss.detach())
+        assert grads.keys() == params.keys()
+        for key, grad in zip(leaves, expected, strict=True):
+            torch.testing.assert_close(grads[key], grad)
+        assert float(weights.max() / weights.min()) > 2  # the weights are far from uniform
+    finally:
+        torch.set_default_dtype(torch.float32)
 
 
 def test_second_order_meta_gradient_on_rays_matches_finite_differences():
@@ -181,11 +200,13 @@ def test_second_order_meta_gradient_on_rays_matches_finite_differences():
         episode = Episode(context=[(x[:, :4], y[:, :4])], query=(x, y))
         meta = MetaConfig(algorithm="maml", inner_steps=2, inner_lr=0.5)
         grads, metrics = meta_gradient(cfg, meta, None, theta0, episode)
-        assert math.isfinite(metrics["outer_loss"])
 
         def outer(init):
             adapted = adapt_episode(cfg, meta, None, init, episode, first_order=False)
             return per_sample_loss(evaluate(cfg, adapted, x), y).mean()
+
+        with torch.enable_grad():
+            assert metrics["outer_loss"] == pytest.approx(float(outer(theta0).detach()), rel=1e-12)
 
         direction = {k: torch.randn_like(v) for k, v in theta0.items()}
         eps = 1e-6
@@ -201,8 +222,16 @@ def test_second_order_meta_gradient_on_rays_matches_finite_differences():
         fomaml, _ = meta_gradient(cfg, MetaConfig(algorithm="fomaml", inner_steps=2,
                                                   inner_lr=0.5), None, theta0, episode)  # fmt: skip
         assert any(not torch.allclose(fomaml[k], grads[k]) for k in grads)
-        fim, _ = meta_gradient(cfg, meta, FimConfig(fim_lambda=1.0), theta0, episode)
-        assert all(torch.isfinite(g).all() for g in fim.values())
+        # The FIM loss's own second-order path (weighted GEMMs through the pre-activations, not
+        # autograd of the MSE): with weights mixed fully to uniform (beta = 1) it must give the
+        # MSE meta-gradient just checked against finite differences; dropping the graph of the
+        # layer inputs or of the backward pass breaks this.
+        uniform = FimConfig(fim_lambda=1.0, beta=1.0)
+        fim, _ = meta_gradient(cfg, meta, uniform, theta0, episode)
+        for key in grads:
+            torch.testing.assert_close(fim[key], grads[key], rtol=1e-9, atol=1e-12)
+        weighted, _ = meta_gradient(cfg, meta, FimConfig(fim_lambda=1.0), theta0, episode)
+        assert any(not torch.allclose(weighted[k], grads[k]) for k in grads)  # weights matter
     finally:
         torch.set_default_dtype(torch.float32)
 

@@ -10,7 +10,7 @@ import torch
 
 from mclnf_dist.fields.stacked_mlp import FieldConfig, forward
 from mclnf_dist.meta.fim import FimConfig
-from mclnf_dist.meta.inner_loop import loss_and_grads
+from mclnf_dist.meta.inner_loop import loss_and_grads, per_sample_loss
 from mclnf_dist.nerf.field import (
     RadianceFieldConfig,
     init_radiance_params,
@@ -111,11 +111,25 @@ def test_inner_loop_fim_and_views_run_with_importance_samples():
     params = init_radiance_params(cfg, 2, torch.Generator().manual_seed(2))
     x = downward_rays(10).reshape(2, 5, 8)
     y = torch.rand(2, 5, 3, generator=torch.Generator().manual_seed(3))
-    for fim in (None, FimConfig(fim_lambda=1.0)):
-        loss, grads = loss_and_grads(cfg, params, x, y, fim)
-        assert loss.shape == (2,) and torch.isfinite(loss).all()
-        assert set(grads) == set(params)
-        assert all(torch.isfinite(g).all() and g.abs().sum() > 0 for g in grads.values())
+    with torch.random.fork_rng():  # seeds the global RNG here only
+        # the same jittered samples (one seed) for the reference and both losses
+        torch.manual_seed(5)
+        leaves = {k: v.clone().requires_grad_() for k, v in params.items()}
+        mse = per_sample_loss(forward(cfg, leaves, x), y).mean(-1)
+        reference = torch.autograd.grad(mse.sum(), list(leaves.values()))
+        expected = dict(zip(leaves, reference, strict=True))
+        # FIM weights mixed fully to uniform (beta = 1) take the FIM's own Gram-matrix path over the
+        # 16 points of a ray and must give the MSE gradient; lambda = 1 must not
+        for fim in (None, FimConfig(fim_lambda=1.0, beta=1.0)):
+            torch.manual_seed(5)
+            loss, grads = loss_and_grads(cfg, params, x, y, fim)
+            torch.testing.assert_close(loss, mse.detach())
+            assert set(grads) == set(params)
+            for key in params:
+                torch.testing.assert_close(grads[key], expected[key])
+        torch.manual_seed(5)
+        _, weighted = loss_and_grads(cfg, params, x, y, FimConfig(fim_lambda=1.0))
+        assert any(not torch.allclose(weighted[k], expected[k]) for k in params)
     c2w = np.eye(4)
     c2w[:3, 3] = [1.0, 1.0, 4.0]  # above the box, looking down (-z)
     frame = SimpleNamespace(c2w=c2w, fx=4.0, fy=4.0, cx=4.0, cy=3.0, width=8, height=6)
