@@ -153,7 +153,11 @@ class MethodContext:
         return max(1, batch // num_segments)
 
     def loss(self) -> FimConfig | None:
-        return self.fim if self.spec.fim else None
+        """The test-time adaptation loss: FIM iff the method uses it and ``fim.apply_to`` puts
+        it in the inner loop (``inner``/``both``; ``outer`` shapes only meta-training)."""
+        if self.spec.fim and self.fim.apply_to in ("inner", "both"):
+            return self.fim
+        return None
 
     def scoring_field(self) -> FieldConfig:
         """The field used to measure PSNR: deterministic (a radiance field's jitter is off)."""

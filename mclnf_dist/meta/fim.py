@@ -13,11 +13,15 @@ costs one backward pass plus a few norms, not a per-sample backward pass (``benc
 """
 
 from dataclasses import dataclass
+from typing import Literal, get_args
 
 import torch
 from torch import Tensor
 
 from mclnf_dist.config import NonNegativeFloat, PositiveFloat, UnitFloat
+
+FimPlacement = Literal["inner", "outer", "both"]
+FIM_PLACEMENTS = get_args(FimPlacement)
 
 
 @dataclass
@@ -32,10 +36,25 @@ class FimConfig:
     """Lower clip of a weight (weights have mean 1 before clipping)."""
     w_max: PositiveFloat = 10.0
     """Upper clip of a weight, so a few outliers cannot take over the loss."""
+    apply_to: FimPlacement = "inner"
+    """Where the weights enter: ``inner`` = the meta-training inner loop and test-time
+    adaptation; ``outer`` = only meta-training's outer (query) loss, weights per query sample at
+    the adapted parameters (test-time adaptation is then plain MSE); ``both``. Reptile has no
+    outer loss, so it accepts only ``inner``."""
 
     @property
     def is_mse(self) -> bool:
         return self.fim_lambda == 0.0
+
+    @property
+    def weights_inner(self) -> bool:
+        """The inner loop and test-time adaptation use the FIM loss."""
+        return not self.is_mse and self.apply_to in ("inner", "both")
+
+    @property
+    def weights_outer(self) -> bool:
+        """Meta-training's outer (query) loss uses the FIM loss."""
+        return not self.is_mse and self.apply_to in ("outer", "both")
 
 
 def fisher_trace(

@@ -114,6 +114,35 @@ def fim_loss_and_grads(
     return (weights * losses).mean(-1), grads
 
 
+def weighted_query_loss(
+    field: FieldConfig, params: Params, x: Tensor, y: Tensor, fim: FimConfig
+) -> Tensor:
+    """(M,) FIM-weighted mean loss of each module on its query (meta-training's outer loss).
+
+    The weights come from the Fisher trace at ``params`` (the adapted parameters) and are detached,
+    as in the inner loss, so the outer gradient flows only through the per-sample losses; they
+    have mean 1 within each module's query. The Fisher needs the backward signal of every layer:
+    one extra backward pass to the pre-activations (graph kept for the outer gradient), sharing
+    the forward pass, so a radiance field's jittered samples are the same for weights and loss.
+
+    Args:
+        params: adapted parameters, ``M`` modules (or 1, shared), part of the outer graph.
+        x: (M, n, d_in) query inputs (packed rays for a radiance field). y: (M, n, C) targets.
+    """
+
+    def chunk(chunk_params: Params, coords: Tensor, target: Tensor) -> Tensor:
+        cache: list[tuple[Tensor, Tensor]] = []
+        losses = per_sample_loss(forward(field, chunk_params, coords, cache), target)  # (m, n)
+        pre_grads = torch.autograd.grad(
+            losses.mean(-1).sum(), [z for _, z in cache], retain_graph=True
+        )
+        n = coords.shape[1]  # pre_grads are of the mean loss; the Fisher wants each l_j's own
+        fisher = fisher_trace(cache, [g * n for g in pre_grads], field.samples_per_item)
+        return (fim_weights(fisher, fim) * losses).mean(-1)
+
+    return map_module_chunks(chunk, params, x, y, rows_per_chunk=field.rows_per_chunk)
+
+
 def sgd_adapt(
     field: FieldConfig,
     init: Params,

@@ -24,9 +24,10 @@ import torch
 from torch import Tensor
 
 from mclnf_dist.config import PositiveFloat, PositiveInt
+from mclnf_dist.errors import MclnfError
 from mclnf_dist.fields.stacked_mlp import FieldConfig, Params, evaluate, layer_names
 from mclnf_dist.meta.fim import FimConfig
-from mclnf_dist.meta.inner_loop import per_sample_loss, sgd_adapt
+from mclnf_dist.meta.inner_loop import per_sample_loss, sgd_adapt, weighted_query_loss
 
 Schedule = Literal["modular", "shared", "sequential"]
 SCHEDULES = get_args(Schedule)
@@ -141,7 +142,10 @@ def adapt_episode(
     episode: Episode,
     first_order: bool,
 ) -> Params:
-    """Run the inner loop through every context stage; return the adapted stacked params."""
+    """Run the inner loop through every context stage; return the adapted stacked params.
+
+    The inner loss is FIM-weighted only when ``fim.apply_to`` is ``inner`` or ``both``."""
+    inner_fim = fim if fim is not None and fim.weights_inner else None
     params = theta0
     for x, y in episode.context:
         params = sgd_adapt(
@@ -151,7 +155,7 @@ def adapt_episode(
             y,
             meta.inner_steps,
             meta.inner_lr,
-            fim,
+            inner_fim,
             first_order,
             adapt_keys=episode.adapt_keys,
         )
@@ -167,8 +171,12 @@ def meta_gradient(
 ) -> tuple[Params, dict[str, float]]:
     """Gradient of the outer loss with respect to ``theta_0`` for one episode.
 
+    The outer loss is the query MSE, or with ``fim.apply_to`` ``outer``/``both`` the FIM-weighted
+    query loss (:func:`~mclnf_dist.meta.inner_loop.weighted_query_loss`).
+
     Args:
         field: the field (a coordinate field or a radiance field).
+        fim: the FIM loss of a ``mim``-like method; ``None``: MSE everywhere.
         theta0: one-module parameters (leaf tensors or not; they are detached here).
         episode: the stacked tasks (:func:`signal_episode`, or a NeRF block batch).
 
@@ -178,6 +186,7 @@ def meta_gradient(
     """
     if meta.algorithm not in ALGORITHMS:
         raise ValueError(f"unknown meta algorithm {meta.algorithm!r} (expected {ALGORITHMS})")
+    check_fim_placement(meta, fim)
     reptile = meta.algorithm == "reptile"
     init = {k: v.detach().requires_grad_(not reptile) for k, v in theta0.items()}
     x, y = episode.query
@@ -190,10 +199,23 @@ def meta_gradient(
     else:
         first_order = meta.algorithm == "fomaml"
         adapted = adapt_episode(field, meta, fim, init, episode, first_order)
-        loss = per_sample_loss(evaluate(field, adapted, x), y).mean()
+        if fim is not None and fim.weights_outer:
+            loss = weighted_query_loss(field, adapted, x, y, fim).mean()
+        else:
+            loss = per_sample_loss(evaluate(field, adapted, x), y).mean()
         grads = dict(zip(init, torch.autograd.grad(loss, list(init.values())), strict=True))
     value = float(loss.detach())
     return grads, {"outer_loss": value, "outer_psnr": mse_to_psnr(value)}
+
+
+def check_fim_placement(meta: MetaConfig, fim: FimConfig | None) -> None:
+    """Reptile follows ``theta_0 - theta_K`` and has no outer loss to weight: refuse
+    ``fim.apply_to`` ``outer``/``both`` with it rather than silently ignore the weights."""
+    if meta.algorithm == "reptile" and fim is not None and fim.weights_outer:
+        raise MclnfError(
+            f"fim.apply_to={fim.apply_to!r} needs an outer loss, which meta.algorithm='reptile' "
+            "does not have (expected fim.apply_to='inner', or meta.algorithm maml or fomaml)"
+        )
 
 
 def mse_to_psnr(mse: float | Tensor) -> float | Tensor:
