@@ -118,11 +118,11 @@ def test_the_report_builds_each_section_from_its_recipe(tmp_path):
     from mclnf_dist.run_settings import RunSettings
 
     cfg = ReportConfig(quick=True, work_dir=str(tmp_path), run=RunSettings(seed=5, experiment="r"))
-    by_name = {s.name: section_config(s, cfg) for s in SECTIONS}
+    by_name = {s.name: section_config(s, cfg, 5) for s in SECTIONS}
     assert by_name["photos"].data.source == "builtin:photos"
     assert (by_name["photos"].data.size, by_name["audio"].data.length) == ((96, 96), 16000)
     assert by_name["audio"].adapt.max_steps == 128 and by_name["audio"].meta.outer_steps == 100
-    assert by_name["city"].run_name == "report-quick" and by_name["city"].run.seed == 5
+    assert by_name["city"].run_name == "report-quick-seed-5" and by_name["city"].run.seed == 5
     assert all(len(c.methods) == 8 and c.run.experiment == "r" for c in by_name.values())
-    full = section_config(SECTIONS[2], ReportConfig())
+    full = section_config(SECTIONS[2], ReportConfig(), 0)
     assert full.adapt.max_steps == 4096 and full.meta.meta_batch_size == 3

@@ -1,15 +1,41 @@
-"""The results report as markdown: the setup table, one table per section, the claims, pictures."""
+"""The results report as markdown: the setup table, one table per section, the claims, pictures.
+
+``done`` pairs each section with its entry over seeds (:func:`mclnf_dist.jobs.report.section_entry`:
+``seeds``, ``runs`` (one pipeline report per seed), ``methods`` (aggregates), ``wall_s``,
+``pictures``, ...). Numbers are shown as mean ± 95 % half-width over the seeds.
+"""
 
 import json
+import math
 import time
+from collections.abc import Sequence
 from typing import Any
 
-from mclnf_dist.evaluation.claims import claims
-from mclnf_dist.evaluation.tables import format_table, ordered, results_table
+from mclnf_dist.evaluation.claims import claims, claims_json
+from mclnf_dist.evaluation.seeds import SeedSummaries, per_seed
+from mclnf_dist.evaluation.statistics import mean_ci
+from mclnf_dist.evaluation.tables import format_table, grouped_markdown, ordered
+
+
+def adaptation_plan(adapt: dict[str, Any]) -> str:
+    """'128 steps, batch 512, Adam lr 0.001, SGD steps -1' from what the run's ``adapt`` config
+    holds (read field by field: the fields a run carries depend on its version)."""
+    parts = []
+    if adapt.get("max_steps") is not None:
+        parts.append(f"{adapt['max_steps']} steps")
+    if adapt.get("batch_size"):
+        parts.append(f"batch {adapt['batch_size']}")
+    if adapt.get("adam_lr") is not None:
+        parts.append(f"Adam lr {adapt['adam_lr']:g}")
+    sgd = adapt.get("sgd_steps", adapt.get("meta_sgd_steps"))
+    if sgd is not None:
+        parts.append(f"SGD steps {'all' if sgd == -1 else sgd}")
+    return ", ".join(parts) or "-"
 
 
 def setup_table(done: list[tuple[Any, dict]]) -> str:
-    """What each section ran: data, split, segments, field, budgets, wall time (markdown)."""
+    """What each section ran: data, split, segments, field, budgets, seeds, wall time (markdown),
+    from the first seed's run (the seeds share everything else)."""
     header = [
         "section",
         "data",
@@ -18,10 +44,12 @@ def setup_table(done: list[tuple[Any, dict]]) -> str:
         "field",
         "meta-training",
         "adaptation",
+        "seeds",
         "wall",
     ]
     rows = []
-    for section, report in done:
+    for section, entry in done:
+        report = entry["runs"][0]
         c = report["config"]
         meta = c["meta"]
         if section.pipeline == "city":
@@ -45,29 +73,82 @@ def setup_table(done: list[tuple[Any, dict]]) -> str:
                 f"{meta['outer_steps']} steps x {meta['meta_batch_size']} signals, "
                 f"{meta['inner_steps']} inner steps"
             )
-        adapt = c["adapt"]
-        adaptation = f"{adapt['max_steps']} steps" + (
-            f", batch {adapt['batch_size']}" if adapt.get("batch_size") else ""
-        )
-        wall = f"{report['wall_s']:.0f} s"
-        rows.append([section.name, data, split, segments, field, training, adaptation, wall])
+        adaptation = adaptation_plan(c.get("adapt", {}))
+        seeds = ", ".join(str(s) for s in entry["seeds"])
+        wall = f"{entry['wall_s']:.0f} s"
+        rows.append([section.name, data, split, segments, field, training, adaptation, seeds, wall])
     return format_table(header, rows)
 
 
-def city_held_out(report: dict) -> str:
-    """PSNR and forgetting of every method on the city's held-out blocks (markdown)."""
-    held = report["held_out_blocks"]
-    last = report["config"]["adapt"]["max_steps"]
+def interval(values: Sequence[float | None], digits: int = 2) -> str:
+    """'30.12 ± 0.45' over the measured values ('30.12' from one value, '-' from none)."""
+    measured = [v for v in values if v is not None]
+    if not measured:
+        return "-"
+    mean, half = mean_ci(measured)
+    if not math.isfinite(half):
+        return f"{mean:.{digits}f}"
+    return f"{mean:.{digits}f} ± {half:.{digits}f}"
+
+
+def steps_cell(stats: dict[str, Any], seeds: int) -> str:
+    """Steps to the target over seeds: mean ± half-width of the seeds that reached it, and how
+    many did not."""
+    missed = stats["not_reached"]
+    if missed == seeds:
+        return "not reached"
+    text = interval(stats["values"], digits=1)
+    return text + (f" ({missed}/{seeds} not reached)" if missed else "")
+
+
+def seeds_table(entry: dict) -> str:
+    """Every method's metrics over seeds, mean ± 95 % half-width, in the paper's groups."""
+    first = {s["method"]: s for s in entry["runs"][0]["results"]}
+    methods = entry["methods"]
+    images = any(v is not None for m in methods.values() for v in m["ssim_last"]["values"])
+    header = ["method", "group", "params", "PSNR@1", f"PSNR@{entry['early_step']}", "AUC", "last"]
+    header += ["SSIM"] if images else []
+    header += ["forget", f"steps to {entry['target_psnr']:g} dB"]
     rows = []
-    for summary in ordered(report["results"]):
-        h = held[summary["method"]]
-        cells = [h["psnr_step1"], h[f"psnr_step{last}"], h["forgetting"]]
-        rows.append([summary["method"], *("-" if c is None else f"{c:.2f}" for c in cells)])
+    for summary in ordered(list(first.values())):
+        stats = methods[summary["method"]]
+        row = [summary["method"], summary["group"], str(summary["params_per_signal"])]
+        for name in ("psnr_step1", "psnr_at_16", "auc", "psnr_last"):
+            row.append(interval(stats[name]["values"]))
+        if images:
+            row.append(interval(stats["ssim_last"]["values"], digits=3))
+        row.append(interval(stats["forgetting"]["values"]))
+        row.append(steps_cell(stats["steps_to_target"], len(entry["seeds"])))
+        rows.append(row)
+    return grouped_markdown(header, rows)
+
+
+def city_held_out(entry: dict) -> str:
+    """PSNR and forgetting of every method on the city's held-out blocks over seeds (markdown)."""
+    runs = entry["runs"]
+    last = runs[0]["config"]["adapt"]["max_steps"]
+    rows = []
+    for summary in ordered(runs[0]["results"]):
+        held = [run["held_out_blocks"][summary["method"]] for run in runs]
+        cells = [
+            interval([h.get(key) for h in held])
+            for key in ("psnr_step1", f"psnr_step{last}", "forgetting")
+        ]
+        rows.append([summary["method"], *cells])
     return format_table(["method", "PSNR@1", f"PSNR@{last}", "forgetting"], rows)
 
 
-def render_markdown(cfg: Any, done: list[tuple[Any, dict]], wall: float) -> str:
-    machine = done[0][1]["machine"] if done else {}
+def seed_summaries(done: list[tuple[Any, dict]]) -> list[tuple[str, SeedSummaries]]:
+    """(section name, method -> seed -> summary) of every section, what the claims are judged on."""
+    return [(section.name, per_seed(e["runs"], e["seeds"])) for section, e in done]
+
+
+def render_markdown(
+    cfg: Any, done: list[tuple[Any, dict]], wall: float, extra: Sequence[str] = ()
+) -> str:
+    """The whole report. ``extra`` lines (more sections, in markdown) go after the claims,
+    before the per-section tables."""
+    machine = done[0][1]["runs"][0]["machine"] if done else {}
     command = "python pipelines/report.py" + {"quick": " --quick", "tiny": " --tiny"}.get(
         cfg.mode, ""
     )
@@ -75,20 +156,24 @@ def render_markdown(cfg: Any, done: list[tuple[Any, dict]], wall: float) -> str:
         "# Results: meta-continual learning of neural fields on real data",
         "",
         f"Produced by `{command}` on {time.strftime('%Y-%m-%d')} in {wall / 60:.1f} minutes "
-        f"({cfg.mode} budgets), seed {cfg.run.seed}, on {machine.get('platform', '?')} "
+        f"({cfg.mode} budgets), seeds {', '.join(str(s) for s in cfg.seeds)} (every section run "
+        f"once per seed), on {machine.get('platform', '?')} "
         f"({machine.get('processor', '?')}, torch {machine.get('torch', '?')}, "
-        f"GPU: {machine.get('cuda') or 'none'}). Every number below comes from that one run; "
-        "nothing is copied from the paper and nothing was tuned to make a claim hold. "
+        f"GPU: {machine.get('cuda') or 'none'}). Every number below comes from those runs, as "
+        "mean ± 95 % half-width over the seeds (Student t); pictures show the first seed. "
+        "Nothing is copied from the paper and nothing was tuned to make a claim hold. "
         "The MLflow runs hold the same numbers, curves and pictures.",
         "",
         "Methods, in the paper's groups: *offline* `random` (one network, random init, fitted on "
         "all segments at once); *continual* `finetune`, `ewc`, `replay` (one network, segments in "
         "order); *meta-offline* `maml` (one network from a MAML init); *meta-continual* `oml` "
         "(meta-learned representation, head adapted in order), `mod` (one module per segment from "
-        "a meta-learned init), `mim` (`mod` + the FIM loss). PSNR is on held-out data (signals "
+        "a meta-learned init), `mim` (`mod` + the FIM loss), `mod-random` (`mod` from a random "
+        "init: the modules without meta-learning). PSNR is on held-out data (signals "
         "never meta-trained on; the city: held-out views), averaged over signals and segments. "
         "PSNR is capped at 120 dB (an MSE floor of 1e-12): a method that memorises a small signal "
-        "exactly shows 120 as its best, so compare the early steps, not only the best.",
+        "exactly shows 120 at the end, so compare the early steps and the AUC (mean PSNR over the "
+        "budget on a log2(step) axis), not only the last.",
         "",
         "## Setup",
         "",
@@ -96,30 +181,32 @@ def render_markdown(cfg: Any, done: list[tuple[Any, dict]], wall: float) -> str:
         "",
         "## The paper's claims on this data",
         "",
-        *claims(done),
+        *claims(seed_summaries(done)),
         "",
+        *extra,
     ]
-    for section, report in done:
-        summaries = report["results"]
+    for section, entry in done:
+        mlflow = ", ".join(f"`{r.get('mlflow_run_id')}`" for r in entry["runs"])
+        overlap = entry.get("overlap_fraction")
         lines += [
             f"## {section.title}",
             "",
-            results_table(
-                summaries,
-                title=f"PSNR (dB) on held-out data; MLflow run `{report.get('mlflow_run_id')}`",
-                markdown=True,
-                target=section.target_psnr,
-            ),
+            f"**PSNR (dB) on held-out data, mean ± 95 % half-width over seeds "
+            f"{', '.join(str(s) for s in entry['seeds'])}; MLflow runs {mlflow}**",
+            "",
+            seeds_table(entry),
             "",
         ]
+        if overlap is not None:
+            lines += [f"Largest train / held-out overlap found in any run: {overlap:.1%}.", ""]
         if section.pipeline == "city":
             lines += [
                 "Blocks never meta-trained on (the headline comparison):",
                 "",
-                city_held_out(report),
+                city_held_out(entry),
                 "",
             ]
-        for name, path in report["pictures"].items():
+        for name, path in entry["pictures"].items():
             lines += [f"![{section.name} {name.replace('_', ' ')}]({path})", ""]
     lines += [
         "## Reproduce",
@@ -132,4 +219,14 @@ def render_markdown(cfg: Any, done: list[tuple[Any, dict]], wall: float) -> str:
 
 
 def report_json(done: list[tuple[Any, dict]]) -> str:
-    return json.dumps({s.name: r for s, r in done}, indent=1, default=str)
+    """Per section: seeds, overlap, the per-method aggregates, every claim's comparison there,
+    and the raw per-seed runs."""
+    judged = claims_json(seed_summaries(done))
+    out = {}
+    for section, entry in done:
+        out[section.name] = {
+            **{k: v for k, v in entry.items() if k != "runs"},
+            "claims": [c for c in judged if c["section"] == section.name],
+            "runs": entry["runs"],
+        }
+    return json.dumps(out, indent=1, default=str)

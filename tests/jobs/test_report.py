@@ -1,5 +1,6 @@
-"""The results report end to end on tiny budgets: every section runs its real pipeline (real data,
-real Ray, a real MLflow store), and the markdown has every table, every method and every picture."""
+"""The results report end to end on tiny budgets: every section runs its real pipeline once per
+seed (real data, real Ray, a real MLflow store), and the markdown has every table, every method,
+every claim and every picture; report.json has the seeds and the per-method aggregates."""
 
 import json
 import re
@@ -38,13 +39,20 @@ def test_report_runs_end_to_end_with_every_method_in_every_table(ray_local, tmp_
     out = tmp_path / "docs" / "results.md"
     cfg = ReportConfig(
         tiny=True,
+        seeds=(0, 1),
         output=str(out),
         work_dir=str(tmp_path / "work"),
         run=RunSettings(tracking_uri=f"sqlite:///{tmp_path / 'mlflow.db'}"),
     )
     assert run_report(cfg) == out
     text = out.read_text()
-    for heading in ("## Setup", "## The paper's claims on this data", "### 3. No forgetting"):
+    for heading in (
+        "## Setup",
+        "## The paper's claims on this data",
+        "### 1a. A meta-learned init adapts faster",
+        "### 2. The FIM loss helps",
+        "### 3. No forgetting",
+    ):
         assert heading in text
     for section in SECTIONS:
         body = section_text(text, section.title)
@@ -59,6 +67,30 @@ def test_report_runs_end_to_end_with_every_method_in_every_table(ray_local, tmp_
         assert (out.parent / picture).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n", picture
     raw = json.loads((out.parent / "results" / "report.json").read_text())
     assert set(raw) == {s.name for s in SECTIONS}
+    for name, entry in raw.items():
+        assert entry["seeds"] == [0, 1], name
+        assert [r["config"]["run"]["seed"] for r in entry["runs"]] == [0, 1], name
+        assert set(entry["methods"]) == set(METHODS), name
+        for method, metrics in entry["methods"].items():
+            values = metrics["psnr_step1"]["values"]
+            assert values == [
+                next(s["psnr_step1"] for s in r["results"] if s["method"] == method)
+                for r in entry["runs"]
+            ], (name, method)
+            assert metrics["psnr_step1"]["mean"] == pytest.approx(sum(values) / 2)
+            assert set(metrics) >= {"auc", "psnr_at_16", "steps_to_target", "forgetting"}
+        assert {c["claim"] for c in entry["claims"]} == {"1a", "1b", "overall", "2"}
+        assert all(c["n"] == 2 for c in entry["claims"] if c["verdict"] != "not measured")
+
+
+def test_no_seeds_or_repeated_seeds_are_refused_before_any_work(tmp_path):
+    with pytest.raises(MclnfError, match=r"seeds must hold at least one seed .*got \(\)"):
+        run_report(ReportConfig(seeds=(), output=str(tmp_path / "r.md")))
+    with pytest.raises(MclnfError, match=r"seeds must be distinct .*got \(1, 1\)"):
+        run_report(ReportConfig(seeds=(1, 1), output=str(tmp_path / "r.md")))
+    with pytest.raises(MclnfError, match=r"seeds must be >= 0, got -1"):
+        run_report(ReportConfig(seeds=(0, -1), output=str(tmp_path / "r.md")))
+    assert not (tmp_path / "r.md").exists()
 
 
 def test_unknown_section_is_named(tmp_path):
