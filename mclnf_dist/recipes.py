@@ -5,7 +5,7 @@ Each modality (``image`` faces, ``photos``, ``audio``, ``video``), the demo city
 and a real capture (``scene``, with ``--data.scene``) has a recipe with the pipeline's own
 budgets, and budget variants of it:
 
-* ``-quick``: fits 2 CPUs (the whole quick report in under 20 minutes);
+* ``-quick``: fits 2 CPUs (3 seeds of the whole quick report in under 40 minutes);
 * ``-tiny``: seconds-long smoke budgets (tests; the numbers mean nothing);
 * ``-full``: the report's full budgets, 4096 adaptation steps per segment (256 for the city),
   meant for a GPU or a cluster.
@@ -64,15 +64,24 @@ def video() -> SignalsConfig:
 
 
 def signals_quick(
-    base: Callable[[], SignalsConfig], outer_steps: int, max_steps: int, **data: Any
+    base: Callable[[], SignalsConfig],
+    outer_steps: int,
+    max_steps: int,
+    batch_size: int = 0,
+    meta_batch: int = 0,
+    **data: Any,
 ) -> Callable[[], SignalsConfig]:
-    """``base`` with fewer meta-training steps and adaptation steps (the quick report), and
-    ``data`` (:class:`DataConfig` fields): signals large enough that no method fits them exactly
-    within the quick budget, so the comparison measures adaptation speed, not memorisation."""
+    """``base`` with fewer meta-training steps and adaptation steps (the quick report: 3 seeds of
+    every section on 2 CPUs in under 40 minutes), ``batch_size`` rows per signal per adaptation
+    step (0: all), ``meta_batch`` signals per meta-batch (0: the base's), and ``data``
+    (:class:`DataConfig` fields): signals large enough that no method fits them exactly within
+    the quick budget, so the comparison measures adaptation speed, not memorisation."""
 
     def recipe() -> SignalsConfig:
         cfg = base()
         cfg.meta.outer_steps, cfg.adapt.max_steps = outer_steps, max_steps
+        cfg.adapt.batch_size = batch_size
+        cfg.meta.meta_batch_size = meta_batch or cfg.meta.meta_batch_size
         cfg.data = dataclasses.replace(cfg.data, **data)
         return cfg
 
@@ -180,19 +189,25 @@ def scene_tiny() -> CityExperimentConfig:
 
 RECIPES: dict[str, Callable[[], Any]] = {
     "image": image,
-    "image-quick": signals_quick(image, outer_steps=150, max_steps=512, **FACES_QUICK),
+    "image-quick": signals_quick(image, outer_steps=100, max_steps=128, **FACES_QUICK),
     "image-tiny": signals_tiny(image),
     "image-full": full_adaptation(image, 4096),
     "photos": photos,
-    "photos-quick": signals_quick(photos, outer_steps=150, max_steps=512, **PHOTOS_QUICK),
+    "photos-quick": signals_quick(
+        photos, outer_steps=60, max_steps=128, batch_size=2048, meta_batch=4, **PHOTOS_QUICK
+    ),
     "photos-tiny": signals_tiny(photos),
     "photos-full": full_adaptation(photos, 4096),
     "audio": audio,
-    "audio-quick": signals_quick(audio, outer_steps=100, max_steps=128, **AUDIO_QUICK),
+    "audio-quick": signals_quick(
+        audio, outer_steps=60, max_steps=128, batch_size=2048, meta_batch=3, **AUDIO_QUICK
+    ),
     "audio-tiny": signals_tiny(audio),
     "audio-full": full_adaptation(audio, 4096),
     "video": video,
-    "video-quick": signals_quick(video, outer_steps=60, max_steps=64, **VIDEO_QUICK),
+    "video-quick": signals_quick(
+        video, outer_steps=40, max_steps=64, batch_size=2048, meta_batch=2, **VIDEO_QUICK
+    ),
     "video-tiny": signals_tiny(video),
     "video-full": full_adaptation(video, 4096),
     "city-demo": city_demo,

@@ -25,13 +25,17 @@ from mclnf_dist.errors import MclnfError
 from mclnf_dist.evaluation.seeds import aggregate, early_step, per_seed
 from mclnf_dist.jobs.city import run_city
 from mclnf_dist.jobs.report_markdown import render_markdown, report_json
+from mclnf_dist.jobs.report_studies import plan_study_markdown
 from mclnf_dist.jobs.signals import run_signals
 from mclnf_dist.meta.methods import METHODS
 from mclnf_dist.progress import ProgressLog
 from mclnf_dist.recipes import recipe
 from mclnf_dist.run_settings import RunField, run_settings
 from mclnf_dist.storage import write_atomic
+from mclnf_dist.sweeps.fim_study import fim_study_markdown
 
+FIM_SWEEPS = Path("docs/results/fim_sweep")
+"""The FIM-loss sweeps' results (``<modality>.csv``), shown in the report."""
 SectionName = Literal["faces", "photos", "audio", "video", "city"]
 SECTION_NAMES = get_args(SectionName)
 MODE_SUFFIX = {"full": "-full", "quick": "-quick", "tiny": "-tiny"}
@@ -131,11 +135,30 @@ def run_report(cfg: ReportConfig) -> Path:
         entry["pictures"] = copy_pictures(section, runs[0], pictures)
         done.append((section, entry))
         log.info(f"section {section.name} done in {entry['wall_s']:.0f}s")
-    text = render_markdown(cfg, done, time.perf_counter() - started)
+    text = render_markdown(cfg, done, time.perf_counter() - started, studies())
     (pictures / "report.json").write_text(report_json(done))
     write_atomic(out, text)
     log.info(f"wrote {out} ({time.perf_counter() - started:.0f}s in all)")
     return out
+
+
+def studies() -> list[str]:
+    """The saved studies that chose the recipes' settings on validation data: the adaptation
+    plan per modality and the FIM-loss sweep (:mod:`mclnf_dist.jobs.report_studies`)."""
+    sweeps = {path.stem: path for path in sorted(FIM_SWEEPS.glob("*.csv"))}
+    lines = plan_study_markdown()
+    if sweeps:
+        lines += [
+            "## The FIM loss, swept on validation data",
+            "",
+            "Where the FIM weights enter meta-training (`apply_to`: the inner loss and test-time "
+            "adaptation, the outer query loss, or both) x their strength `fim_lambda` (0 is plain "
+            "MSE), by `pipelines/sweep.py --space tune_spaces/fim_<modality>.yaml`. The recipes "
+            "ship each modality's winner, or MSE where nothing beats it.",
+            "",
+            *[line.replace("## ", "### ", 1) for line in fim_study_markdown(sweeps)],
+        ]
+    return lines
 
 
 def section_config(section: Section, cfg: ReportConfig, seed: int) -> Any:
