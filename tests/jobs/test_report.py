@@ -34,7 +34,7 @@ def table_methods(text: str) -> list[str]:
     return names
 
 
-@pytest.mark.timeout(900)
+@pytest.mark.timeout(2400)  # 5 sections x 2 seeds: ~20 min on a loaded 2-core machine
 def test_report_runs_end_to_end_with_every_method_in_every_table(ray_local, tmp_path):
     out = tmp_path / "docs" / "results.md"
     cfg = ReportConfig(
