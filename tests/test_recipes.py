@@ -7,6 +7,7 @@ from mclnf_dist.config import check_config, load_yaml_config, parse_config
 from mclnf_dist.errors import MclnfError
 from mclnf_dist.jobs.city import CityExperimentConfig
 from mclnf_dist.jobs.signals import SignalsConfig
+from mclnf_dist.meta.methods import METHODS
 from mclnf_dist.recipes import RECIPES, recipe, recipes_for
 
 SIGNALS = recipes_for(SignalsConfig)
@@ -33,7 +34,7 @@ def test_no_recipe_means_the_defaults_of_the_readme_commands():
     assert (city.train.rounds, city.adapt.max_steps, city.methods) == (
         300,
         64,
-        ("random", "maml", "mod", "mim"),
+        ("random", "mod-random", "maml", "mod", "mim"),
     )
 
 
@@ -43,15 +44,15 @@ def test_no_recipe_means_the_defaults_of_the_readme_commands():
         ("image", "image", (80, 20), 8, 300, 4096),
         ("audio", "audio", (32, 8), 3, 300, 1024),
         ("video", "video", (12, 4), 2, 300, 256),
-        ("image-quick", "image", (80, 12), 8, 150, 512),
-        ("photos-quick", "image", (32, 12), 8, 150, 512),
-        ("audio-quick", "audio", (12, 3), 3, 100, 128),
-        ("video-quick", "video", (8, 4), 2, 60, 64),
+        ("image-quick", "image", (80, 12), 8, 100, 128),
+        ("photos-quick", "image", (32, 12), 4, 60, 128),
+        ("audio-quick", "audio", (12, 3), 3, 60, 128),
+        ("video-quick", "video", (8, 4), 2, 40, 64),
         ("audio-tiny", "audio", (4, 2), 2, 2, 2),
         ("video-full", "video", (12, 4), 2, 300, 4096),
     ],
 )
-def test_signal_recipes_hold_the_old_budgets(
+def test_signal_recipes_hold_their_budgets(
     name, modality, split, meta_batch, outer_steps, max_steps
 ):
     cfg = recipe(name)
@@ -61,8 +62,10 @@ def test_signal_recipes_hold_the_old_budgets(
     assert cfg.adapt.max_steps == max_steps
 
 
-def test_city_recipes_hold_the_old_report_budgets():
-    assert recipe("city-demo-quick") == CityExperimentConfig()
+def test_city_recipes_hold_their_report_budgets():
+    quick = recipe("city-demo-quick")
+    assert (quick.train.rounds, quick.block.steps, quick.render_views) == (200, 128, 2)
+    assert quick.adapt == CityExperimentConfig().adapt
     assert recipe("city-demo-full").adapt.max_steps == 256
     tiny = recipe("city-demo-tiny")
     assert (tiny.data.blocks_x, tiny.data.blocks_y, tiny.data.image_size) == (2, 2, 24)
@@ -79,7 +82,7 @@ def test_a_flag_overrides_the_recipe():
     cfg = parse_config(
         SignalsConfig, ["--recipe", "audio-quick", "--meta.inner-steps", "8"], recipes=SIGNALS
     )
-    assert cfg.data.modality == "audio" and cfg.meta.outer_steps == 100  # the recipe
+    assert cfg.data.modality == "audio" and cfg.meta.outer_steps == 60  # the recipe
     assert cfg.meta.inner_steps == 8  # the flag
     cfg = parse_config(SignalsConfig, ["--recipe=video", "--seed", "2"], recipes=SIGNALS)
     assert cfg.data.modality == "video" and cfg.run.seed == 2
@@ -121,8 +124,9 @@ def test_the_report_builds_each_section_from_its_recipe(tmp_path):
     by_name = {s.name: section_config(s, cfg, 5) for s in SECTIONS}
     assert by_name["photos"].data.source == "builtin:photos"
     assert (by_name["photos"].data.size, by_name["audio"].data.length) == ((96, 96), 16000)
-    assert by_name["audio"].adapt.max_steps == 128 and by_name["audio"].meta.outer_steps == 100
+    assert by_name["audio"].adapt.max_steps == 128 and by_name["audio"].meta.outer_steps == 60
+    assert by_name["photos"].adapt.batch_size == 2048  # rows per signal per step
     assert by_name["city"].run_name == "report-quick-seed-5" and by_name["city"].run.seed == 5
-    assert all(len(c.methods) == 8 and c.run.experiment == "r" for c in by_name.values())
+    assert all(len(c.methods) == len(METHODS) and c.run.experiment == "r" for c in by_name.values())
     full = section_config(SECTIONS[2], ReportConfig(), 0)
     assert full.adapt.max_steps == 4096 and full.meta.meta_batch_size == 3

@@ -22,6 +22,7 @@ from typing import Any, Literal, get_args
 
 from mclnf_dist.config import NonNegativeInt, check_config, parse_config
 from mclnf_dist.errors import MclnfError
+from mclnf_dist.evaluation.fim_study import fim_study_markdown
 from mclnf_dist.evaluation.seeds import aggregate, early_step, per_seed
 from mclnf_dist.jobs.city import run_city
 from mclnf_dist.jobs.report_markdown import render_markdown, report_json
@@ -32,7 +33,6 @@ from mclnf_dist.progress import ProgressLog
 from mclnf_dist.recipes import recipe
 from mclnf_dist.run_settings import RunField, run_settings
 from mclnf_dist.storage import write_atomic
-from mclnf_dist.sweeps.fim_study import fim_study_markdown
 
 FIM_SWEEPS = Path("docs/results/fim_sweep")
 """The FIM-loss sweeps' results (``<modality>.csv``), shown in the report."""

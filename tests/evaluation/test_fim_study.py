@@ -1,7 +1,7 @@
 import pytest
 
 from mclnf_dist.errors import MclnfError
-from mclnf_dist.sweeps.fim_study import fim_study_markdown, read_scores, winner
+from mclnf_dist.evaluation.fim_study import fim_study_markdown, read_scores, winner
 from mclnf_dist.sweeps.report import TrialRow, write_csv
 
 KEYS = ["fim.fim_lambda", "fim.apply_to", "run.seed"]
