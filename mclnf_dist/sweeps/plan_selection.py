@@ -31,6 +31,7 @@ from mclnf_dist.meta.methods import get_method
 from mclnf_dist.meta.outer_loop import meta_train
 from mclnf_dist.progress import ProgressLog, quiet_logs
 from mclnf_dist.recipes import recipes_for
+from mclnf_dist.signals.loading import default_source
 from mclnf_dist.storage import write_atomic
 from mclnf_dist.sweeps.targets import prepare_signals_target
 
@@ -121,9 +122,10 @@ def choose_plan(cfg: ChoosePlanConfig, log: ProgressLog | None = None) -> dict:
             + f" (mean {mean:.2f} dB)"
         )
     winner = max(candidates, key=lambda c: c["mean_auc"])
+    source = signals.data.source or default_source(signals.data.modality)
     result = {
         "modality": signals.data.modality,
-        "source": signals.data.source,
+        "source": source,
         "validation_signals": val.num_signals,
         "meta_training_signals": train.num_signals,
         "max_steps": signals.adapt.max_steps,
@@ -133,7 +135,7 @@ def choose_plan(cfg: ChoosePlanConfig, log: ProgressLog | None = None) -> dict:
         "candidates": candidates,
         "wall_s": time.perf_counter() - started,
     }
-    name = signals.data.source.replace("builtin:", "") or signals.data.modality
+    name = Path(source.replace("builtin:", "")).name
     out = Path(search.output or f"docs/results/plans/{signals.data.modality}-{name}.json")
     out.parent.mkdir(parents=True, exist_ok=True)
     write_atomic(out, json.dumps(result, indent=1))
