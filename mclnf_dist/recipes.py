@@ -55,6 +55,7 @@ def video() -> SignalsConfig:
     return SignalsConfig(
         data=DataConfig(modality="video", num_train=12, num_test=4),
         meta=MetaConfig(meta_batch_size=2),
+        fim=FimConfig(fim_lambda=1.0, apply_to="both"),  # the FIM study's video winner
         adapt=AdaptConfig(max_steps=256),
     )
 
