@@ -24,6 +24,7 @@ from mclnf_dist.fields.stacked_mlp import FieldConfig
 from mclnf_dist.jobs.city_config import CityExperimentConfig
 from mclnf_dist.jobs.signals_config import DataConfig, SignalsConfig
 from mclnf_dist.meta.adaptation import AdaptConfig
+from mclnf_dist.meta.fim import FimConfig
 from mclnf_dist.meta.meta_learning import MetaConfig
 from mclnf_dist.nerf.field import RadianceFieldConfig
 
@@ -31,7 +32,10 @@ from mclnf_dist.nerf.field import RadianceFieldConfig
 
 
 def image() -> SignalsConfig:
-    """Real LFW faces, 80 meta-training / 20 held-out, 4096 adaptation steps."""
+    """Real LFW faces, 80 meta-training / 20 held-out, 4096 adaptation steps.
+
+    Each modality's ``fim`` is the winner of its FIM study (``tune_spaces/fim_<modality>.yaml``,
+    ``docs/results/fim_sweep/``), or ``fim_lambda=0`` (MSE) where nothing beat MSE."""
     return SignalsConfig()
 
 
@@ -49,6 +53,7 @@ def audio() -> SignalsConfig:
     return SignalsConfig(
         data=DataConfig(modality="audio", num_train=32, num_test=8),
         meta=MetaConfig(meta_batch_size=3),
+        fim=FimConfig(fim_lambda=0.25, apply_to="inner"),  # the FIM study's audio winner
         adapt=AdaptConfig(max_steps=1024),
     )
 
@@ -59,6 +64,7 @@ def video() -> SignalsConfig:
     return SignalsConfig(
         data=DataConfig(modality="video", num_train=12, num_test=4),
         meta=MetaConfig(meta_batch_size=2),
+        fim=FimConfig(fim_lambda=1.0, apply_to="both"),  # the FIM study's video winner
         adapt=AdaptConfig(max_steps=256),
     )
 

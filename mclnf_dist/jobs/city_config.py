@@ -31,7 +31,9 @@ class CityExperimentConfig:
     meta: MetaConfig = default(
         default_factory=lambda: MetaConfig(inner_steps=2, inner_lr=1.0, outer_lr=1e-2)
     )
-    fim: FimConfig = default(default_factory=lambda: FimConfig(fim_lambda=0.5))
+    fim: FimConfig = default(default_factory=lambda: FimConfig(fim_lambda=0.0))
+    """MSE: in the city's FIM study (``tune_spaces/fim_city.yaml``, ``docs/results/fim_sweep``)
+    no fim_lambda > 0 beat it, wherever the weights entered (so ``mim`` equals ``mod`` here)."""
     adapt: AdaptConfig = default(
         default_factory=lambda: AdaptConfig(
             max_steps=64, batch_size=2048, adam_lr=5e-3, sgd_steps=2
