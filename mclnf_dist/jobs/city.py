@@ -40,6 +40,7 @@ from mclnf_dist.jobs.city_data import (
 from mclnf_dist.jobs.city_extend import extend_city
 from mclnf_dist.jobs.city_outputs import held_out_psnr, render_and_save, write_city_outputs
 from mclnf_dist.jobs.init_asset import load_init, locate, save_init
+from mclnf_dist.meta.fim import FimConfig
 from mclnf_dist.meta.methods import MethodSpec, get_method
 from mclnf_dist.nerf.field import (
     POINT_FEATURES,
@@ -232,12 +233,13 @@ def city_field(cfg: CityExperimentConfig, scene: Scene) -> RadianceFieldConfig:
     )
 
 
-def meta_key(spec: MethodSpec) -> str:
+def meta_key(spec: MethodSpec, fim: FimConfig) -> str:
     """Methods with the same meta-objective share one meta-training: ``mse`` (maml and mod: every
-    block a task), ``fim`` (mim), ``oml`` (blocks streamed through one network's head)."""
+    block a task), ``fim`` (mim; ``mse`` too while ``fim_lambda`` is 0, which is exactly the
+    MSE loss), ``oml`` (blocks streamed through one network's head)."""
     if spec.meta_schedule == "sequential":
         return "oml"
-    return "fim" if spec.fim else "mse"
+    return "fim" if spec.fim and not fim.is_mse else "mse"
 
 
 MATCHED = "-matched"
@@ -247,7 +249,7 @@ MATCHED = "-matched"
 def init_key(cfg: CityExperimentConfig, spec: MethodSpec) -> str:
     """Which init a method starts from: ``random`` or its meta-objective, with :data:`MATCHED`
     for a one-network method when ``param_match`` widens it to all the modules' size."""
-    key = meta_key(spec) if spec.meta_learned else "random"
+    key = meta_key(spec, cfg.fim) if spec.meta_learned else "random"
     return key + MATCHED if cfg.param_match and not spec.modular else key
 
 
