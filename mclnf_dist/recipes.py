@@ -75,11 +75,13 @@ def signals_quick(
     max_steps: int,
     batch_size: int = 0,
     meta_batch: int = 0,
+    meta_rows: int = 0,
     **data: Any,
 ) -> Callable[[], SignalsConfig]:
     """``base`` with fewer meta-training steps and adaptation steps (the quick report: 3 seeds of
     every section on 2 CPUs in under 40 minutes), ``batch_size`` rows per signal per adaptation
-    step (0: all), ``meta_batch`` signals per meta-batch (0: the base's), and ``data``
+    step (0: all), ``meta_batch`` signals per meta-batch (0: the base's), ``meta_rows`` rows per
+    segment per meta-batch (0: all), and ``data``
     (:class:`DataConfig` fields): signals large enough that no method fits them exactly within
     the quick budget, so the comparison measures adaptation speed, not memorisation."""
 
@@ -88,6 +90,7 @@ def signals_quick(
         cfg.meta.outer_steps, cfg.adapt.max_steps = outer_steps, max_steps
         cfg.adapt.batch_size = batch_size
         cfg.meta.meta_batch_size = meta_batch or cfg.meta.meta_batch_size
+        cfg.meta.rows_per_segment = meta_rows
         cfg.data = dataclasses.replace(cfg.data, **data)
         return cfg
 
@@ -208,19 +211,37 @@ RECIPES: dict[str, Callable[[], Any]] = {
     "image-full": full_adaptation(image, 4096),
     "photos": photos,
     "photos-quick": signals_quick(
-        photos, outer_steps=60, max_steps=128, batch_size=2048, meta_batch=4, **PHOTOS_QUICK
+        photos,
+        outer_steps=60,
+        max_steps=128,
+        batch_size=2048,
+        meta_batch=4,
+        meta_rows=512,
+        **PHOTOS_QUICK,
     ),
     "photos-tiny": signals_tiny(photos),
     "photos-full": full_adaptation(photos, 4096),
     "audio": audio,
     "audio-quick": signals_quick(
-        audio, outer_steps=60, max_steps=128, batch_size=2048, meta_batch=3, **AUDIO_QUICK
+        audio,
+        outer_steps=60,
+        max_steps=128,
+        batch_size=2048,
+        meta_batch=3,
+        meta_rows=512,
+        **AUDIO_QUICK,
     ),
     "audio-tiny": signals_tiny(audio),
     "audio-full": full_adaptation(audio, 4096),
     "video": video,
     "video-quick": signals_quick(
-        video, outer_steps=40, max_steps=64, batch_size=2048, meta_batch=2, **VIDEO_QUICK
+        video,
+        outer_steps=40,
+        max_steps=64,
+        batch_size=2048,
+        meta_batch=2,
+        meta_rows=512,
+        **VIDEO_QUICK,
     ),
     "video-tiny": signals_tiny(video),
     "video-full": full_adaptation(video, 4096),

@@ -18,12 +18,12 @@ block a task (which is also MAML's objective there: the blocks are its tasks, so
 """
 
 from dataclasses import dataclass
-from typing import Literal, get_args
+from typing import Annotated, Literal, get_args
 
 import torch
 from torch import Tensor
 
-from mclnf_dist.config import PositiveFloat, PositiveInt
+from mclnf_dist.config import PositiveFloat, PositiveInt, Range
 from mclnf_dist.errors import MclnfError
 from mclnf_dist.fields.stacked_mlp import FieldConfig, Params, evaluate, layer_names
 from mclnf_dist.meta.fim import FimConfig
@@ -51,6 +51,9 @@ class MetaConfig:
     """Meta-training steps (meta-batches)."""
     meta_batch_size: PositiveInt = 8
     """Signals per meta-batch (each contributes one task per segment when modular)."""
+    rows_per_segment: Annotated[int, Range(ge=1, special=((0, "all rows"),))] = 0
+    """Signals: random rows (coordinates) of every segment per meta-batch, the same rows for the
+    inner and the outer loss; bounds a meta-step's cost on large signals. 0: every row."""
     grad_clip: PositiveFloat = 1.0
     """Outer gradient-norm clip."""
     head_layers: PositiveInt = 2

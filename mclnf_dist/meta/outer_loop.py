@@ -123,8 +123,12 @@ class SignalEpisodes:
     def next_episode(self, theta0: Params) -> Episode:
         count = self.values.shape[0]
         batch = torch.randperm(count, generator=self.generator)[: self.meta.meta_batch_size]
-        values = self.values[batch.to(self.values.device)]
-        return signal_episode(self.schedule, self.meta, theta0, self.coords, values)
+        values, coords = self.values[batch.to(self.values.device)], self.coords
+        rows, n = self.meta.rows_per_segment, coords.shape[1]
+        if 0 < rows < n:  # the same random rows of every segment, for context and query
+            pick = torch.randperm(n, generator=self.generator)[:rows].to(coords.device)
+            coords, values = coords[:, pick], values[:, :, pick]
+        return signal_episode(self.schedule, self.meta, theta0, coords, values)
 
 
 def meta_train(
