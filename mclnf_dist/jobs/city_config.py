@@ -32,8 +32,9 @@ class CityExperimentConfig:
         default_factory=lambda: MetaConfig(inner_steps=2, inner_lr=1.0, outer_lr=1e-2)
     )
     fim: FimConfig = default(default_factory=lambda: FimConfig(fim_lambda=0.0))
-    """MSE: in the city's FIM study (``tune_spaces/fim_city.yaml``, ``docs/results/fim_sweep``)
-    no fim_lambda > 0 beat it, wherever the weights entered (so ``mim`` equals ``mod`` here)."""
+    """MSE (so ``mim`` shares ``mod``'s meta-training): no city sweep on validation pixels has
+    shown a FIM setting that beats it (``tune_spaces/fim_city.yaml``; see
+    ``docs/results/fim_sweep/README.md`` for why the first city sweep was discarded)."""
     adapt: AdaptConfig = default(
         default_factory=lambda: AdaptConfig(
             max_steps=64, batch_size=2048, adam_lr=5e-3, sgd_steps=2

@@ -27,7 +27,9 @@ def test_meta_learned_modules_beat_random_init_and_do_not_forget(faces):
     field = FieldConfig(depth=4, width=64)
     meta = MetaConfig(outer_steps=200, meta_batch_size=8, outer_lr=1e-4)
     fim = FimConfig(fim_lambda=0.5)
-    adapt = AdaptConfig(max_steps=4, adam_lr=1e-3)
+    # one plan for every method: K plain-SGD steps at the inner-loop rate (what theta_0 was
+    # meta-learned for), the same for the random init
+    adapt = AdaptConfig(max_steps=4, adam_lr=1e-3, sgd_steps=meta.inner_steps)
     random_init = init_params(field, 2, train.out_features, 1, torch.Generator().manual_seed(0))
     results, inits = {}, {}
     for name in ("random", "finetune", "mod", "mim"):
