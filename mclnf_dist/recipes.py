@@ -35,13 +35,17 @@ def image() -> SignalsConfig:
     """Real LFW faces, 80 meta-training / 20 held-out, 4096 adaptation steps.
 
     Each modality's ``fim`` is the winner of its FIM study (``tune_spaces/fim_<modality>.yaml``,
-    ``docs/results/fim_sweep/``), or ``fim_lambda=0`` (MSE) where nothing beat MSE."""
+    ``docs/results/fim_sweep/``), or ``fim_lambda=0`` (MSE) where nothing beat MSE. Each one's
+    adaptation plan (``adam_lr``, ``sgd_steps``, the same for every method) is the winner of
+    ``mclnf choose-plan --recipe <name>-quick`` on validation signals
+    (``docs/results/plans/<modality>-<data>.json``): here Adam at 1e-3 from the first step."""
     return SignalsConfig()
 
 
 def photos() -> SignalsConfig:
     """Real photo tiles (scikit-image), with the ``image`` budgets; tiles of one photo stay on
-    one side of the split."""
+    one side of the split. Plan (``docs/results/plans/image-photos.json``): Adam at 1e-3 from the
+    first step; the FIM loss: the faces' study's winner (photos had no study of their own)."""
     cfg = image()
     cfg.data.source = "builtin:photos"
     return cfg
@@ -49,18 +53,21 @@ def photos() -> SignalsConfig:
 
 def audio() -> SignalsConfig:
     """Real audio clips; 1024 adaptation steps and 3 signals per second-order meta-batch keep
-    all eight methods under 15 minutes on 2 CPUs (long signals dominate the cost)."""
+    all methods under 15 minutes on 2 CPUs (long signals dominate the cost). Plan
+    (``docs/results/plans/audio-clips.json``): 4 SGD steps at the inner-loop rate, then Adam
+    at 1e-3, for every method."""
     return SignalsConfig(
         data=DataConfig(modality="audio", num_train=32, num_test=8),
         meta=MetaConfig(meta_batch_size=3),
         fim=FimConfig(fim_lambda=0.25, apply_to="inner"),  # the FIM study's audio winner
-        adapt=AdaptConfig(max_steps=1024),
+        adapt=AdaptConfig(max_steps=1024, sgd_steps=4),
     )
 
 
 def video() -> SignalsConfig:
     """Real video clips; 8 segments of 1024 coordinates each, so 256 adaptation steps and 2
-    signals per meta-batch (the sequential baselines cost ~2 x budget x segments steps)."""
+    signals per meta-batch (the sequential baselines cost ~2 x budget x segments steps). Plan
+    (``docs/results/plans/video-clips.json``): Adam at 1e-3 from the first step."""
     return SignalsConfig(
         data=DataConfig(modality="video", num_train=12, num_test=4),
         meta=MetaConfig(meta_batch_size=2),
