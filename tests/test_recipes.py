@@ -44,7 +44,7 @@ def test_no_recipe_means_the_defaults_of_the_readme_commands():
         ("image", "image", (80, 20), 8, 300, 4096),
         ("audio", "audio", (32, 8), 3, 300, 1024),
         ("video", "video", (12, 4), 2, 300, 256),
-        ("image-quick", "image", (80, 12), 8, 100, 128),
+        ("image-quick", "image", (80, 12), 8, 100, 32),
         ("photos-quick", "image", (32, 12), 4, 60, 128),
         ("audio-quick", "audio", (12, 3), 3, 60, 128),
         ("video-quick", "video", (8, 4), 2, 40, 64),
