@@ -15,6 +15,7 @@ from skimage.metrics import structural_similarity
 from mclnf_dist.evaluation.protocol import Measurement, MethodContext
 from mclnf_dist.fields.stacked_mlp import Params
 from mclnf_dist.nerf.field import RadianceFieldConfig
+from mclnf_dist.nerf.rays import frame_rays, near_far_from_box
 from mclnf_dist.nerf.render import RouteFn, render_view_outputs
 from mclnf_dist.progress import ProgressLog
 from mclnf_dist.scenes.city_model import module_router
@@ -50,9 +51,13 @@ def score_city_images(
     scene: Scene,
     log: ProgressLog | None,
     label: str = "city model",
+    fixed_blocks: list[np.ndarray] | None = None,
 ) -> CityImageScores:
     """Render every frame of ``scene`` (the held-out split) and score it; see the module doc.
-    ``log``: where the rendering progress bar goes (None: no bar, e.g. at every checkpoint)."""
+    ``log``: where the rendering progress bar goes (None: no bar, e.g. at every checkpoint).
+    ``fixed_blocks``: per frame, (H*W,) block of every pixel fixed in advance (the same pixels
+    for every model compared, :func:`ray_midpoint_blocks`); default: where this model's rays end.
+    """
     frames = scene.frames
     total = sum(f.width * f.height for f in frames)
     bar = log.bar(f"rendering {label}", total, "ray") if log is not None else None
@@ -77,7 +82,7 @@ def score_city_images(
         total_error += float(error.sum())
         total_count += error.size
         images.append((prediction * 255.0).round().astype(np.uint8))
-        blocks = pixel_blocks(out, partition)
+        blocks = pixel_blocks(out, partition) if fixed_blocks is None else fixed_blocks[index]
         seen = blocks >= 0
         np.add.at(block_error, blocks[seen], error.reshape(-1)[seen])
         np.add.at(block_count, blocks[seen], 1)
@@ -92,6 +97,23 @@ def score_city_images(
     return CityImageScores(psnr, float(np.mean(ssims)), per_image, per_block, images)
 
 
+def ray_midpoint_blocks(
+    field_cfg: RadianceFieldConfig, partition: BlockPartition, scene: Scene
+) -> list[np.ndarray]:
+    """Per frame, (H*W,) the block of the midpoint of every pixel's ray inside the scene box:
+    a pixel-to-block assignment that does not depend on the model, so every method's per-block
+    PSNR covers the same pixels (and a model that renders mostly empty space still has some)."""
+    blocks = []
+    for frame in scene.frames:
+        origins, directions = frame_rays(frame)
+        near, far, _ = near_far_from_box(origins, directions, *field_cfg.box, min_near=scene.near)
+        if scene.far is not None:
+            far = far.clamp_max(float(scene.far))
+        middle = origins + directions * ((near + far) / 2)[:, None]
+        blocks.append(partition.route_points(middle.cpu().numpy()))
+    return blocks
+
+
 def pixel_blocks(out: dict[str, torch.Tensor], partition: BlockPartition) -> np.ndarray:
     """(H*W,) block id of each pixel's expected termination point; -1 for background pixels."""
     blocks = partition.route_points(out["points"].reshape(-1, 3).cpu().numpy())
@@ -104,8 +126,10 @@ class RenderedCityScorer:
     point routed to its block's module, or the one network) and scores the full images, so the
     continual phase measures the rendered model, not modules rendering whole rays on their own.
 
-    A segment's PSNR is that of the pixels ending in its block (``block_order[t]``); a block that
-    no held-out pixel ends in scores NaN.
+    A segment's PSNR is that of the pixels whose ray midpoint (inside the scene box) lies in its
+    block (``block_order[t]``): fixed once, the same pixels for every method and checkpoint (a
+    random init renders little but empty space, so "where its rays end" would leave no pixel to
+    score); a block with no such pixel scores NaN.
     """
 
     def __init__(
@@ -117,10 +141,13 @@ class RenderedCityScorer:
     ) -> None:
         self.field_cfg, self.partition, self.scene = field_cfg, partition, scene
         self.block_order = list(block_order)
+        self.fixed_blocks = ray_midpoint_blocks(field_cfg, partition, scene)
 
     def measure(self, ctx: MethodContext, params: Params) -> Measurement:
         modular = ctx.spec.modular
         route = module_router(self.partition, self.block_order, modular)
-        scores = score_city_images(self.field_cfg, params, route, self.partition, self.scene, None)
+        scores = score_city_images(
+            self.field_cfg, params, route, self.partition, self.scene, None, "", self.fixed_blocks
+        )
         segments = [scores.per_block.get(b, float("nan")) for b in self.block_order]
         return Measurement(scores.psnr, segments)
