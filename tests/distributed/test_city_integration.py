@@ -94,9 +94,11 @@ def check_outputs(work: Path, rounds: int, methods: list[str], keys: list[str]) 
 
 
 def test_two_worker_run_tracks_everything(ray_local, tmp_path):
-    """Both meta-objectives (MSE and FIM) on 2 Train workers, all four methods."""
+    """Both meta-objectives (MSE and FIM) on 2 Train workers, four methods (the city ships MSE,
+    so the FIM objective is asked for: at ``fim_lambda`` 0 ``mim`` shares ``mod``'s)."""
     run = f"a{time.time_ns()}"
-    cfg = parse_config(CityExperimentConfig, args(tmp_path, run, 3))
+    extra = ("--methods", "random", "maml", "mod", "mim", "--fim.fim-lambda", "0.5")
+    cfg = parse_config(CityExperimentConfig, args(tmp_path, run, 3, *extra))
     report = run_city(cfg)
     methods = ["random", "maml", "mod", "mim"]
     history = check_outputs(tmp_path, 3, methods, ["fim", "mse"])
