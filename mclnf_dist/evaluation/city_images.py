@@ -6,6 +6,7 @@ per image, and PSNR per block, where a pixel belongs to the block holding its ex
 termination point (pixels that see mostly background, opacity < 0.5, count for no block).
 """
 
+import dataclasses
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -95,6 +96,16 @@ def score_city_images(
     }
     psnr = psnr_of(total_error, total_count)
     return CityImageScores(psnr, float(np.mean(ssims)), per_image, per_block, images)
+
+
+def spread_views(scene: Scene, count: int) -> Scene:
+    """``scene`` with ``count`` of its frames, evenly spaced over the split (all when ``count`` is
+    0 or covers them): fewer full images to render at every checkpoint, from every part of the
+    scene."""
+    if count <= 0 or count >= len(scene.frames):
+        return scene
+    picks = np.linspace(0, len(scene.frames) - 1, count).round().astype(int)
+    return dataclasses.replace(scene, frames=[scene.frames[i] for i in picks])
 
 
 def ray_midpoint_blocks(

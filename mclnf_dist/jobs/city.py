@@ -23,7 +23,7 @@ from mclnf_dist.distributed.meta_train_loop import WorkerJob
 from mclnf_dist.distributed.meta_trainer import meta_train_distributed
 from mclnf_dist.distributed.train_config import check_workers
 from mclnf_dist.errors import MclnfError
-from mclnf_dist.evaluation.city_images import RenderedCityScorer
+from mclnf_dist.evaluation.city_images import RenderedCityScorer, spread_views
 from mclnf_dist.evaluation.protocol import MethodContext, MethodResult, evaluate_method
 from mclnf_dist.evaluation.tables import results_table
 from mclnf_dist.fields.sizing import matched_width
@@ -92,7 +92,8 @@ def run_city(cfg: CityExperimentConfig) -> dict:
         city.train_uri, city.block_order, cfg.data.fit_rays_per_block, cfg.run.seed, "train views"
     )
     # scored as users get it: full held-out images rendered through the routed model
-    score = RenderedCityScorer(field_cfg, city.partition, city.block_order, city.load_scene("test"))
+    views = spread_views(city.load_scene("test"), cfg.score_views)
+    score = RenderedCityScorer(field_cfg, city.partition, city.block_order, views)
     with Tracker(
         cfg.run.experiment,
         f"{cfg.run_name}-{time.strftime('%Y%m%d-%H%M%S')}",

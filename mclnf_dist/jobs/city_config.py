@@ -51,6 +51,10 @@ class CityExperimentConfig:
     """Names the Train runs and meta-init checkpoints: re-running the same name resumes."""
     storage_uri: str = ""
     """Checkpoints (local path or ``s3://``); empty: ``<work_dir>/runs``."""
+    score_views: NonNegativeInt = 0
+    """Held-out views rendered and scored at every checkpoint of the continual phase, evenly
+    spaced over the held-out split (0: all of them). The city model's final scores always use
+    every held-out view."""
     render_views: NonNegativeInt = 3
     """Held-out views rendered through the routed modules (PNG)."""
     workers: Annotated[int, Range(ge=0, special=((-1, "auto"),))] = -1

@@ -8,6 +8,7 @@ import numpy as np
 
 from mclnf_dist.config import json_ready, to_dict
 from mclnf_dist.device import machine_info
+from mclnf_dist.evaluation.city_images import spread_views
 from mclnf_dist.evaluation.plots import plot_psnr_curves
 from mclnf_dist.evaluation.protocol import MethodResult
 from mclnf_dist.jobs.city_data import CityData
@@ -26,9 +27,7 @@ def render_and_save(
     through the routed modules of the model read back from disk (``novel_views.png``,
     ``flythrough.png``), so the saved model is exactly what the pictures show."""
 
-    frames = city.load_scene("test").frames
-    picks = np.linspace(0, len(frames) - 1, max(1, min(cfg.render_views, len(frames))))
-    chosen = [frames[int(round(i))] for i in picks]
+    chosen = spread_views(city.load_scene("test"), max(1, cfg.render_views)).frames
     path_frames = flyover_frames(scene, FLYTHROUGH_FRAMES)
     views = [[to_uint8(load_frame_image(scene, f)) for f in chosen]]
     names = ["truth"]

@@ -1,39 +1,51 @@
-"""Choosing the one adaptation plan of a modality on validation signals, never on test ones.
+"""Choosing the one adaptation plan of a modality (or of the city) on validation data, never on
+test data.
 
 Every method adapts with the same plan (:class:`~mclnf_dist.meta.adaptation.AdaptConfig`: SGD
 steps at the inner-loop rate, then Adam at ``adam_lr``; the same rows per signal per step and the
 same budget), so the plan must suit random and meta-learned inits, modules and one network alike.
-``mclnf choose-plan --recipe image-quick`` meta-trains the shared-init (``maml``) and modular
-(``mod``) inits on the meta-training signals, adapts ``random``, ``mod-random``, ``maml`` and
-``mod`` with every candidate plan on the validation signals (held back from the training side of
-the split; the test signals are never loaded into the search), and picks the plan with the best
-mean area under the PSNR-vs-step curve over those four methods. The winner is written to a JSON
-file the report shows, and is recorded by hand in the modality's recipe
-(:mod:`mclnf_dist.recipes`), where the file is cited.
+``mclnf choose-plan --recipe image-quick`` (or ``--recipe city-demo-quick``) meta-trains the
+inits of ``maml`` and ``mod`` on the meta-training data, adapts ``random``, ``mod-random``,
+``maml`` and ``mod`` with every candidate plan on the validation data, and picks the plan with the
+best mean area under the PSNR-vs-step curve over those four methods. Data and meta-training are
+the sweeps' (:mod:`mclnf_dist.sweeps.targets`), so nothing here sees test data:
+
+* signals: validation is a fifth of the training side of the split (the test signals are never
+  loaded into the search);
+* city: meta-training streams the meta blocks' rays that cross no other block, as the city job
+  does; validation adapts to the held-out blocks on training-view rays and scores OTHER pixels of
+  the training views (the held-out views are the city's test images).
+
+The winner is written to a JSON file the report shows, and is recorded by hand in the recipe
+(:mod:`mclnf_dist.recipes`, or the city config's default), where the file is cited.
 """
 
 import dataclasses
 import itertools
 import json
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import torch
 
-from mclnf_dist.config import describe, parse_config
+from mclnf_dist.config import describe, parse_config, pop_option
 from mclnf_dist.device import pick_device
 from mclnf_dist.evaluation.protocol import MethodContext, evaluate_method
 from mclnf_dist.evaluation.statistics import curve_auc
-from mclnf_dist.fields.stacked_mlp import init_params
+from mclnf_dist.fields.stacked_mlp import Params
+from mclnf_dist.jobs.city_config import CityExperimentConfig
 from mclnf_dist.jobs.signals_config import SignalsConfig
 from mclnf_dist.meta.methods import get_method
-from mclnf_dist.meta.outer_loop import meta_train
+from mclnf_dist.meta.outer_loop import LocalStore, meta_train_loop
 from mclnf_dist.progress import ProgressLog, quiet_logs
 from mclnf_dist.recipes import recipes_for
 from mclnf_dist.signals.loading import default_source
 from mclnf_dist.storage import write_atomic
-from mclnf_dist.sweeps.targets import prepare_signals_target
+from mclnf_dist.sweeps.space import get_path
+from mclnf_dist.sweeps.targets import MetaTask, pipelines
 
 SELECTION_METHODS = ("random", "mod-random", "maml", "mod")
 """One per (init, modularity) pair: the plan must serve all of them."""
@@ -48,72 +60,82 @@ class PlanSearch:
     sgd_steps: tuple[int, ...] = (0, -1)
     """SGD steps at the inner-loop rate before Adam; -1 stands for ``meta.inner_steps``."""
     output: str = ""
-    """The selection's JSON; empty: ``docs/results/plans/<recipe or modality>.json``."""
+    """The selection's JSON; empty: ``docs/results/plans/<modality>-<data>.json``."""
 
 
 @dataclass
 class ChoosePlanConfig:
-    """``mclnf choose-plan``: a signals config (``--recipe``) and the search."""
+    """``mclnf choose-plan`` for signals: a signals config (``--recipe``) and the search."""
 
     signals: SignalsConfig = dataclasses.field(default_factory=SignalsConfig)
     search: PlanSearch = dataclasses.field(default_factory=PlanSearch)
 
 
+def city_search() -> PlanSearch:
+    """Radiance fields train at larger Adam rates than signals (NeRF's usual 5e-3 is inside)."""
+    return PlanSearch(adam_lrs=(1e-3, 3e-3, 1e-2))
+
+
+@dataclass
+class ChooseCityPlanConfig:
+    """``mclnf choose-plan`` for the city: a city config (``--recipe city-...``) and the search."""
+
+    city: CityExperimentConfig = dataclasses.field(default_factory=CityExperimentConfig)
+    search: PlanSearch = dataclasses.field(default_factory=city_search)
+
+
 def main(argv: list[str]) -> None:
-    """Entry point of ``mclnf choose-plan``."""
-    recipes = {name: _wrapped(make) for name, make in recipes_for(SignalsConfig).items()}
-    cfg = parse_config(ChoosePlanConfig, argv, description=__doc__, recipes=recipes)
+    """Entry point of ``mclnf choose-plan``: the recipe names the pipeline."""
+    city_recipes = recipes_for(CityExperimentConfig)
+    if pop_option(list(argv), "--recipe") in city_recipes:
+        recipes = {
+            name: _wrapped(ChooseCityPlanConfig, "city", make)
+            for name, make in city_recipes.items()
+        }
+        cfg = parse_config(ChooseCityPlanConfig, argv, description=__doc__, recipes=recipes)
+    else:
+        signals = recipes_for(SignalsConfig)
+        recipes = {
+            name: _wrapped(ChoosePlanConfig, "signals", make) for name, make in signals.items()
+        }
+        cfg = parse_config(ChoosePlanConfig, argv, description=__doc__, recipes=recipes)
     choose_plan(cfg)
 
 
-def _wrapped(make):
-    return lambda: ChoosePlanConfig(signals=make())
+def _wrapped(config_class: type, key: str, make: Callable[[], Any]) -> Callable[[], Any]:
+    return lambda: config_class(**{key: make()})
 
 
-def choose_plan(cfg: ChoosePlanConfig, log: ProgressLog | None = None) -> dict:
+def choose_plan(
+    cfg: ChoosePlanConfig | ChooseCityPlanConfig, log: ProgressLog | None = None
+) -> dict:
     """Run the search; returns (and writes) ``{"winner": {...}, "candidates": [...]}``."""
     log = log or ProgressLog("choose-plan")
-    signals = cfg.signals
-    quiet_logs(signals.run.verbose)
-    print(describe(signals), flush=True)
-    device = pick_device(signals.run.device)
-    prepared = prepare_signals_target(signals, log)
-    train, val = prepared.train.to(device), prepared.val.to(device)
+    city = isinstance(cfg, ChooseCityPlanConfig)
+    target = cfg.city if city else cfg.signals
+    pipeline = pipelines()["city" if city else "signals"]
+    quiet_logs(target.run.verbose)
+    print(describe(target), flush=True)
+    device = pick_device(target.run.device)
+    prepared = pipeline.prepare(target, log)
     started = time.perf_counter()
-    inits = {}
-    generator = torch.Generator().manual_seed(signals.run.seed)
-    random_init = init_params(
-        signals.field, train.in_features, train.out_features, 1, generator, device
-    )
-    for name in SELECTION_METHODS:
-        spec = get_method(name)
-        if not spec.meta_learned:
-            inits[name] = random_init
-            continue
-        bar = log.bar(f"meta-train {name}", signals.meta.outer_steps)
-        inits[name], _ = meta_train(
-            spec.meta_schedule,
-            signals.field,
-            signals.meta,
-            None,
-            random_init,
-            train.segment_coords(),
-            train.segment_values(),
-            signals.run.seed,
-            lambda step, metrics, bar=bar: bar.update(1),
-        )
-        bar.close()
+    tasks = {name: prepared.task(target, device, get_method(name)) for name in SELECTION_METHODS}
+    inits: dict[str, Params] = {}
+    for task in tasks.values():
+        key = task.init_key()
+        if key not in inits:
+            inits[key] = meta_trained(task, get_path(target, pipeline.budget_key), log)
     candidates = []
     search = cfg.search
     for lr, sgd in itertools.product(search.adam_lrs, search.sgd_steps):
-        sgd = signals.meta.inner_steps if sgd == -1 else sgd
-        adapt = dataclasses.replace(signals.adapt, adam_lr=lr, sgd_steps=sgd)
+        sgd = target.meta.inner_steps if sgd == -1 else sgd
+        adapt = dataclasses.replace(target.adapt, adam_lr=lr, sgd_steps=sgd)
         aucs = {}
-        for name in SELECTION_METHODS:
-            ctx = MethodContext(
-                get_method(name), signals.field, inits[name], signals.meta, signals.fim, adapt
-            )
-            aucs[name] = curve_auc(evaluate_method(ctx, val).curve)
+        for name, task in tasks.items():
+            init = inits[task.init_key()]
+            ctx = MethodContext(task.spec, task.field, init, target.meta, target.fim, adapt)
+            torch.manual_seed(target.run.seed + 1)  # a radiance field's sample jitter
+            aucs[name] = curve_auc(evaluate_method(ctx, task.fit, None, task.score).curve)
         mean = sum(aucs.values()) / len(aucs)
         candidates.append({"adam_lr": lr, "sgd_steps": sgd, "auc": aucs, "mean_auc": mean})
         log.info(
@@ -122,21 +144,31 @@ def choose_plan(cfg: ChoosePlanConfig, log: ProgressLog | None = None) -> dict:
             + f" (mean {mean:.2f} dB)"
         )
     winner = max(candidates, key=lambda c: c["mean_auc"])
-    source = signals.data.source or default_source(signals.data.modality)
+    any_task = next(iter(tasks.values()))
+    if city:
+        data = Path(target.data.scene).name if target.data.scene else "demo"
+        name, sizes = f"city-{data}", {"validation_blocks": any_task.fit.num_segments}
+    else:
+        source = target.data.source or default_source(target.data.modality)
+        name = f"{target.data.modality}-{Path(source.replace('builtin:', '')).name}"
+        sizes = {
+            "source": source,
+            "validation_signals": prepared.val.num_signals,
+            "meta_training_signals": prepared.train.num_signals,
+        }
     result = {
-        "modality": signals.data.modality,
-        "source": source,
-        "validation_signals": val.num_signals,
-        "meta_training_signals": train.num_signals,
-        "max_steps": signals.adapt.max_steps,
-        "batch_size": signals.adapt.batch_size,
+        "modality": "city" if city else target.data.modality,
+        **sizes,
+        "meta_rounds": get_path(target, pipeline.budget_key),
+        "max_steps": target.adapt.max_steps,
+        "batch_size": target.adapt.batch_size,
         "methods": list(SELECTION_METHODS),
+        "inits": sorted(inits),
         "winner": {"adam_lr": winner["adam_lr"], "sgd_steps": winner["sgd_steps"]},
         "candidates": candidates,
         "wall_s": time.perf_counter() - started,
     }
-    name = Path(source.replace("builtin:", "")).name
-    out = Path(search.output or f"docs/results/plans/{signals.data.modality}-{name}.json")
+    out = Path(search.output or f"docs/results/plans/{name}.json")
     out.parent.mkdir(parents=True, exist_ok=True)
     write_atomic(out, json.dumps(result, indent=1))
     log.info(
@@ -144,3 +176,20 @@ def choose_plan(cfg: ChoosePlanConfig, log: ProgressLog | None = None) -> dict:
         f"(mean validation AUC {winner['mean_auc']:.2f} dB); wrote {out}"
     )
     return result
+
+
+def meta_trained(task: MetaTask, rounds: int, log: ProgressLog) -> Params:
+    """``theta_0`` of ``task``'s method: random, or meta-trained for ``rounds`` in this process
+    on the task's episodes (as a sweep trial does, without validating)."""
+    cfg = task.cfg
+    if not task.spec.meta_learned:
+        return task.init()
+    torch.manual_seed(task.seed)  # the radiance field's sample jitter uses the global generator
+    store = LocalStore(task.init(), cfg.meta.outer_lr, cfg.meta.grad_clip)
+    episodes = task.episodes(torch.Generator().manual_seed(cfg.run.seed), 0)
+    bar = log.bar(f"meta-train {task.init_key()}", rounds)
+    meta_train_loop(
+        task.field, cfg.meta, task.fim, store, episodes, rounds, lambda *_: bar.update(1)
+    )
+    bar.close()
+    return store.params()

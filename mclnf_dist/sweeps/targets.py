@@ -26,7 +26,7 @@ from mclnf_dist.distributed.fanout import ensure_ray
 from mclnf_dist.errors import MclnfError
 from mclnf_dist.evaluation.protocol import MethodContext, MethodResult, evaluate_method
 from mclnf_dist.fields.stacked_mlp import Params, init_params
-from mclnf_dist.jobs.city import CityExperimentConfig, city_field
+from mclnf_dist.jobs.city import CityExperimentConfig, city_field, meta_key
 from mclnf_dist.jobs.city_data import (
     CityData,
     blocks_as_segments,
@@ -59,17 +59,31 @@ class MetaTask:
     device)."""
 
     def __init__(
-        self, cfg: Any, field: Any, fit: SignalSet, score: SignalSet, device: torch.device
+        self,
+        cfg: Any,
+        field: Any,
+        fit: SignalSet,
+        score: SignalSet,
+        device: torch.device,
+        spec: MethodSpec | None = None,
     ) -> None:
         self.cfg, self.field, self.device = cfg, field, device
         self.fit, self.score = fit.to(device), score.to(device)
-        self.spec = trial_method(cfg)
+        self.spec = spec or trial_method(cfg)
+        """The method whose meta-training the episodes serve (a trial's: :func:`trial_method`)."""
         self.fim: FimConfig | None = cfg.fim if self.spec.fim else None
         self.seed = cfg.run.seed
         """Seeds the global torch generator (the radiance field's sample jitter)."""
 
     def init(self) -> Params:
         raise NotImplementedError
+
+    def init_key(self) -> str:
+        """Which initialisation the method starts from: ``random``, or the name of its
+        meta-training (methods with the same key share one ``theta_0``)."""
+        if not self.spec.meta_learned:
+            return "random"
+        return f"{self.spec.meta_schedule}-{'fim' if self.fim else 'mse'}"
 
     def episodes(self, generator: torch.Generator, start_round: int) -> EpisodeSource:
         """The meta-training episodes, from round ``start_round`` on (a resumed trial)."""
@@ -90,7 +104,13 @@ class CityTask(MetaTask):
     """Meta-train on the meta blocks' rays streamed exactly as the city job's one worker would
     (:class:`BlockRayEpisodes`, rank 0 of 1), validate on the held-out blocks."""
 
-    def __init__(self, cfg: Any, prepared: "CityPrepared", device: torch.device) -> None:
+    def __init__(
+        self,
+        cfg: Any,
+        prepared: "CityPrepared",
+        device: torch.device,
+        spec: MethodSpec | None = None,
+    ) -> None:
 
         city = prepared.city
         field = city_field(cfg, prepared.scene)
@@ -107,7 +127,7 @@ class CityTask(MetaTask):
             "validation pixels",
             skip=cfg.data.fit_rays_per_block,
         )
-        super().__init__(cfg, field, fit, score, device)
+        super().__init__(cfg, field, fit, score, device, spec)
         self.data_uri, self.meta_blocks = city.train_uri, city.meta_blocks
         self.avoid_blocks = city.non_meta_blocks
         self.seed = worker_seed(cfg.run.seed, 0)
@@ -117,13 +137,19 @@ class CityTask(MetaTask):
         generator = torch.Generator().manual_seed(self.cfg.run.seed)
         return init_radiance_params(self.field, 1, generator, self.device)
 
+    def init_key(self) -> str:
+        """As the city job keys its meta-trainings (:func:`~mclnf_dist.jobs.city.meta_key`):
+        ``maml`` and ``mod`` share one, every block a task."""
+        return meta_key(self.spec, self.cfg.fim) if self.spec.meta_learned else "random"
+
     def episodes(self, generator: torch.Generator, start_round: int) -> EpisodeSource:
+        schedule = "sequential" if self.init_key() == "oml" else "modular"  # as the city job
         source = BlockRayEpisodes(
             self.data_uri,
             self.meta_blocks,
             self.cfg.train.rays_per_task,
             worker_seed(self.cfg.run.seed, 0),
-            self.spec.meta_schedule,
+            schedule,
             self.cfg.meta,
             self.device,
             avoid_blocks=self.avoid_blocks,
@@ -139,8 +165,9 @@ class CityPrepared:
     city: CityData
     scene: Scene
 
-    def task(self, cfg: Any, device: torch.device) -> MetaTask:
-        return CityTask(cfg, self, device)
+    def task(self, cfg: Any, device: torch.device, spec: MethodSpec | None = None) -> MetaTask:
+        """A trial's task (``spec``: meta-train for this method instead of the trial's)."""
+        return CityTask(cfg, self, device, spec)
 
 
 def prepare_city_target(cfg: Any, log: ProgressLog) -> CityPrepared:
@@ -159,8 +186,14 @@ def prepare_city_target(cfg: Any, log: ProgressLog) -> CityPrepared:
 class SignalsTask(MetaTask):
     """Meta-train on the sweep's training signals, validate on the held-back ones."""
 
-    def __init__(self, cfg: Any, prepared: "SignalsPrepared", device: torch.device) -> None:
-        super().__init__(cfg, cfg.field, prepared.val, prepared.val, device)
+    def __init__(
+        self,
+        cfg: Any,
+        prepared: "SignalsPrepared",
+        device: torch.device,
+        spec: MethodSpec | None = None,
+    ) -> None:
+        super().__init__(cfg, cfg.field, prepared.val, prepared.val, device, spec)
         self.train = prepared.train
         self.coords = prepared.train.segment_coords().to(device)  # (T, n, d)
         self.values = prepared.train.segment_values().to(device)  # (S, T, n, C)
@@ -185,8 +218,9 @@ class SignalsPrepared:
     train: SignalSet
     val: SignalSet
 
-    def task(self, cfg: Any, device: torch.device) -> MetaTask:
-        return SignalsTask(cfg, self, device)
+    def task(self, cfg: Any, device: torch.device, spec: MethodSpec | None = None) -> MetaTask:
+        """A trial's task (``spec``: meta-train for this method instead of the trial's)."""
+        return SignalsTask(cfg, self, device, spec)
 
 
 def prepare_signals_target(cfg: Any, log: ProgressLog) -> SignalsPrepared:

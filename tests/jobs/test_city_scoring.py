@@ -6,12 +6,12 @@ import time
 
 import pytest
 
-from mclnf_dist.evaluation.city_images import score_city_images
+from mclnf_dist.evaluation.city_images import score_city_images, spread_views
 from mclnf_dist.jobs.city import run_city
 from mclnf_dist.recipes import recipe
 from mclnf_dist.scenes.city_model import load_city_model
 from mclnf_dist.scenes.partition import load_partition
-from mclnf_dist.scenes.scene import load_scene
+from mclnf_dist.scenes.scene import Scene, load_scene
 
 
 @pytest.mark.timeout(900)
@@ -41,3 +41,12 @@ def test_city_methods_are_scored_on_the_rendered_held_out_images(ray_local, tmp_
     # and it learned: the modules' PSNR after 8 steps is well above after 1
     curve = results["mod-random"]["curve"]
     assert curve["8"] > curve["1"] + 1.0
+
+
+def test_score_views_are_spread_over_the_held_out_split():
+    """``score_views`` renders fewer held-out views per checkpoint, from every part of the split
+    (views are ordered by block in the demo city), and 0 keeps them all."""
+    scene = Scene(root="", split="test", frames=list(range(37)), near=0.1, far=1.0)
+    assert spread_views(scene, 12).frames == [0, 3, 7, 10, 13, 16, 20, 23, 26, 29, 33, 36]
+    assert spread_views(scene, 0).frames == spread_views(scene, 40).frames == list(range(37))
+    assert len(set(spread_views(scene, 12).frames)) == 12

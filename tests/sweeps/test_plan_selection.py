@@ -6,7 +6,7 @@ import torch
 
 from mclnf_dist.jobs.signals import load_data
 from mclnf_dist.recipes import recipe
-from mclnf_dist.sweeps.plan_selection import ChoosePlanConfig, PlanSearch, choose_plan
+from mclnf_dist.sweeps.plan_selection import ChoosePlanConfig, PlanSearch, choose_plan, main
 
 
 def test_the_plan_with_the_best_mean_validation_auc_wins_and_test_signals_stay_out(tmp_path):
@@ -26,3 +26,32 @@ def test_the_plan_with_the_best_mean_validation_auc_wins_and_test_signals_stay_o
     train, test = load_data(signals, torch.device("cpu"))
     assert result["validation_signals"] + result["meta_training_signals"] == train.num_signals
     assert result["validation_signals"] >= 1 and test.num_signals == 4
+
+
+def test_city_plan_is_chosen_on_validation_pixels_of_the_held_out_blocks(tmp_path, ray_local):
+    """The city's search runs through ``choose-plan``'s command line: one meta-training serves
+    ``maml`` and ``mod`` (as in the city job), validation adapts to the held-out blocks only."""
+    out = tmp_path / "city.json"
+    main(
+        [
+            "--recipe",
+            "city-demo-tiny",
+            "--city.data.work-dir",
+            str(tmp_path / "city"),
+            "--city.adapt.max-steps",
+            "8",
+            "--search.adam-lrs",
+            "1e-6",
+            "1e-2",
+            "--search.sgd-steps",
+            "0",
+            "--search.output",
+            str(out),
+        ]
+    )
+    result = json.loads(out.read_text())
+    assert result["modality"] == "city" and result["inits"] == ["mse", "random"]
+    assert result["validation_blocks"] == 2  # the 2x2 tiny city meta-trains on 2, holds out 2
+    means = {c["adam_lr"]: c["mean_auc"] for c in result["candidates"]}
+    assert result["winner"]["adam_lr"] == max(means, key=means.get) == 1e-2
+    assert means[1e-2] > means[1e-6] + 0.5  # 1e-6 barely moves a radiance field in 8 steps
