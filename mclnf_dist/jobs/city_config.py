@@ -37,9 +37,12 @@ class CityExperimentConfig:
     ``docs/results/fim_sweep/README.md`` for why the first city sweep was discarded)."""
     adapt: AdaptConfig = default(
         default_factory=lambda: AdaptConfig(
-            max_steps=64, batch_size=2048, adam_lr=5e-3, sgd_steps=2
+            max_steps=64, batch_size=2048, adam_lr=1e-2, sgd_steps=2
         )
     )
+    """The one plan of every method: 2 SGD steps at the inner-loop rate, then Adam at 1e-2, chosen
+    on validation pixels of the training views by ``mclnf choose-plan --recipe city-demo-quick``
+    (``docs/results/plans/city-demo.json``)."""
     train: TrainConfig = default(default_factory=TrainConfig)
     block: BlockTrainingConfig = default(default_factory=BlockTrainingConfig)
     methods: tuple[MethodName, ...] = ("random", "mod-random", "maml", "mod", "mim")

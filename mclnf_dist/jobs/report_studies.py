@@ -24,8 +24,9 @@ def plan_study_markdown(folder: Path = PLANS_DIR) -> list[str]:
         "inner-loop rate, then Adam at `adam_lr`, the same rows per signal per step and the same "
         "budget. The plan was chosen by `mclnf choose-plan --recipe <modality>-quick` on "
         "validation signals held back from the training side of the split (the test signals are "
-        "not loaded), as the best mean area under the PSNR-vs-log-step curve (AUC, dB) of "
-        "`random`, `mod-random`, `maml` and `mod`, and is recorded in the recipes.",
+        "not loaded; for the city: pixels of the training views, never the held-out views), as "
+        "the best mean area under the PSNR-vs-log-step curve (AUC, dB) of `random`, "
+        "`mod-random`, `maml` and `mod`, and is recorded in the recipes.",
         "",
     ]
     for path in files:
@@ -46,9 +47,18 @@ def plan_study_markdown(folder: Path = PLANS_DIR) -> list[str]:
                     f"{cand['mean_auc']:.2f}" + (" **chosen**" if chosen else ""),
                 ]
             )
+        if "validation_blocks" in study:  # the city
+            data = (
+                f"{study['meta_rounds']} meta-rounds; validation: training-view pixels of the "
+                f"{study['validation_blocks']} held-out blocks that the adaptation does not fit"
+            )
+        else:
+            data = (
+                f"{study['meta_training_signals']} meta-training / "
+                f"{study['validation_signals']} validation signals"
+            )
         lines += [
-            f"**{path.stem}**: {study['meta_training_signals']} meta-training / "
-            f"{study['validation_signals']} validation signals, {study['max_steps']} steps, "
+            f"**{path.stem}**: {data}, {study['max_steps']} steps, "
             f"batch {study['batch_size'] or 'all rows'} per signal",
             "",
             format_table(["adam_lr", "sgd_steps", *methods, "mean AUC"], rows),
