@@ -32,9 +32,9 @@ class CityExperimentConfig:
         default_factory=lambda: MetaConfig(inner_steps=2, inner_lr=1.0, outer_lr=1e-2)
     )
     fim: FimConfig = default(default_factory=lambda: FimConfig(fim_lambda=0.0))
-    """MSE (so ``mim`` shares ``mod``'s meta-training): no city sweep on validation pixels has
-    shown a FIM setting that beats it (``tune_spaces/fim_city.yaml``; see
-    ``docs/results/fim_sweep/README.md`` for why the first city sweep was discarded)."""
+    """MSE (so ``mim`` shares ``mod``'s meta-training): in the city's FIM study on validation
+    pixels (``tune_spaces/fim_city.yaml``, ``docs/results/fim_sweep/city.csv``) no FIM setting
+    beat it by more than the seed spread."""
     adapt: AdaptConfig = default(
         default_factory=lambda: AdaptConfig(
             max_steps=64, batch_size=2048, adam_lr=1e-2, sgd_steps=2

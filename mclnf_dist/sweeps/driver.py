@@ -12,6 +12,7 @@ re-runs one config without Tune (the reproducibility check).
 """
 
 import json
+import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Literal, get_args
@@ -154,6 +155,11 @@ def run_sweep(cfg: SweepConfig) -> dict:
     """Run (or resume) a sweep; returns a JSON-able summary."""
     import ray
     from ray import tune
+
+    # Trials report (and checkpoint) every few seconds and num_to_keep=1 forces a state snapshot
+    # each time: a deliberate trade (a resumed sweep loses nothing) Tune would warn about at
+    # every report, in pages.
+    os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
 
     space = load_space(require_space(cfg))
     check(cfg, space)
