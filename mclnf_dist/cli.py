@@ -19,7 +19,7 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "sweep": ("mclnf_dist.sweeps.driver", "Ray Tune sweeps over tune_spaces/*.yaml, in MLflow"),
     "choose-plan": (
         "mclnf_dist.sweeps.plan_selection",
-        "the one adaptation plan of a modality, chosen on validation signals",
+        "the one adaptation plan of a modality or the city, chosen on validation data",
     ),
     "render": ("mclnf_dist.jobs.render", "render a saved city model along cameras: PNGs + MP4"),
     "report": ("mclnf_dist.jobs.report", "every method, every modality -> docs/results.md"),
