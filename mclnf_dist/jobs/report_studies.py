@@ -26,7 +26,8 @@ def plan_study_markdown(folder: Path = PLANS_DIR) -> list[str]:
         "validation signals held back from the training side of the split (the test signals are "
         "not loaded; for the city: pixels of the training views, never the held-out views), as "
         "the best mean area under the PSNR-vs-log-step curve (AUC, dB) of `random`, "
-        "`mod-random`, `maml` and `mod`, and is recorded in the recipes.",
+        "`mod-random`, `maml` and `mod`, and is recorded in the recipes (the city's: in its "
+        "config's defaults).",
         "",
     ]
     for path in files:
@@ -59,7 +60,8 @@ def plan_study_markdown(folder: Path = PLANS_DIR) -> list[str]:
             )
         lines += [
             f"**{path.stem}**: {data}, {study['max_steps']} steps, "
-            f"batch {study['batch_size'] or 'all rows'} per signal",
+            f"batch {study['batch_size'] or 'all rows'} per "
+            + ("block" if "validation_blocks" in study else "signal"),
             "",
             format_table(["adam_lr", "sgd_steps", *methods, "mean AUC"], rows),
             "",

@@ -33,6 +33,7 @@ import torch
 
 from mclnf_dist.config import describe, parse_config, pop_option
 from mclnf_dist.device import pick_device
+from mclnf_dist.errors import MclnfError
 from mclnf_dist.evaluation.protocol import MethodContext, evaluate_method
 from mclnf_dist.evaluation.statistics import curve_auc
 from mclnf_dist.fields.stacked_mlp import Params
@@ -115,6 +116,12 @@ def choose_plan(
     city = isinstance(cfg, ChooseCityPlanConfig)
     target = cfg.city if city else cfg.signals
     pipeline = pipelines()["city" if city else "signals"]
+    if target.param_match:
+        flag = "--city.param-match" if city else "--signals.param-match"
+        raise MclnfError(
+            f"{flag}: choose-plan adapts the module-sized networks; choose the plan without it "
+            "(the plan then serves the parameter-matched runs too)"
+        )
     quiet_logs(target.run.verbose)
     print(describe(target), flush=True)
     device = pick_device(target.run.device)
@@ -147,7 +154,8 @@ def choose_plan(
     winner = max(candidates, key=lambda c: c["mean_auc"])
     any_task = next(iter(tasks.values()))
     if city:
-        data = Path(target.data.scene).name if target.data.scene else "demo"
+        scene = Path(target.data.scene)  # a folder or its transforms file
+        data = (scene.parent if scene.suffix == ".json" else scene).name or "demo"
         name, sizes = f"city-{data}", {"validation_blocks": any_task.fit.num_segments}
     else:
         source = target.data.source or default_source(target.data.modality)

@@ -2,8 +2,10 @@
 
 import json
 
+import pytest
 import torch
 
+from mclnf_dist.errors import MclnfError
 from mclnf_dist.jobs.signals import load_data
 from mclnf_dist.recipes import recipe
 from mclnf_dist.sweeps.plan_selection import ChoosePlanConfig, PlanSearch, choose_plan, main
@@ -55,3 +57,12 @@ def test_city_plan_is_chosen_on_validation_pixels_of_the_held_out_blocks(tmp_pat
     means = {c["adam_lr"]: c["mean_auc"] for c in result["candidates"]}
     assert result["winner"]["adam_lr"] == max(means, key=means.get) == 1e-2
     assert means[1e-2] > means[1e-6] + 0.5  # 1e-6 barely moves a radiance field in 8 steps
+
+
+def test_param_match_is_refused_before_any_work(tmp_path):
+    signals = recipe("image-tiny")
+    signals.param_match = True
+    search = PlanSearch(output=str(tmp_path / "p.json"))
+    with pytest.raises(MclnfError, match="--signals.param-match: choose-plan adapts the module"):
+        choose_plan(ChoosePlanConfig(signals=signals, search=search))
+    assert not (tmp_path / "p.json").exists()
