@@ -64,8 +64,10 @@ def test_signal_recipes_hold_their_budgets(
 
 def test_city_recipes_hold_their_report_budgets():
     quick = recipe("city-demo-quick")
-    assert (quick.train.rounds, quick.block.steps, quick.render_views) == (200, 128, 2)
-    assert quick.adapt == CityExperimentConfig().adapt
+    assert (quick.train.rounds, quick.block.steps, quick.render_views) == (80, 32, 2)
+    assert (quick.adapt.max_steps, quick.score_views) == (32, 12)
+    default = CityExperimentConfig().adapt  # the one plan, chosen at the quick budget
+    assert (quick.adapt.adam_lr, quick.adapt.sgd_steps) == (default.adam_lr, default.sgd_steps)
     assert recipe("city-demo-full").adapt.max_steps == 256
     tiny = recipe("city-demo-tiny")
     assert (tiny.data.blocks_x, tiny.data.blocks_y, tiny.data.image_size) == (2, 2, 24)
