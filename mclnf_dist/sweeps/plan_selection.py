@@ -88,20 +88,16 @@ class ChooseCityPlanConfig:
 
 def main(argv: list[str]) -> None:
     """Entry point of ``mclnf choose-plan``: the recipe names the pipeline."""
-    city_recipes = recipes_for(CityExperimentConfig)
-    if pop_option(list(argv), "--recipe") in city_recipes:
-        recipes = {
-            name: _wrapped(ChooseCityPlanConfig, "city", make)
-            for name, make in city_recipes.items()
-        }
-        cfg = parse_config(ChooseCityPlanConfig, argv, description=__doc__, recipes=recipes)
-    else:
-        signals = recipes_for(SignalsConfig)
-        recipes = {
-            name: _wrapped(ChoosePlanConfig, "signals", make) for name, make in signals.items()
-        }
-        cfg = parse_config(ChoosePlanConfig, argv, description=__doc__, recipes=recipes)
-    choose_plan(cfg)
+    city = pop_option(list(argv), "--recipe") in recipes_for(CityExperimentConfig)
+    config_class, key, target = (
+        (ChooseCityPlanConfig, "city", CityExperimentConfig)
+        if city
+        else (ChoosePlanConfig, "signals", SignalsConfig)
+    )
+    recipes = {
+        name: _wrapped(config_class, key, make) for name, make in recipes_for(target).items()
+    }
+    choose_plan(parse_config(config_class, argv, description=__doc__, recipes=recipes))
 
 
 def _wrapped(config_class: type, key: str, make: Callable[[], Any]) -> Callable[[], Any]:
