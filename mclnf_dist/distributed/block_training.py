@@ -12,7 +12,7 @@ Along the way a task scores a fixed probe of the block's held-out-view rays at s
 ... and at regular intervals: the PSNR-vs-step curve of that init on that block.
 """
 
-import io
+import dataclasses
 import math
 import time
 from collections.abc import Iterator
@@ -29,7 +29,8 @@ from mclnf_dist.meta.meta_learning import mse_to_psnr
 from mclnf_dist.nerf.field import RadianceFieldConfig, pack_rays
 from mclnf_dist.progress import ProgressLog
 from mclnf_dist.raystore.stream import stream_block_rays
-from mclnf_dist.storage import filesystem_for, join, write_atomic
+from mclnf_dist.state import Fingerprint, content_digest, fingerprint, load_state, save_state
+from mclnf_dist.storage import filesystem_for, join
 
 COLUMNS = ["origin", "direction", "near", "far", "rgb"]
 
@@ -81,19 +82,34 @@ def checkpoint_path(task: BlockTask) -> str:
     return join(task.checkpoint_root, task.init_name, f"block-{task.block:04d}.pt")
 
 
+CHECKPOINT = "block checkpoint"
+
+
+def block_fingerprint(task: BlockTask) -> Fingerprint:
+    """What shapes a block's checkpoint: the field, the whole plan and budget (the learning rate
+    decays over ``steps``, so a finished block is not continued under a larger budget), the init,
+    the data and the stream's seed. ``checkpoint_every`` only says when to save: left out."""
+    plan = {k: v for k, v in dataclasses.asdict(task.cfg).items() if k != "checkpoint_every"}
+    return fingerprint(
+        field=task.field,
+        block=plan,
+        init=content_digest(task.init),
+        data=task.train_uri,
+        probe=task.test_uri,
+        seed=task.seed,
+    )
+
+
 def load_checkpoint(task: BlockTask) -> dict | None:
+    """The block's checkpoint (None: none yet), refused when made under other settings."""
     fs, path = filesystem_for(checkpoint_path(task))
     if not fs.exists(path):
         return None
-    with fs.open(path, "rb") as handle:
-        return torch.load(io.BytesIO(handle.read()), map_location="cpu", weights_only=False)
+    return load_state(checkpoint_path(task), CHECKPOINT, block_fingerprint(task))
 
 
 def save_checkpoint(task: BlockTask, state: dict) -> None:
-    buffer = io.BytesIO()
-    torch.save(state, buffer)
-    fs, path = filesystem_for(checkpoint_path(task))
-    write_atomic(path, buffer.getvalue(), fs=fs)
+    save_state(checkpoint_path(task), CHECKPOINT, state, block_fingerprint(task))
 
 
 def probe_batch(task: BlockTask, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:

@@ -1,28 +1,30 @@
 """Versioned checkpoints of the meta-initialisation at any fsspec URI (local path, ``s3://``).
 
-A checkpoint is one ``torch.save`` blob ``<uri>/meta-init-<version>.pt`` written atomically (temp
-file + rename locally, a single PUT on S3), so a crash never leaves a torn file; the newest
-*readable* version wins on restore, and older ones are pruned after a new one is safely written.
+A checkpoint is one state file ``<uri>/meta-init-<version>.pt`` in the one state format
+(:mod:`mclnf_dist.state`: atomic, read without running code, with the fingerprint of the settings
+that shape it); the newest version wins on restore, and older ones are pruned after a new one is
+safely written. An unreadable newest file is refused with one line, not skipped: writes are
+atomic, so a torn file means something else wrote there.
 """
 
-import io
 import re
 
-import torch
-
 from mclnf_dist.errors import MclnfError
-from mclnf_dist.storage import filesystem_for, join, write_atomic
+from mclnf_dist.state import Fingerprint, check_fingerprint, load_state, read_state, save_state
+from mclnf_dist.storage import filesystem_for, join
 
 NAME = re.compile(r"meta-init-(\d{8})\.pt$")
+KIND = "meta-init checkpoint"
 
 
 class CheckpointStore:
-    """Save / restore versioned state dicts under one URI."""
+    """Save / restore versioned state dicts under one URI, all made under one fingerprint."""
 
-    def __init__(self, uri: str, keep: int = 3) -> None:
+    def __init__(self, uri: str, keep: int = 3, fingerprint: Fingerprint | None = None) -> None:
         self.uri = uri
         self.fs, self.root = filesystem_for(uri)
         self.keep = keep
+        self.fingerprint = fingerprint
         try:
             self.fs.makedirs(self.root, exist_ok=True)
         except OSError as err:
@@ -37,25 +39,28 @@ class CheckpointStore:
         found = [NAME.search(name) for name in names]
         return sorted(int(m.group(1)) for m in found if m)
 
+    def path(self, version: int) -> str:
+        return join(self.uri.rstrip("/"), f"meta-init-{version:08d}.pt")
+
     def save(self, version: int, state: dict) -> str:
-        buffer = io.BytesIO()
-        torch.save(state, buffer)
-        path = join(self.root, f"meta-init-{version:08d}.pt")
-        try:
-            write_atomic(path, buffer.getvalue(), fs=self.fs)
-        except OSError as err:
-            raise MclnfError(f"checkpoint {path} could not be written: {err}") from err
+        path = save_state(self.path(version), KIND, state, self.fingerprint)
         for old in self.versions()[: -self.keep]:
             self.fs.rm(join(self.root, f"meta-init-{old:08d}.pt"))
         return path
 
+    def check_latest(self) -> int:
+        """The newest version (0: none), after checking it was made under this fingerprint."""
+        versions = self.versions()
+        if not versions:
+            return 0
+        if self.fingerprint is not None:
+            _, recorded = read_state(self.path(versions[-1]), KIND)
+            check_fingerprint(self.path(versions[-1]), KIND, recorded, self.fingerprint)
+        return versions[-1]
+
     def load_latest(self) -> tuple[int, dict] | None:
-        """(version, state) of the newest readable checkpoint, or None if there is none."""
-        for version in reversed(self.versions()):
-            path = join(self.root, f"meta-init-{version:08d}.pt")
-            try:
-                with self.fs.open(path, "rb") as handle:
-                    return version, torch.load(io.BytesIO(handle.read()), weights_only=False)
-            except (OSError, RuntimeError, EOFError):
-                continue  # unreadable: fall back to the previous version
-        return None
+        """(version, state) of the newest checkpoint, or None if there is none."""
+        versions = self.versions()
+        if not versions:
+            return None
+        return versions[-1], load_state(self.path(versions[-1]), KIND, self.fingerprint)

@@ -23,6 +23,7 @@ import torch
 from mclnf_dist.distributed.checkpoints import CheckpointStore
 from mclnf_dist.fields.stacked_mlp import Params
 from mclnf_dist.meta.meta_learning import OuterOptimizer
+from mclnf_dist.state import Fingerprint
 
 
 class MetaInitServerImpl:
@@ -38,8 +39,9 @@ class MetaInitServerImpl:
         total_rounds: int,
         asynchronous: bool = False,
         max_staleness: int = 1,
+        fingerprint: Fingerprint | None = None,
     ) -> None:
-        self.store = CheckpointStore(storage_uri)
+        self.store = CheckpointStore(storage_uri, fingerprint=fingerprint)
         self.outer = OuterOptimizer(theta0, outer_lr, grad_clip)
         self.num_workers, self.total_rounds = num_workers, total_rounds
         self.asynchronous, self.max_staleness = asynchronous, max_staleness

@@ -7,11 +7,13 @@ from pathlib import Path
 
 import ray
 
+from mclnf_dist.distributed.checkpoints import CheckpointStore
 from mclnf_dist.distributed.meta_init_server import start_meta_init_server
 from mclnf_dist.distributed.meta_train_loop import WorkerJob, train_loop_per_worker
 from mclnf_dist.distributed.train_config import TrainConfig, check_workers
 from mclnf_dist.fields.stacked_mlp import Params
 from mclnf_dist.progress import ProgressLog
+from mclnf_dist.state import Fingerprint, content_digest, fingerprint
 
 
 def storage_path(uri: str) -> str:
@@ -37,13 +39,17 @@ def meta_train_distributed(
 
     world = max(1, train.num_workers)
     check_workers(train.num_workers, job.blocks)
+    checkpoints = f"{storage_uri.rstrip('/')}/{run_name}/meta_init"
+    shaped_by = meta_fingerprint(job, train, theta0, outer_lr, grad_clip)
+    CheckpointStore(checkpoints, fingerprint=shaped_by).check_latest()  # one line, before Ray
     server = start_meta_init_server(
         job.server_name,
         job.server_namespace,
         theta0=theta0,
         outer_lr=outer_lr,
         grad_clip=grad_clip,
-        storage_uri=f"{storage_uri.rstrip('/')}/{run_name}/meta_init",
+        storage_uri=checkpoints,
+        fingerprint=shaped_by,
         num_workers=world,
         total_rounds=job.rounds,
         asynchronous=train.asynchronous,
@@ -74,6 +80,31 @@ def meta_train_distributed(
     params = ray.get(server.params.remote())
     ray.kill(server)  # state is in storage; a later run of the same name restores it
     return params, status["history"]
+
+
+def meta_fingerprint(
+    job: WorkerJob, train: TrainConfig, theta0: Params, outer_lr: float, grad_clip: float
+) -> Fingerprint:
+    """What shapes a meta-init checkpoint: the field, inner loop, FIM loss, data, workers,
+    outer optimiser and the random init it started from. Not ``rounds``: the outer Adam has a
+    constant rate, so a resumed run may continue a finished one to a larger budget."""
+    return fingerprint(
+        field=job.field,
+        meta=job.meta,
+        fim=job.fim,
+        data=job.data_uri,
+        blocks=job.blocks,
+        avoid_blocks=job.avoid_blocks,
+        rays_per_task=job.rays_per_task,
+        schedule=job.schedule,
+        seed=job.seed,
+        workers=max(1, train.num_workers),
+        asynchronous=train.asynchronous,
+        max_staleness=train.max_staleness,
+        outer_lr=outer_lr,
+        grad_clip=grad_clip,
+        init=content_digest(theta0),
+    )
 
 
 class ServerProgress:

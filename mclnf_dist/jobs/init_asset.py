@@ -9,18 +9,17 @@ extension of the city model (``--extend``) starts its new blocks from it.
 """
 
 import dataclasses
-import io
 from pathlib import Path
-
-import torch
 
 from mclnf_dist.errors import MclnfError
 from mclnf_dist.fields.stacked_mlp import Params
 from mclnf_dist.nerf.field import RadianceFieldConfig
-from mclnf_dist.storage import filesystem_for, join, write_atomic
+from mclnf_dist.state import load_state, save_state
+from mclnf_dist.storage import filesystem_for, join
 from mclnf_dist.tracking import resolve_tracking_uri
 
 MLFLOW_PREFIX = "mlflow:"
+KIND = "theta_0 asset"
 
 
 def asset_name(key: str) -> str:
@@ -29,19 +28,13 @@ def asset_name(key: str) -> str:
 
 
 def save_init(folder: str | Path, key: str, theta0: Params, field: RadianceFieldConfig) -> str:
-    """Write the init atomically; returns its path."""
-    buffer = io.BytesIO()
+    """Write the init atomically (the one state format); returns its path."""
     state = {
         "theta0": {k: v.detach().cpu() for k, v in theta0.items()},
         "field": dataclasses.asdict(field),
         "objective": key,
     }
-    torch.save(state, buffer)
-    fs, root = filesystem_for(str(folder))
-    fs.makedirs(root, exist_ok=True)
-    path = join(root, asset_name(key))
-    write_atomic(path, buffer.getvalue(), fs=fs)
-    return path
+    return save_state(join(str(folder).rstrip("/"), asset_name(key)), KIND, state)
 
 
 def locate(source: str, key: str, tracking_uri: str = "") -> str:
@@ -76,9 +69,7 @@ def locate(source: str, key: str, tracking_uri: str = "") -> str:
 def load_init(source: str, key: str, expected: Params, tracking_uri: str = "") -> Params:
     """The init ``source`` names, checked to fit this job's field (``expected``'s shapes)."""
     where = locate(source, key, tracking_uri)
-    fs, path = filesystem_for(where)
-    with fs.open(path, "rb") as handle:
-        state = torch.load(io.BytesIO(handle.read()), map_location="cpu", weights_only=False)
+    state = load_state(where, KIND)
     theta0 = state.get("theta0") if isinstance(state, dict) else None
     if not isinstance(theta0, dict):
         raise MclnfError(f"{where}: not a theta_0 asset (expected a file written by save_init)")

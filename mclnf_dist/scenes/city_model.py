@@ -2,8 +2,9 @@
 radiance field, which is all it takes to render any view of the city again.
 
 A model folder (a local path or any fsspec URI) holds ``partition.json`` (shared by the methods
-of one run) and one ``<method>.pt`` per method: a ``torch.save`` dict of ``params`` (stacked, on
-the CPU), ``block_order`` (module ``i`` serves block ``block_order[i]``), ``field`` (the
+of one run) and one ``<method>.pt`` per method: a state file (:mod:`mclnf_dist.state`) of
+``params`` (stacked, on the CPU), ``block_order`` (module ``i`` serves block
+``block_order[i]``), ``field`` (the
 :class:`RadianceFieldConfig` as a dict) and ``modular`` (False: one network serves every block).
 :func:`load_city_model` is the one reader; the city job renders its pictures through it, so the
 saved model is exactly what the pictures show. It lives with the scenes, not in :mod:`nerf`,
@@ -11,7 +12,6 @@ because routing needs the block partition (scenes depend on nerf, not the other 
 """
 
 import dataclasses
-import io
 from collections.abc import Callable
 from typing import NamedTuple
 
@@ -23,7 +23,10 @@ from mclnf_dist.fields.stacked_mlp import FieldConfig, Params
 from mclnf_dist.nerf.field import RadianceFieldConfig
 from mclnf_dist.nerf.render import RouteFn, partition_router, render_view
 from mclnf_dist.scenes.partition import BlockPartition, load_partition
-from mclnf_dist.storage import filesystem_for, join, write_atomic
+from mclnf_dist.state import load_state, save_state
+from mclnf_dist.storage import filesystem_for, join
+
+KIND = "city model"
 
 
 class CityModel(NamedTuple):
@@ -91,23 +94,15 @@ def save_city_model(
         "modular": modular,
         "scene": scene or {},
     }
-    buffer = io.BytesIO()
-    torch.save(state, buffer)
-    fs, root = filesystem_for(folder)
-    path = join(root, f"{method}.pt")
-    write_atomic(path, buffer.getvalue(), fs=fs)
-    return path
+    return save_state(join(folder.rstrip("/"), f"{method}.pt"), KIND, state)
 
 
 def load_city_model(folder: str, method: str) -> CityModel:
     """The city model ``method`` saved in ``folder`` by :func:`save_city_model`."""
     fs, root = filesystem_for(folder)
-    path = join(root, f"{method}.pt")
-    try:
-        with fs.open(path, "rb") as handle:
-            state = torch.load(io.BytesIO(handle.read()), weights_only=True)
-    except FileNotFoundError as err:
-        raise MclnfError(f"no saved city model {method!r} in {folder}") from err
+    if not fs.exists(join(root, f"{method}.pt")):
+        raise MclnfError(f"no saved city model {method!r} in {folder}")
+    state = load_state(join(folder.rstrip("/"), f"{method}.pt"), KIND)
     field = dict(state["field"])
     field["mlp"] = FieldConfig(**field["mlp"])
     route = module_router(load_partition(folder), state["block_order"], state["modular"])

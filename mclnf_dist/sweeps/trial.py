@@ -29,11 +29,13 @@ from mclnf_dist.errors import MclnfError
 from mclnf_dist.meta.outer_loop import LocalStore, meta_train_loop
 from mclnf_dist.progress import ProgressLog
 from mclnf_dist.recipes import recipes_for
+from mclnf_dist.state import load_state, save_state
 from mclnf_dist.sweeps.mlflow_runs import TrialRun
 from mclnf_dist.sweeps.space import SweepSpace
 from mclnf_dist.sweeps.targets import trial_method
 
 STATE_FILE = "trial_state.pt"
+TRIAL_STATE = "sweep trial checkpoint"
 
 
 @dataclass
@@ -139,9 +141,7 @@ def run_trial(params: dict[str, Any], prepared: Any, settings: TrialSettings) ->
     checkpoint = tune.get_checkpoint()
     if checkpoint is not None:
         with checkpoint.as_directory() as folder:
-            state = torch.load(
-                os.path.join(folder, STATE_FILE), map_location="cpu", weights_only=False
-            )
+            state = load_state(os.path.join(folder, STATE_FILE), TRIAL_STATE)
         log.info(f"resuming at round {state['round']}")
     logged = {**params, "method": trial_method(cfg).name}
     run = TrialRun(settings, trial_id, logged, (state or {}).get("mlflow_run_id"))
@@ -149,7 +149,8 @@ def run_trial(params: dict[str, Any], prepared: Any, settings: TrialSettings) ->
     def on_report(metrics: dict[str, float], state: dict) -> None:
         run.log_metrics(metrics, step=int(metrics["round"]))
         with tempfile.TemporaryDirectory() as folder:
-            torch.save({**state, "mlflow_run_id": run.run_id}, os.path.join(folder, STATE_FILE))
+            state = {**state, "mlflow_run_id": run.run_id}
+            save_state(os.path.join(folder, STATE_FILE), TRIAL_STATE, state)
             # Blocks until Tune decides; a trial the scheduler stops exits here (SystemExit).
             tune.report(dict(metrics), checkpoint=tune.Checkpoint.from_directory(folder))
 

@@ -17,6 +17,7 @@ from mclnf_dist.distributed.block_training import (
     train_block,
     train_blocks,
 )
+from mclnf_dist.errors import MclnfError
 from mclnf_dist.fields.stacked_mlp import FieldConfig
 from mclnf_dist.jobs.city_data import CityDataConfig, prepare_city
 from mclnf_dist.nerf.field import field_for_scene, init_radiance_params
@@ -120,3 +121,8 @@ def test_rerun_trains_only_missing_blocks(city, tmp_path):
     assert again[1].resumed_from == 0 and again[1].seconds > 0.0
     for key in first[0].params:
         assert torch.equal(again[0].params[key], first[0].params[key])
+    # the same block under another budget or learning rate is not taken as done: refused, named
+    with pytest.raises(MclnfError, match=r"block\.steps 8 -> 4"):
+        train_block(make_task(city, tmp_path, block=0, steps=4), torch.device("cpu"))
+    with pytest.raises(MclnfError, match=r"block\.lr 0\.01 -> 0\.02"):
+        train_block(make_task(city, tmp_path, block=0, steps=8, lr=2e-2), torch.device("cpu"))
