@@ -44,12 +44,18 @@ def main(argv: list[str] | None = None) -> None:
 
 
 def run_with_clean_errors(entry, argv: list[str]) -> None:
-    """Call ``entry(argv)``; turn an :class:`MclnfError` into one line on stderr and exit 2."""
+    """Call ``entry(argv)``; turn an :class:`MclnfError` into one line on stderr and exit 2, and
+    Ctrl-C (or SIGTERM) into one line saying how to resume and exit 130 (143)."""
+    from mclnf_dist.interrupts import Terminated, interrupt_message
+
     try:
         entry(argv)
     except MclnfError as err:
         print(f"error: {err}", file=sys.stderr)
         sys.exit(2)
+    except KeyboardInterrupt as err:
+        print(f"\nstopped: {interrupt_message()}", file=sys.stderr, flush=True)
+        sys.exit(143 if isinstance(err, Terminated) else 130)
 
 
 if __name__ == "__main__":

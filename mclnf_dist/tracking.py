@@ -74,4 +74,7 @@ class Tracker:
         return self
 
     def __exit__(self, exc_type, exc, tb) -> None:
-        self.end("FAILED" if exc_type else "FINISHED")
+        if exc_type is None:
+            self.end("FINISHED")
+        else:  # Ctrl-C / SIGTERM: the run was stopped, not broken
+            self.end("KILLED" if issubclass(exc_type, KeyboardInterrupt) else "FAILED")

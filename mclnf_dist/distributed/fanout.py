@@ -70,7 +70,11 @@ def run_tasks(
     ensure_ray()
     remote = ray.remote(num_cpus=cpus_per_task, num_gpus=gpus_per_task)(_with_threads)
     pending = {remote.remote(cpus_per_task, fn, args): i for i, args in enumerate(calls)}
-    while pending:
-        done, _ = ray.wait(list(pending), num_returns=1)
-        index = pending.pop(done[0])
-        yield index, ray.get(done[0])
+    try:
+        while pending:
+            done, _ = ray.wait(list(pending), num_returns=1)
+            index = pending.pop(done[0])
+            yield index, ray.get(done[0])
+    finally:  # Ctrl-C, an error, or a caller that stops early: nothing keeps running
+        for ref in pending:
+            ray.cancel(ref, force=True)

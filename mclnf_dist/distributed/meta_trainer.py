@@ -12,6 +12,7 @@ from mclnf_dist.distributed.meta_init_server import start_meta_init_server
 from mclnf_dist.distributed.meta_train_loop import WorkerJob, train_loop_per_worker
 from mclnf_dist.distributed.train_config import TrainConfig, check_workers
 from mclnf_dist.fields.stacked_mlp import Params
+from mclnf_dist.interrupts import run_interruptibly
 from mclnf_dist.progress import ProgressLog
 from mclnf_dist.state import Fingerprint, content_digest, fingerprint
 
@@ -75,7 +76,7 @@ def meta_train_distributed(
     )
     os.environ.setdefault("RAY_TRAIN_HEALTH_CHECK_INTERVAL_S", "0.2")
     with ServerProgress(server, log, job, resumed):
-        trainer.fit()
+        run_interruptibly(trainer.fit)  # Ray Train's SIGINT handler stays out
     status = ray.get(server.status.remote())
     params = ray.get(server.params.remote())
     ray.kill(server)  # state is in storage; a later run of the same name restores it

@@ -9,7 +9,7 @@ model, all tracked in MLflow.
 """
 
 import dataclasses
-import time
+import hashlib
 from pathlib import Path
 
 import torch
@@ -28,6 +28,7 @@ from mclnf_dist.evaluation.protocol import MethodContext, MethodResult, evaluate
 from mclnf_dist.evaluation.tables import results_table
 from mclnf_dist.fields.sizing import matched_width
 from mclnf_dist.fields.stacked_mlp import Params
+from mclnf_dist.interrupts import install_signal_handlers, on_interrupt
 from mclnf_dist.jobs.city_blocks import block_phase
 from mclnf_dist.jobs.city_config import CityExperimentConfig
 from mclnf_dist.jobs.city_data import (
@@ -51,6 +52,7 @@ from mclnf_dist.nerf.field import (
 )
 from mclnf_dist.progress import ProgressLog, quiet_logs
 from mclnf_dist.recipes import recipes_for
+from mclnf_dist.runs import RunFolders, RunLock, mark_complete, open_run
 from mclnf_dist.scenes.scene import Scene
 from mclnf_dist.storage import write_atomic
 from mclnf_dist.tracking import Tracker
@@ -72,15 +74,37 @@ def run_city(cfg: CityExperimentConfig) -> dict:
     log = ProgressLog("city")
     storage = cfg.storage_uri or str(Path(cfg.data.work_dir) / "runs")
 
-    CheckpointStore(f"{storage.rstrip('/')}/{cfg.run_name}")  # fail now if it can't be written
+    CheckpointStore(storage)  # fail now if it can't be written
     if cfg.data.scene:  # read and check it all before starting Ray
         given = check_scene(cfg.data.scene, **scene_options(cfg.data, cfg.field.scene_box))
         log.info(f"scene {cfg.data.scene}: {len(given.frames)} views; {given.box_note}".strip("; "))
     if cfg.meta.init_from:
         locate(cfg.meta.init_from, "mse", cfg.run.tracking_uri)  # before any work
-    ensure_ray(worker_logs=cfg.run.verbose)
-    if cfg.extend:
-        return run_extension(cfg, storage, device, log)
+    run = open_run(cfg.data.work_dir, storage, cfg.run_name, cfg.fresh)
+    with RunLock(run.storage, run.label):
+        verb = "continuing the interrupted run" if run.resumed else "run"
+        log.info(f"{verb} {run.label}: outputs in {run.out}, checkpoints in {run.storage}")
+        on_interrupt(
+            f"run {run.label} stopped; re-run the same command to resume it (--fresh starts over)"
+        )
+        ensure_ray(worker_logs=cfg.run.verbose)
+        install_signal_handlers()  # after ray.init, which sets its own SIGTERM handler
+        if cfg.extend:
+            return run_extension(cfg, run, device, log)
+        report, city = run_full(cfg, specs, run, device, log)
+    print_summary(report, city)
+    log.info(f"wrote {run.out}; MLflow run {report['mlflow_run_id']}")
+    return report
+
+
+def run_full(
+    cfg: CityExperimentConfig,
+    specs: list[MethodSpec],
+    run: RunFolders,
+    device: torch.device,
+    log: ProgressLog,
+) -> tuple[dict, CityData]:
+    """Data, meta-training, continual phase, block phase, outputs: a full run in ``run``."""
     city = prepare_city(cfg.data, log, cfg.field.scene_box)
     if any(s.meta_learned for s in specs):
         check_workers(cfg.train.num_workers, city.meta_blocks)  # before any run is tracked
@@ -94,21 +118,18 @@ def run_city(cfg: CityExperimentConfig) -> dict:
     # scored as users get it: full held-out images rendered through the routed model
     views = spread_views(city.load_scene("test"), cfg.score_views)
     score = RenderedCityScorer(field_cfg, city.partition, city.block_order, views)
-    with Tracker(
-        cfg.run.experiment,
-        f"{cfg.run_name}-{time.strftime('%Y%m%d-%H%M%S')}",
-        cfg.run.tracking_uri or None,
-        tags={"job": "city_nerf"},
-    ) as tracker:
+    tags = {"job": "city_nerf", "run": run.label}
+    name = f"{cfg.run_name}-{run.run_id}"
+    with Tracker(cfg.run.experiment, name, cfg.run.tracking_uri or None, tags=tags) as tracker:
         tracker.log_params(to_dict(cfg))
         tracker.log_metrics({f"meta_rays_{k}": v for k, v in leakage.items()})
-        inits = meta_train_all(cfg, specs, field_cfg, city, storage, tracker, log)
+        inits = meta_train_all(cfg, specs, field_cfg, city, run, tracker, log)
         results = continual_phase(cfg, specs, field_cfg, inits, fit, score, device, log)
         for result in results:
             log_city_result(tracker, result, city)
-        out = Path(cfg.data.work_dir)
+        out = run.out
         render_and_save(cfg, results, field_cfg, city, scene, out, log)
-        blocks = run_block_phase(cfg, inits, field_cfg, city, storage, out, device, log)
+        blocks = run_block_phase(cfg, inits, field_cfg, city, run.storage, out, device, log)
         log_block_phase(tracker, blocks)
         report = write_city_outputs(cfg, results, city, out, blocks, leakage)
         for path in sorted(p for p in out.iterdir() if p.is_file()):
@@ -116,6 +137,14 @@ def run_city(cfg: CityExperimentConfig) -> dict:
         for path in sorted(p for p in (out / "city_model").iterdir() if p.is_file()):
             tracker.log_artifact(path, "city_model")  # a folder would land in city_model/city_model
         report["mlflow_run_id"] = tracker.run_id
+        report["run_folder"] = str(out)
+        mark_complete(run, {"mlflow_run_id": tracker.run_id})  # the last write of the run
+    return report, city
+
+
+def print_summary(report: dict, city: CityData) -> None:
+    """The results table and the block phase's lines, for a person reading the terminal."""
+    blocks = report["block_training"]
     print(results_table(report["results"], title="city: PSNR (dB) on held-out views, all blocks"))
     held = report["held_out_blocks"]
     steps = [k for k in next(iter(held.values()), {}) if k.startswith("psnr_step")]
@@ -131,8 +160,6 @@ def run_city(cfg: CityExperimentConfig) -> dict:
             f"{scores['heldout_image_psnr']:.2f} dB, SSIM {scores['heldout_image_ssim']:.3f}; "
             f"steps to the other init's final probe PSNR: {reach}"
         )
-    log.info(f"wrote {out}; MLflow run {report['mlflow_run_id']}")
-    return report
 
 
 OVERLAP_RAYS_PER_BLOCK = 16384
@@ -163,21 +190,23 @@ def meta_training_leakage(cfg: CityExperimentConfig, city: CityData, log: Progre
 
 
 def run_extension(
-    cfg: CityExperimentConfig, storage: str, device: torch.device, log: ProgressLog
+    cfg: CityExperimentConfig, run: RunFolders, device: torch.device, log: ProgressLog
 ) -> dict:
     """The ``--extend`` run: new blocks added to a saved city model, tracked like a full run."""
     parallel = cfg.workers > 1 or (cfg.workers == -1 and device.type == "cpu")
-    name = f"{cfg.run_name}-extend-{time.strftime('%Y%m%d-%H%M%S')}"
-    tags = {"job": "city_extend"}
+    name = f"{cfg.run_name}-extend-{run.run_id}"
+    tags = {"job": "city_extend", "run": run.label}
     with Tracker(cfg.run.experiment, name, cfg.run.tracking_uri or None, tags) as tracker:
         tracker.log_params(to_dict(cfg))
-        report = extend_city(cfg, storage, parallel, log)
+        report = extend_city(cfg, run, parallel, log)
         log_block_phase(tracker, report)
-        out = Path(cfg.data.work_dir)
+        out = run.out
         write_atomic(str(out / "extension.json"), json_ready(report))
         for path in sorted((out / "city_model").iterdir()):
             tracker.log_artifact(path, "city_model")
         report["mlflow_run_id"] = tracker.run_id
+        report["run_folder"] = str(out)
+        mark_complete(run, {"mlflow_run_id": tracker.run_id})
     scores = report["inits"]["meta"]
     print(
         f"extended city model: blocks {report['kept_blocks']} kept, "
@@ -203,7 +232,7 @@ def run_block_phase(
     random init, same budget; each city model saved and scored on full held-out images."""
     block_inits = {"meta": inits["mse"]} if "mse" in inits else {}
     block_inits["random"] = inits["random"]
-    root = f"{storage.rstrip('/')}/{cfg.run_name}/blocks"
+    root = f"{storage.rstrip('/')}/blocks"
     parallel = cfg.workers > 1 or (cfg.workers == -1 and device.type == "cpu")
     seed = cfg.run.seed
     return block_phase(cfg.block, block_inits, field_cfg, city, root, out, seed, parallel, log)
@@ -268,7 +297,7 @@ def meta_train_all(
     specs: list[MethodSpec],
     field_cfg: RadianceFieldConfig,
     city: CityData,
-    storage: str,
+    run: RunFolders,
     tracker: Tracker,
     log: ProgressLog,
 ) -> dict[str, Params]:
@@ -287,9 +316,9 @@ def meta_train_all(
         if cfg.meta.init_from:
             inits[key] = loaded_init(cfg, key, random_init, log)
         else:
-            inits[key] = meta_train_objective(cfg, key, field, city, storage, tracker, log)
+            inits[key] = meta_train_objective(cfg, key, field, city, run.storage, tracker, log)
         # theta_0 travels with the city model: a later job can start from it or extend the model
-        save_init(Path(cfg.data.work_dir) / "city_model", key, inits[key], field)
+        save_init(run.out / "city_model", key, inits[key], field)
     return inits
 
 
@@ -302,7 +331,8 @@ def meta_train_objective(
     tracker: Tracker,
     log: ProgressLog,
 ) -> Params:
-    """``theta_0`` of one meta-objective, meta-trained on Ray Train (resumable by run name)."""
+    """``theta_0`` of one meta-objective, meta-trained on Ray Train (resumable: ``storage`` is
+    the run's own checkpoint folder)."""
     log.info(
         f"meta-training theta_0 ({key} inner loss) on blocks {city.meta_blocks} with "
         f"{cfg.train.num_workers} workers, {cfg.train.rounds} rounds"
@@ -315,7 +345,7 @@ def meta_train_objective(
         random_init,
         cfg.meta.outer_lr,
         cfg.meta.grad_clip,
-        f"{cfg.run_name}-{key}",
+        f"meta-{key}",
         storage,
     )
     for round_, metrics in enumerate(history, start=1):
@@ -343,8 +373,12 @@ def worker_job(
     city: CityData,
     storage: str,
 ) -> WorkerJob:
-    """What every Train worker of the ``key`` meta-training runs (``mse``, ``fim`` or ``oml``)."""
-    run_name = f"{cfg.run_name}-{key}"
+    """What every Train worker of the ``key`` meta-training runs (``mse``, ``fim`` or ``oml``).
+
+    ``storage``: the run's checkpoint folder; it also makes the meta-init server's actor name
+    unique to the run, so two runs on one cluster never share a server."""
+    run_name = f"meta-{key}"
+    unique = hashlib.sha256(storage.encode()).hexdigest()[:8]
     return WorkerJob(
         field=field_cfg,
         meta=cfg.meta,
@@ -353,7 +387,7 @@ def worker_job(
         blocks=city.meta_blocks,
         rays_per_task=cfg.train.rays_per_task,
         rounds=cfg.train.rounds,
-        server_name=f"meta-init-{run_name}",
+        server_name=f"meta-init-{cfg.run_name}-{key}-{unique}",
         server_namespace=None,
         cpus_per_worker=cfg.train.cpus_per_worker,
         seed=cfg.run.seed,

@@ -52,7 +52,10 @@ class CityExperimentConfig:
     """Widen the one-network methods (``random``, ``maml``, ...) to the modules' total parameter
     count (``maml`` then meta-trains its own, wider ``theta_0``)."""
     run_name: str = "city-demo"
-    """Names the Train runs and meta-init checkpoints: re-running the same name resumes."""
+    """Names the run: each run writes into its own ``runs/<name>/<id>`` folder; re-running the
+    same name continues that name's latest interrupted run."""
+    fresh: bool = False
+    """Start a new run even when the latest run of this name was interrupted."""
     storage_uri: str = ""
     """Checkpoints (local path or ``s3://``); empty: ``<work_dir>/runs``."""
     score_views: NonNegativeInt = 0

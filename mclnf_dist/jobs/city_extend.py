@@ -1,6 +1,7 @@
 """Extending a saved city model with new captures: only the new blocks are trained.
 
-``python pipelines/city_nerf.py --extend outputs/city/city_model/blocks-meta --data.scene NEW``:
+``python pipelines/city_nerf.py --extend outputs/city --data.scene NEW`` (the latest completed
+run's ``blocks-meta``; or name a model: ``--extend <run>/city_model/blocks-random``):
 the new captures' cameras get a ``blocks_x x blocks_y`` grid of new blocks appended to the model's
 partition (the old blocks keep their ids and centroids), their rays are ingested against that
 partition, and each new block's module trains from the model's ``theta_0`` (the
@@ -22,23 +23,30 @@ from mclnf_dist.jobs.city_blocks import block_phase
 from mclnf_dist.jobs.city_data import check_scene, prepare_city, scene_options
 from mclnf_dist.jobs.init_asset import load_init, save_init
 from mclnf_dist.progress import ProgressLog
+from mclnf_dist.runs import RunFolders, city_model_folder
 from mclnf_dist.scenes.city_model import load_city_model
 from mclnf_dist.scenes.partition import ground_axes, load_partition
 
 
 def model_location(path: str) -> tuple[str, str]:
-    """``folder/name`` (or ``folder/name.pt``) of a saved city model -> (folder, name)."""
-    folder, _, name = path.rstrip("/").rpartition("/")
-    name = name.removesuffix(".pt")
-    if not folder or not Path(folder, f"{name}.pt").exists():
-        raise MclnfError(
-            f"--extend {path}: no saved city model there (expected <city_model folder>/<name>, "
-            "e.g. outputs/city/city_model/blocks-meta)"
-        )
-    return folder, name
+    """The saved city model ``--extend`` names -> (city_model folder, model name).
+
+    ``path``: ``<folder>/<name>`` of a model in a completed run (``.../city_model/blocks-meta``),
+    or a run or work folder (its latest completed run's ``blocks-meta``).
+    """
+    given = Path(path.rstrip("/"))
+    name = given.name.removesuffix(".pt")
+    if (given.parent / f"{name}.pt").exists():
+        return str(city_model_folder(given.parent)), name
+    if given.is_dir():
+        return str(city_model_folder(given)), "blocks-meta"
+    raise MclnfError(
+        f"--extend {path}: no saved city model there (expected <city_model folder>/<name>, "
+        "e.g. outputs/city/runs/city-demo/<id>/city_model/blocks-meta, or a work folder)"
+    )
 
 
-def extend_city(cfg, storage: str, parallel: bool, log: ProgressLog) -> dict:
+def extend_city(cfg, run: RunFolders, parallel: bool, log: ProgressLog) -> dict:
     """Add the scene ``cfg.data.scene``'s blocks to the model ``cfg.extend``; returns the report.
 
     ``cfg``: the city job's config (its ``data``, ``block``, ``meta.init_from``, ``seed``).
@@ -66,7 +74,7 @@ def extend_city(cfg, storage: str, parallel: bool, log: ProgressLog) -> dict:
         f"extending {name} of {folder} ({len(model.block_order)} blocks, kept as they are) with "
         f"blocks {trained} of {cfg.data.scene}"
     )
-    out = Path(cfg.data.work_dir)
+    out = run.out
     save_init(out / "city_model", "mse", theta0, model.field)  # so it can be extended again
     city = dataclasses.replace(city, block_order=trained, meta_blocks=[])
     report = block_phase(
@@ -74,7 +82,7 @@ def extend_city(cfg, storage: str, parallel: bool, log: ProgressLog) -> dict:
         {"meta": theta0},
         model.field,
         city,
-        f"{storage.rstrip('/')}/{cfg.run_name}/blocks",
+        f"{run.storage.rstrip('/')}/blocks",
         out,
         cfg.run.seed,
         parallel,

@@ -1,11 +1,12 @@
 """``mclnf render``: render a saved city model along any camera path, to PNGs and an MP4.
 
-    mclnf render --model outputs/city/city_model --cameras orbit --frames 48 --scale 0.5
+    mclnf render --model outputs/city --cameras orbit --frames 48 --scale 0.5
 
-The model is a folder the city job wrote (``city_model/``: one ``<name>.pt`` per model, the block
-partition). Cameras: ``held-out`` (the scene's test views), ``orbit``, ``fly-over``, or a
-transforms.json-style file of posed cameras. Every pixel goes through
-the routed modules (each sample point to its block's module), in chunks, with a progress bar.
+The model is read from the latest completed run of a city job's work folder, or from the run
+or ``city_model/`` folder named (one ``<name>.pt`` per model, the block partition). Cameras:
+``held-out`` (the scene's test views), ``orbit``, ``fly-over``, or a transforms.json-style file
+of posed cameras. Every pixel goes through the routed modules (each sample point to its block's
+module), in chunks, with a progress bar.
 """
 
 import io
@@ -21,6 +22,7 @@ from mclnf_dist.device import Device, pick_device
 from mclnf_dist.errors import MclnfError
 from mclnf_dist.nerf.render import to_uint8
 from mclnf_dist.progress import ProgressLog
+from mclnf_dist.runs import city_model_folder
 from mclnf_dist.scenes.camera_paths import flyover_frames, orbit_frames, scaled
 from mclnf_dist.scenes.city_model import load_city_model
 from mclnf_dist.scenes.scene import Frame, Scene, load_scene
@@ -33,8 +35,9 @@ PATHS = ("held-out", "orbit", "fly-over")
 class RenderConfig:
     """What to render, along which cameras, at which size, to where."""
 
-    model: str = "outputs/city/city_model"
-    """A saved city model folder (written by the city job)."""
+    model: str = "outputs/city"
+    """A city job's work folder (its latest completed run), a run folder, or a run's
+    ``city_model`` folder; only completed runs are read."""
     name: str = ""
     """Which model of the folder (``blocks-meta``, ``blocks-random``, ``mod``, ...); empty: the
     first of ``blocks-meta``, ``blocks-random``, or any."""
@@ -60,7 +63,7 @@ def main(argv: list[str]) -> None:
 
 
 def pick_model(folder: Path, name: str) -> str:
-    names = sorted(p.stem for p in folder.glob("*.pt"))
+    names = sorted(p.stem for p in folder.glob("*.pt") if not p.stem.startswith("theta0-"))
     if not names:
         raise MclnfError(f"{folder}: no saved city model (expected <name>.pt files of a city run)")
     if name:
@@ -89,7 +92,7 @@ def camera_path(cfg: RenderConfig, scene: Scene) -> list[Frame]:
 def render(cfg: RenderConfig) -> list[Path]:
     """Render every camera of the path; returns the PNG paths (and writes ``video.mp4``)."""
     check_config(cfg)  # a config built in code skips the command line's checks
-    folder = Path(cfg.model)
+    folder = city_model_folder(cfg.model)
     name = pick_model(folder, cfg.name)
     model = load_city_model(str(folder), name)
     device = pick_device(cfg.device)

@@ -21,6 +21,7 @@ from mclnf_dist.cli import run_with_clean_errors
 from mclnf_dist.config import parse_config
 from mclnf_dist.distributed.checkpoints import CheckpointStore
 from mclnf_dist.jobs.city import CityExperimentConfig, main, run_city
+from mclnf_dist.runs import completed_runs, run_ids
 
 ROOT = Path(__file__).resolve().parents[2]
 EXPERIMENT = "city-it"
@@ -61,8 +62,17 @@ def finished_run(work: Path):
     return client, runs[0]
 
 
+def run_folder(storage: str, run: str) -> str:
+    """The one run of ``run`` under ``storage`` (each run writes into ``<name>/<id>``)."""
+    ids = run_ids(f"{storage}/{run}")
+    assert len(ids) == 1, ids
+    return f"{storage}/{run}/{ids[0]}"
+
+
 def check_outputs(work: Path, rounds: int, methods: list[str], keys: list[str]) -> dict:
     """results.json, PNGs, the city model and the MLflow run; returns the per-round history."""
+    tracked = work
+    (work,) = completed_runs(work)
     report = json.loads((work / "results.json").read_text())
     assert [r["method"] for r in report["results"]] == methods
     assert set(report["held_out_blocks"]) == set(methods)
@@ -73,7 +83,7 @@ def check_outputs(work: Path, rounds: int, methods: list[str], keys: list[str]) 
     for name in ("psnr_curves.png", "novel_views.png"):
         assert (work / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n", name
 
-    client, run = finished_run(work)
+    client, run = finished_run(tracked)
     params = run.data.params
     assert params["train.rounds"] == str(rounds) and params["train.num_workers"] == "2"
     assert params["data.blocks_x"] == "2" and params["run_name"]
@@ -104,7 +114,7 @@ def test_two_worker_run_tracks_everything(ray_local, tmp_path):
     history = check_outputs(tmp_path, 3, methods, ["fim", "mse"])
     assert report["mlflow_run_id"] == finished_run(tmp_path)[1].info.run_id
     for key in ("fim", "mse"):
-        store = CheckpointStore(str(tmp_path / "runs" / f"{run}-{key}" / "meta_init"))
+        store = CheckpointStore(f"{run_folder(str(tmp_path / 'runs'), run)}/meta-{key}/meta_init")
         assert store.versions()[-1] == len(history[key]) == 3
 
 
@@ -112,7 +122,8 @@ def test_killed_worker_is_replaced_and_the_run_completes(ray_local, tmp_path):
     run = f"b{time.time_ns()}"
     argv = args(tmp_path, run, 4, "--train.fail-at-round", "2", "--methods", "random", "maml")
     run_city(parse_config(CityExperimentConfig, argv))
-    assert (tmp_path / "runs" / f"{run}-mse" / "worker-failed-once").exists()  # it did die
+    folder = Path(run_folder(str(tmp_path / "runs"), run))
+    assert (folder / "meta-mse" / "worker-failed-once").exists()  # it did die
     check_outputs(tmp_path, 4, ["random", "maml"], ["mse"])
 
 
@@ -129,21 +140,27 @@ def test_killed_driver_reruns_and_resumes_from_s3(ray_local, s3_bucket, tmp_path
         "--data.data-uri", f"{s3_bucket}/rays",
     ]  # fmt: skip
     env = os.environ | {"RAY_ADDRESS": ray.get_runtime_context().gcs_address}
-    store = CheckpointStore(f"{storage}/{run}-mse/meta_init")
+    found: list[CheckpointStore] = []
 
     def checkpointed() -> bool:
-        store.fs.invalidate_cache()  # s3fs caches listings
-        return max(store.versions(), default=0) >= 2
+        if not found:
+            ids = run_ids(f"{storage}/{run}")
+            if not ids:
+                return False
+            found.append(CheckpointStore(f"{storage}/{run}/{ids[0]}/meta-mse/meta_init"))
+        found[0].fs.invalidate_cache()  # s3fs caches listings
+        return max(found[0].versions(), default=0) >= 2
 
     running = kill_when(cmd, env, tmp_path / "first.log", checkpointed, timeout=150)
     assert running, (tmp_path / "first.log").read_text()[-3000:]
+    store = found[0]
     store.fs.invalidate_cache()
     version, state = store.load_latest()
     assert 2 <= version < rounds
     second = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=240)
     out = second.stdout + second.stderr
     assert second.returncode == 0, out[-4000:]
-    resumed = re.search(rf"{run}-mse: resuming at round (\d+)/{rounds}", out)
+    resumed = re.search(rf"meta-mse: resuming at round (\d+)/{rounds}", out)
     assert resumed and version <= int(resumed.group(1)) < rounds, out[-4000:]
     history = check_outputs(tmp_path, rounds, ["random", "maml"], ["mse"])["mse"]
     # the rounds done before the kill are the very ones in the final history (not redone)
@@ -179,7 +196,7 @@ def test_misconfigurations_stop_early_with_one_error_line(ray_local, tmp_path, c
     line = clean_error(capsys, args(work, "d4", 2, "--train.num-workers", "3"))
     assert "num_workers=3" in line and "2 meta-training blocks" in line
     assert not (work / "mlflow.db").exists()  # stopped before any run was tracked
-    assert not list((work / "runs").glob("d4-*"))  # and before any meta-training
+    assert not list((work / "runs").glob("d4/*/meta-*"))  # and before any meta-training
 
 
 def test_cli_misconfiguration_exits_2_without_a_traceback(tmp_path):

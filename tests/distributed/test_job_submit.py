@@ -19,6 +19,8 @@ from pathlib import Path
 
 import pytest
 
+from mclnf_dist.runs import completed_runs
+
 ROOT = Path(__file__).resolve().parents[2]
 VENV_BIN = Path(sys.executable).parent
 RAY = str(VENV_BIN / "ray")
@@ -162,9 +164,10 @@ def test_ray_job_submit_runs_the_city_job(ray_head):
         )  # fmt: skip
         said = status.stdout + status.stderr
         assert f"Job '{job.group(1)}' succeeded" in said, said  # the server's own record
-        report = json.loads((work / "results.json").read_text())
+        (run,) = completed_runs(work)
+        report = json.loads((run / "results.json").read_text())
         assert [r["method"] for r in report["results"]] == ["random", "maml"]
-        assert (work / "novel_views.png").stat().st_size > 0
+        assert (run / "novel_views.png").stat().st_size > 0
         assert "resolved config" in out  # the job's own output came back to the submitter
     finally:
         subprocess.run(["rm", "-rf", str(work)], check=False)

@@ -13,6 +13,7 @@ from mclnf_dist.errors import MclnfError
 from mclnf_dist.jobs.city import CityExperimentConfig, run_city
 from mclnf_dist.jobs.init_asset import save_init
 from mclnf_dist.nerf.field import field_for_scene, init_radiance_params
+from mclnf_dist.runs import COMPLETE
 from mclnf_dist.scenes.city import CityConfig, make_city
 from mclnf_dist.scenes.city_model import load_city_model, save_city_model
 from mclnf_dist.scenes.partition import BlockPartition, load_partition
@@ -57,6 +58,7 @@ def west_model(folder: str, west: str, box: np.ndarray) -> tuple[dict, dict]:
     save_city_model(folder, "blocks-meta", field, params, partition, [0], True)
     theta0 = init_radiance_params(field, 1, torch.Generator().manual_seed(2))
     save_init(folder, "mse", theta0, field)
+    (Path(folder).parent / COMPLETE).write_text("{}")  # a completed run: --extend reads only those
     return params, theta0
 
 
@@ -75,7 +77,8 @@ def test_extend_trains_only_new_blocks(halves, tmp_path, ray_local, mlflow_uri):
     argv = [*extend_args(folder, east, tmp_path / "east_run"), "--tracking-uri", mlflow_uri]
     report = run_city(parse_config(CityExperimentConfig, argv))
 
-    out = str(tmp_path / "east_run" / "city_model")
+    out = str(Path(report["run_folder"]) / "city_model")
+    assert out.startswith(str(tmp_path / "east_run" / "runs" / "extend"))
     extended = load_city_model(out, "blocks-meta")
     assert extended.block_order == [0, 1]
     assert len(load_partition(out).centroids) == 2
@@ -90,8 +93,22 @@ def test_extend_refuses_captures_outside_the_box(halves, tmp_path, ray_local, ml
     west, east, box = halves
     low, high = np.array(box, dtype=np.float64)
     high[0] = (low[0] + high[0]) / 2  # a box of the west half only: the east lies outside
-    folder = str(tmp_path / "model")
+    folder = str(tmp_path / "model" / "city_model")
     west_model(folder, west, np.stack([low, high]))
     argv = [*extend_args(folder, east, tmp_path / "out"), "--tracking-uri", mlflow_uri]
     with pytest.raises(MclnfError, match="reaches outside the model's scene box"):
         run_city(parse_config(CityExperimentConfig, argv))
+
+
+def test_extend_reads_only_completed_runs(halves, tmp_path):
+    west, east, box = halves
+    folder = tmp_path / "work" / "runs" / "w" / "20260101-000000-abcd" / "city_model"
+    west_model(str(folder), west, box)
+    (folder.parent / COMPLETE).unlink()  # the run was interrupted: not a model to build on
+    argv = extend_args(str(folder), east, tmp_path / "out")
+    with pytest.raises(MclnfError, match="did not complete"):
+        run_city(parse_config(CityExperimentConfig, argv))
+    with pytest.raises(MclnfError, match="no completed run"):
+        run_city(
+            parse_config(CityExperimentConfig, ["--extend", str(tmp_path / "work"), *argv[2:]])
+        )

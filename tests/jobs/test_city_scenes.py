@@ -18,6 +18,7 @@ from mclnf_dist.config import parse_config
 from mclnf_dist.jobs.city import CityExperimentConfig, run_city
 from mclnf_dist.jobs.city import main as city_main
 from mclnf_dist.raystore.store import load_manifest
+from mclnf_dist.runs import completed_runs
 
 ROOT = Path(__file__).resolve().parents[2]
 TINY = [
@@ -41,11 +42,13 @@ def city_args(scene: Path, work: Path, *extra: str) -> list[str]:
 
 
 def check_run(work: Path, report: dict) -> None:
-    saved = json.loads((work / "results.json").read_text())
+    (run,) = completed_runs(work)
+    assert str(run) == report["run_folder"]
+    saved = json.loads((run / "results.json").read_text())
     assert [r["method"] for r in saved["results"]] == ["random", "maml"]
     for result in saved["results"]:
         assert 5 < result["psnr_step1"] < 60, result  # a real PSNR of real held-out views
-    assert (work / "novel_views.png").read_bytes()[:4] == b"\x89PNG"
+    assert (run / "novel_views.png").read_bytes()[:4] == b"\x89PNG"
     assert report["mlflow_run_id"]
 
 
@@ -72,7 +75,7 @@ def test_real_fox_downscaled_runs_end_to_end(ray_local, tmp_path, fox_scene):
     assert train.source["frames"] == 43 and train.source["pixels"] == 43 * 67 * 120
     assert train.options["downscale"] == 16
     assert load_manifest(str(work / "rays/test")).source["frames"] == 7
-    params = json.loads((work / "results.json").read_text())["config"]["data"]
+    params = json.loads(Path(report["run_folder"], "results.json").read_text())["config"]["data"]
     assert params["downscale"] == 16
 
 

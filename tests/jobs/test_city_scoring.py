@@ -3,6 +3,7 @@ through the routed city model; ``mod-random`` runs in the city; ``--param-match`
 network to the modules' total size."""
 
 import time
+from pathlib import Path
 
 import pytest
 
@@ -31,7 +32,7 @@ def test_city_methods_are_scored_on_the_rendered_held_out_images(ray_local, tmp_
     )
     assert 0.9 * modules <= one <= modules
     # the last checkpoint's PSNR is exactly the saved city model's score on the held-out images
-    model_dir = tmp_path / "city_model"
+    model_dir = Path(report["run_folder"]) / "city_model"
     for name in ("random", "mod-random"):
         model = load_city_model(str(model_dir), name)
         test = load_scene(model.scene["root"], "test", **model.scene["options"])

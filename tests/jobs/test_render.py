@@ -11,6 +11,7 @@ from PIL import Image
 
 from mclnf_dist.cli import main as mclnf
 from mclnf_dist.nerf.field import field_for_scene, init_radiance_params
+from mclnf_dist.runs import COMPLETE
 from mclnf_dist.scenes.city import CityConfig, make_city
 from mclnf_dist.scenes.city_model import save_city_model
 from mclnf_dist.scenes.partition import BlockPartition
@@ -27,10 +28,16 @@ def model(tmp_path_factory) -> Path:
     field = field_for_scene(scene)
     params = init_radiance_params(field, 2, torch.Generator().manual_seed(0))
     scene_info = {"root": scene_root, "options": {}}
+    run = root / "work" / "runs" / "city-demo" / "20260101-000000-abcd"
     save_city_model(
-        str(root / "city_model"), "blocks-meta", field, params, partition, [0, 1], True, scene_info
+        str(run / "city_model"), "blocks-meta", field, params, partition, [0, 1], True, scene_info
     )
-    return root / "city_model"
+    (run / COMPLETE).write_text(json.dumps({"finished": "2026-01-01T00:00:00"}))
+    return run / "city_model"
+
+
+def scene_of(model: Path) -> Path:
+    return model.parents[4] / "scene"
 
 
 def frames_of(video: Path) -> int:
@@ -44,9 +51,7 @@ def test_render_camera_paths_to_pngs_and_mp4(model, tmp_path, cameras):
     mclnf(["render", "--model", str(model), "--cameras", cameras, "--frames", "3",
            "--scale", "0.5", "--out", str(out), "--device", "cpu"])  # fmt: skip
     pngs = sorted(out.glob("*.png"))
-    expected = (
-        3 if cameras != "held-out" else len(load_scene(str(model.parent / "scene"), "test").frames)
-    )
+    expected = 3 if cameras != "held-out" else len(load_scene(str(scene_of(model)), "test").frames)
     assert len(pngs) == expected
     image = np.asarray(Image.open(pngs[0]))
     assert image.shape == (6, 8, 3) and image.std() > 0  # half of 16x12, not a blank frame
@@ -69,3 +74,21 @@ def test_render_cameras_file_and_clear_errors(model, tmp_path, capsys):
     with pytest.raises(SystemExit):
         mclnf(["render", "--model", str(model), "--name", "nope"])
     assert "no model 'nope'" in capsys.readouterr().err
+
+
+def test_render_reads_the_latest_completed_run_only(model, tmp_path, capsys):
+    work = model.parents[3]  # <work>/runs/<name>/<id>/city_model
+    out = tmp_path / "latest"
+    mclnf(["render", "--model", str(work), "--cameras", "orbit", "--frames", "1", "--scale",
+           "0.5", "--out", str(out), "--device", "cpu"])  # fmt: skip
+    assert len(list(out.glob("*.png"))) == 1
+    # a newer run that was interrupted (no completion marker) is never picked, nor read directly
+    newer = work / "runs" / "city-demo" / "20270101-000000-ffff" / "city_model"
+    newer.mkdir(parents=True)
+    (newer / "blocks-meta.pt").write_bytes(b"half a file")
+    from mclnf_dist.runs import city_model_folder
+
+    assert city_model_folder(work) == model
+    with pytest.raises(SystemExit) as stop:
+        mclnf(["render", "--model", str(newer), "--out", str(tmp_path / "x")])
+    assert stop.value.code == 2 and "did not complete" in capsys.readouterr().err
