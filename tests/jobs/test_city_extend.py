@@ -26,12 +26,11 @@ def half_scene(city_root: Path, out: Path, west: bool) -> str:
     middle = float(np.median(xs))
     frames = [f for f, x in zip(meta["frames"], xs, strict=True) if (x < middle) == west]
     names = {f["file_path"] for f in frames}
-    for f in frames:
-        f["file_path"] = str(city_root / f["file_path"])
     for key in ("train_filenames", "val_filenames", "test_filenames"):
-        meta[key] = [str(city_root / n) for n in meta[key] if n in names]
+        meta[key] = [n for n in meta[key] if n in names]
     meta["frames"] = frames
     out.mkdir(parents=True)
+    (out / "images").symlink_to(city_root / "images")  # frame paths stay inside the scene
     (out / "transforms.json").write_text(json.dumps(meta))
     return str(out)
 
