@@ -39,7 +39,8 @@ from mclnf_dist.jobs.city_data import (
 )
 from mclnf_dist.jobs.city_extend import extend_city
 from mclnf_dist.jobs.city_outputs import held_out_psnr, render_and_save, write_city_outputs
-from mclnf_dist.jobs.init_asset import load_init, locate, save_init
+from mclnf_dist.jobs.city_preflight import preflight_city
+from mclnf_dist.jobs.init_asset import load_init, save_init
 from mclnf_dist.meta.fim import FimConfig
 from mclnf_dist.meta.methods import MethodSpec, get_method
 from mclnf_dist.nerf.field import (
@@ -76,8 +77,7 @@ def run_city(cfg: CityExperimentConfig) -> dict:
     if cfg.data.scene:  # read and check it all before starting Ray
         given = check_scene(cfg.data.scene, **scene_options(cfg.data, cfg.field.scene_box))
         log.info(f"scene {cfg.data.scene}: {len(given.frames)} views; {given.box_note}".strip("; "))
-    if cfg.meta.init_from:
-        locate(cfg.meta.init_from, "mse", cfg.run.tracking_uri)  # before any work
+    preflight_city(cfg)  # work folder, --meta.init-from shapes, --extend's model and world
     ensure_ray(worker_logs=cfg.run.verbose)
     if cfg.extend:
         return run_extension(cfg, storage, device, log)
