@@ -68,5 +68,5 @@ def check_extension(cfg: CityExperimentConfig) -> None:
     load_init(cfg.meta.init_from or folder, "mse", like, cfg.run.tracking_uri)
     partition = load_partition(folder)
     scene = check_scene(cfg.data.scene, **scene_options(cfg.data, None))
-    check_same_world(scene, model.field.box, partition, cfg.data.scene)
     check_inside(scene.scene_box, model.field.box, partition.up_axis, cfg.data.scene)
+    check_same_world(scene, model.field.box, partition, cfg.data.scene)
