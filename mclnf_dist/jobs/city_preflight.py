@@ -15,6 +15,7 @@ import torch
 from mclnf_dist.errors import MclnfError
 from mclnf_dist.jobs.city_config import CityExperimentConfig
 from mclnf_dist.jobs.city_data import check_scene, scene_options
+from mclnf_dist.jobs.city_inits import MATCHED, init_key, key_field
 from mclnf_dist.jobs.city_world import check_same_world
 from mclnf_dist.jobs.init_asset import load_init
 from mclnf_dist.meta.methods import get_method
@@ -36,8 +37,6 @@ def preflight_city(cfg: CityExperimentConfig) -> None:
 def check_init_from(cfg: CityExperimentConfig) -> None:
     """Load every init the job would take from ``--meta.init-from`` and check its shapes, as
     :func:`mclnf_dist.jobs.city.loaded_init` will (a missing objective falls back to ``mse``)."""
-    from mclnf_dist.jobs.city import MATCHED, init_key, key_field  # the job's own key rules
-
     blocks = len(cfg.data.block_order)  # a matched width needs the block count: when given
     for spec in (get_method(name) for name in cfg.methods):
         key = init_key(cfg, spec)
