@@ -10,6 +10,12 @@ carries its range, ``Annotated[int, Range(ge=1)]``. tyro reads the same types to
 :func:`check_config` checks the whole tree after parsing (and :func:`merge` every value it
 applies), so a bad value in YAML, on the command line, from a sweep or in a recipe stops the job
 with one line such as ``meta.inner_steps must be >= 1, got 0`` before any work starts.
+
+What one field's type cannot say (``fim.w_min`` above ``fim.w_max``, an inverted box) is a
+*cross-field rule*: a function declared beside the config it concerns with
+``@cross_field_rule(FimConfig)``, run by the same :func:`check_config` on every node of that type
+(so YAML, flags, sweeps, recipes and configs built in code all meet it), returning one line that
+names the fields and what was expected.
 """
 
 import contextlib
@@ -25,6 +31,7 @@ from typing import Annotated, Any, Literal, TypeVar
 
 import yaml
 
+from mclnf_dist.config_rules import rule_problem
 from mclnf_dist.errors import MclnfError
 
 C = TypeVar("C")
@@ -285,15 +292,19 @@ def as_float(value: Any, source: str, where: str) -> float:
 
 def check_config(config: Any, source: str | None = None, prefix: str = "") -> None:
     """Raise one :class:`MclnfError` line at the first field of the tree outside its ``Literal``
-    choices or its :class:`Range` (configs built in code, from flags or recipes included)."""
+    choices or its :class:`Range`, or at the first broken cross-field rule (a node's own fields
+    first, then its rules; configs built in code, from flags or recipes included)."""
     hints = typing.get_type_hints(type(config), include_extras=True)
+    lead = f"{source}: " if source else ""
     for item in dataclasses.fields(config):
         value = getattr(config, item.name)
         where = f"{prefix}{item.name}"
         if dataclasses.is_dataclass(value):
             check_config(value, source, f"{where}.")
         elif problem := value_problem(value, hints[item.name]):
-            raise MclnfError(f"{source + ': ' if source else ''}{where} {problem}")
+            raise MclnfError(f"{lead}{where} {problem}")
+    if problem := rule_problem(config, prefix):
+        raise MclnfError(f"{lead}{problem}")
 
 
 def value_problem(value: Any, hint: Any) -> str | None:

@@ -126,13 +126,14 @@ overlapping another: the test side is one whole file, training the other two."""
 
 def signals_tiny(base: Callable[[], SignalsConfig]):
     """``base`` at smoke-test size: 4 + 2 signals, 2 meta-steps of 2 signals, 2 adaptation steps,
-    in-process."""
+    in-process (the plan's SGD steps cut to those 2)."""
 
     def recipe() -> SignalsConfig:
         cfg = base()
         cfg.data.num_train, cfg.data.num_test = 4, 2
         cfg.meta.outer_steps, cfg.meta.meta_batch_size = 2, 2
         cfg.adapt.max_steps, cfg.workers = 2, 1
+        cfg.adapt.sgd_steps = min(cfg.adapt.sgd_steps, cfg.adapt.max_steps)  # the plan, cut short
         return cfg
 
     return recipe

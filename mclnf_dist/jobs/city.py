@@ -8,7 +8,6 @@ as parallel Ray tasks) -> results table, JSON, PSNR curves, rendered novel views
 model, all tracked in MLflow.
 """
 
-import dataclasses
 import hashlib
 from pathlib import Path
 
@@ -26,7 +25,6 @@ from mclnf_dist.errors import MclnfError
 from mclnf_dist.evaluation.city_images import RenderedCityScorer, spread_views
 from mclnf_dist.evaluation.protocol import MethodContext, MethodResult, evaluate_method
 from mclnf_dist.evaluation.tables import results_table
-from mclnf_dist.fields.sizing import matched_width
 from mclnf_dist.fields.stacked_mlp import Params
 from mclnf_dist.interrupts import install_signal_handlers, on_interrupt
 from mclnf_dist.jobs.city_blocks import block_phase
@@ -39,13 +37,12 @@ from mclnf_dist.jobs.city_data import (
     scene_options,
 )
 from mclnf_dist.jobs.city_extend import extend_city
+from mclnf_dist.jobs.city_inits import init_key, key_field
 from mclnf_dist.jobs.city_outputs import held_out_psnr, render_and_save, write_city_outputs
-from mclnf_dist.jobs.init_asset import load_init, locate, save_init
-from mclnf_dist.meta.fim import FimConfig
+from mclnf_dist.jobs.city_preflight import preflight_city
+from mclnf_dist.jobs.init_asset import load_init, save_init
 from mclnf_dist.meta.methods import MethodSpec, get_method
 from mclnf_dist.nerf.field import (
-    POINT_FEATURES,
-    RAW_CHANNELS,
     RadianceFieldConfig,
     field_for_scene,
     init_radiance_params,
@@ -78,8 +75,7 @@ def run_city(cfg: CityExperimentConfig) -> dict:
     if cfg.data.scene:  # read and check it all before starting Ray
         given = check_scene(cfg.data.scene, **scene_options(cfg.data, cfg.field.scene_box))
         log.info(f"scene {cfg.data.scene}: {len(given.frames)} views; {given.box_note}".strip("; "))
-    if cfg.meta.init_from:
-        locate(cfg.meta.init_from, "mse", cfg.run.tracking_uri)  # before any work
+    preflight_city(cfg)  # work folder, --meta.init-from shapes, --extend's model and world
     run = open_run(cfg.data.work_dir, storage, cfg.run_name, cfg.fresh)
     with RunLock(run.storage, run.label):
         verb = "continuing the interrupted run" if run.resumed else "run"
@@ -261,35 +257,6 @@ def city_field(cfg: CityExperimentConfig, scene: Scene) -> RadianceFieldConfig:
         num_importance_samples=cfg.field.num_importance_samples,
         density_bias=cfg.field.density_bias,
     )
-
-
-def meta_key(spec: MethodSpec, fim: FimConfig) -> str:
-    """Methods with the same meta-objective share one meta-training: ``mse`` (maml and mod: every
-    block a task), ``fim`` (mim; ``mse`` too while ``fim_lambda`` is 0, which is exactly the
-    MSE loss), ``oml`` (blocks streamed through one network's head)."""
-    if spec.meta_schedule == "sequential":
-        return "oml"
-    return "fim" if spec.fim and not fim.is_mse else "mse"
-
-
-MATCHED = "-matched"
-"""Suffix of the inits (and meta-objectives) of parameter-matched one-network methods."""
-
-
-def init_key(cfg: CityExperimentConfig, spec: MethodSpec) -> str:
-    """Which init a method starts from: ``random`` or its meta-objective, with :data:`MATCHED`
-    for a one-network method when ``param_match`` widens it to all the modules' size."""
-    key = meta_key(spec, cfg.fim) if spec.meta_learned else "random"
-    return key + MATCHED if cfg.param_match and not spec.modular else key
-
-
-def key_field(field_cfg: RadianceFieldConfig, key: str, num_blocks: int) -> RadianceFieldConfig:
-    """The field of an init: the module's, or for a :data:`MATCHED` key one network widened to
-    about ``num_blocks`` modules' parameters."""
-    if not key.endswith(MATCHED):
-        return field_cfg
-    mlp = matched_width(field_cfg.mlp, POINT_FEATURES, RAW_CHANNELS, num_blocks)
-    return dataclasses.replace(field_cfg, mlp=mlp)
 
 
 def meta_train_all(

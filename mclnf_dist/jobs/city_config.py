@@ -6,13 +6,14 @@ from dataclasses import field as default
 from typing import Annotated
 
 from mclnf_dist.config import NonNegativeInt, Range
+from mclnf_dist.config_rules import cross_field_rule, name_problem
 from mclnf_dist.distributed.train_config import BlockTrainingConfig, TrainConfig
 from mclnf_dist.fields.stacked_mlp import FieldConfig
-from mclnf_dist.jobs.city_data import CityDataConfig
+from mclnf_dist.jobs.city_data import CityDataConfig, blocks_problem
 from mclnf_dist.meta.adaptation import AdaptConfig
 from mclnf_dist.meta.fim import FimConfig
-from mclnf_dist.meta.meta_learning import MetaConfig
-from mclnf_dist.meta.methods import MethodName
+from mclnf_dist.meta.meta_learning import MetaConfig, meta_problem
+from mclnf_dist.meta.methods import METHODS, MethodName
 from mclnf_dist.nerf.field import RadianceFieldConfig
 from mclnf_dist.run_settings import RunField, run_settings
 
@@ -73,3 +74,25 @@ class CityExperimentConfig:
     blocks stay bit-identical. Empty: a full run."""
     run: RunField = run_settings("mclnf-city")
     """Seed, device, MLflow tracking, log detail (flags without prefix: ``--seed``...)."""
+
+
+@cross_field_rule(CityExperimentConfig)
+def city_job_agrees(cfg: CityExperimentConfig, prefix: str) -> str | None:
+    """The run name is a folder name; block ids exist in the grid the job cuts (an extension's
+    partition is the model's, known only once it is read); OML's head and Reptile's FIM weights
+    fit (:func:`meta_problem`); every meta-training worker gets a meta block."""
+    if problem := name_problem(f"{prefix}run_name", cfg.run_name):
+        return problem
+    if not cfg.extend and (problem := blocks_problem(cfg.data, f"{prefix}data.")):
+        return problem
+    if problem := meta_problem(cfg.meta, cfg.fim, cfg.field.mlp.depth, cfg.methods, prefix):
+        return problem
+    meta_learned = any(METHODS[m].meta_learned for m in cfg.methods)
+    workers, blocks = max(1, cfg.train.num_workers), len(cfg.data.meta_blocks)
+    if meta_learned and not cfg.extend and blocks and workers > blocks:
+        return (
+            f"{prefix}train.num_workers={cfg.train.num_workers} is more than the {blocks} "
+            f"{prefix}data.meta_blocks {list(cfg.data.meta_blocks)} (expected at most one worker "
+            "per meta-training block)"
+        )
+    return None

@@ -12,6 +12,7 @@ from pathlib import Path
 import torch
 
 from mclnf_dist.config import NonNegativeInt, PositiveInt
+from mclnf_dist.config_rules import cross_field_rule, duplicates
 from mclnf_dist.errors import MclnfError
 from mclnf_dist.nerf.field import pack_rays
 from mclnf_dist.raystore.ingest import ingest_scene
@@ -59,6 +60,32 @@ class CityDataConfig:
     routed model)."""
     seed: NonNegativeInt = 0
     """Seed of the demo city (its layout, colours and cameras)."""
+
+
+@cross_field_rule(CityDataConfig)
+def blocks_listed_once(cfg: CityDataConfig, prefix: str) -> str | None:
+    """A block arrives once, and is meta-trained on once."""
+    for name in ("block_order", "meta_blocks"):
+        if repeated := duplicates(getattr(cfg, name)):
+            return (
+                f"{prefix}{name}={list(getattr(cfg, name))} lists block(s) {repeated} more than "
+                "once (expected each block at most once)"
+            )
+    return None
+
+
+def blocks_problem(cfg: CityDataConfig, prefix: str = "") -> str | None:
+    """Block ids of ``block_order`` / ``meta_blocks`` beyond the ``blocks_x * blocks_y`` grid the
+    job cuts (not for ``--extend``, whose partition is the model's plus the new grid)."""
+    count = cfg.blocks_x * cfg.blocks_y
+    for name in ("block_order", "meta_blocks"):
+        if beyond := [b for b in getattr(cfg, name) if b >= count]:
+            return (
+                f"{prefix}{name}={list(getattr(cfg, name))}: block(s) {beyond} do not exist "
+                f"(expected ids 0..{count - 1} of the {cfg.blocks_x}x{cfg.blocks_y} grid "
+                f"{prefix}blocks_x x {prefix}blocks_y)"
+            )
+    return None
 
 
 @dataclass

@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Annotated
 
 import tyro
 
+from mclnf_dist.preflight import check_writable
 from mclnf_dist.raystore.ingest import check_scene, ingest_scene
 from mclnf_dist.raystore.store import IngestOptions, load_manifest
 from mclnf_dist.scenes.city import CityConfig, make_city
@@ -74,9 +75,11 @@ def main(argv: list[str]) -> None:
     command = tyro.cli(Command, args=argv, prog="mclnf dataset", description=description)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     if isinstance(command, MakeCity):
+        check_writable(command.out, "make-city OUT")
         print(json.dumps({"scene": make_city(command.out, command.city)}))
     elif isinstance(command, Ingest):
         check_scene(command.scene, command.ingest)  # a bad file or frame stops here, before Ray
+        check_writable(command.uri, "ingest URI")
         if command.num_cpus:
             import ray
 

@@ -21,6 +21,7 @@ from mclnf_dist.config import PositiveFloat, PositiveInt, check_config, describe
 from mclnf_dist.device import Device, pick_device
 from mclnf_dist.errors import MclnfError
 from mclnf_dist.nerf.render import to_uint8
+from mclnf_dist.preflight import check_writable
 from mclnf_dist.progress import ProgressLog
 from mclnf_dist.runs import city_model_folder
 from mclnf_dist.scenes.camera_paths import flyover_frames, orbit_frames, scaled
@@ -92,6 +93,7 @@ def camera_path(cfg: RenderConfig, scene: Scene) -> list[Frame]:
 def render(cfg: RenderConfig) -> list[Path]:
     """Render every camera of the path; returns the PNG paths (and writes ``video.mp4``)."""
     check_config(cfg)  # a config built in code skips the command line's checks
+    check_writable(cfg.out, "--out")  # before the model is read and anything is rendered
     folder = city_model_folder(cfg.model)
     name = pick_model(folder, cfg.name)
     model = load_city_model(str(folder), name)

@@ -10,11 +10,12 @@ from dataclasses import field as default
 from typing import Annotated
 
 from mclnf_dist.config import NonNegativeInt, PositiveInt, Range
+from mclnf_dist.config_rules import cross_field_rule
 from mclnf_dist.errors import MclnfError
 from mclnf_dist.fields.stacked_mlp import FieldConfig
 from mclnf_dist.meta.adaptation import AdaptConfig
 from mclnf_dist.meta.fim import FimConfig
-from mclnf_dist.meta.meta_learning import MetaConfig
+from mclnf_dist.meta.meta_learning import MetaConfig, meta_problem
 from mclnf_dist.meta.methods import METHODS, MethodName
 from mclnf_dist.run_settings import RunField, run_settings
 from mclnf_dist.signals.loading import Modality
@@ -77,6 +78,22 @@ class SignalsConfig:
     on CPU yes, on a GPU no."""
     run: RunField = run_settings("mclnf-signals")
     """Seed, device, MLflow tracking, log detail (flags without prefix: ``--seed``...)."""
+
+
+@cross_field_rule(DataConfig)
+def size_given_whole(data: DataConfig, prefix: str) -> str | None:
+    if (data.size[0] == 0) == (data.size[1] == 0):
+        return None
+    return (
+        f"{prefix}size={tuple(data.size)}: expected both height and width >= 1, or (0, 0) for "
+        "the loader's default"
+    )
+
+
+@cross_field_rule(SignalsConfig)
+def signals_job_agrees(cfg: SignalsConfig, prefix: str) -> str | None:
+    """OML's head and Reptile's FIM weights fit (:func:`meta_problem`)."""
+    return meta_problem(cfg.meta, cfg.fim, cfg.field.depth, cfg.methods, prefix)
 
 
 def loader_options(data: DataConfig) -> dict[str, object]:

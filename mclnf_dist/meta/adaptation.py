@@ -24,6 +24,7 @@ from mclnf_dist.config import (
     Range,
     UnitFloat,
 )
+from mclnf_dist.config_rules import cross_field_rule
 from mclnf_dist.fields.stacked_mlp import FieldConfig, Params
 from mclnf_dist.meta.ewc import EwcPenalty
 from mclnf_dist.meta.fim import FimConfig
@@ -55,6 +56,16 @@ class AdaptConfig:
     """Rows (coordinates, rays) per signal per step, drawn at random, whatever the method: a
     one-network method takes them all, each of T modules (or a sequential method, on its current
     segment) ``batch_size // T``; 0: every row every step."""
+
+
+@cross_field_rule(AdaptConfig)
+def sgd_within_budget(adapt: AdaptConfig, prefix: str) -> str | None:
+    if adapt.sgd_steps <= adapt.max_steps:
+        return None
+    return (
+        f"{prefix}sgd_steps={adapt.sgd_steps} is more than {prefix}max_steps={adapt.max_steps} "
+        "(the SGD steps are the first of the budget; expected sgd_steps <= max_steps)"
+    )
 
 
 @dataclass

@@ -19,6 +19,7 @@ import torch
 from torch import Tensor
 
 from mclnf_dist.config import NonNegativeFloat, PositiveFloat, UnitFloat
+from mclnf_dist.config_rules import cross_field_rule
 
 FimPlacement = Literal["inner", "outer", "both"]
 FIM_PLACEMENTS = get_args(FimPlacement)
@@ -55,6 +56,17 @@ class FimConfig:
     def weights_outer(self) -> bool:
         """Meta-training's outer (query) loss uses the FIM loss."""
         return not self.is_mse and self.apply_to in ("outer", "both")
+
+
+@cross_field_rule(FimConfig)
+def clip_order(fim: FimConfig, prefix: str) -> str | None:
+    """A clip range with ``w_min >= w_max`` makes every weight the same: the loss is MSE."""
+    if fim.w_min < fim.w_max:
+        return None
+    return (
+        f"{prefix}w_min={fim.w_min:g} is not below {prefix}w_max={fim.w_max:g} (every weight "
+        "would be clipped to one value, i.e. plain MSE; expected w_min < w_max)"
+    )
 
 
 def fisher_trace(

@@ -221,6 +221,26 @@ def check_fim_placement(meta: MetaConfig, fim: FimConfig | None) -> None:
         )
 
 
+def meta_problem(
+    meta: MetaConfig, fim: FimConfig, depth: int, methods: tuple[str, ...], prefix: str = ""
+) -> str | None:
+    """A job's cross-field rule on its ``meta``, ``fim`` and field ``depth`` (fields named with
+    ``prefix``): OML's head must leave a representation below it (``head_layers < depth``, or it
+    adapts everything), and Reptile takes no outer-loss FIM weights."""
+    if "oml" in methods and meta.head_layers >= depth:
+        return (
+            f"{prefix}meta.head_layers={meta.head_layers} is not below the field's depth {depth} "
+            f"(OML would adapt every layer; expected head_layers <= {depth - 1})"
+        )
+    if meta.algorithm == "reptile" and fim.weights_outer:
+        return (
+            f"{prefix}fim.apply_to={fim.apply_to!r} needs an outer loss, which "
+            f"{prefix}meta.algorithm='reptile' does not have (expected apply_to='inner', or "
+            "algorithm maml or fomaml)"
+        )
+    return None
+
+
 def mse_to_psnr(mse: float | Tensor) -> float | Tensor:
     """PSNR in dB of values in [0, 1]."""
     if isinstance(mse, Tensor):

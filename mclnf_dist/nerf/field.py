@@ -32,6 +32,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from mclnf_dist.config import AnyFloat, NonNegativeInt, PositiveInt, UnitFloat
+from mclnf_dist.config_rules import box_problem, cross_field_rule
 from mclnf_dist.fields.stacked_mlp import FieldConfig, Params, init_params, mlp_forward
 from mclnf_dist.nerf.rendering import volume_render
 from mclnf_dist.nerf.sampling import hierarchical_samples, stratified_samples
@@ -123,6 +124,11 @@ class RadianceFieldConfig:
         raw = raw.reshape(aux.modules * aux.rays, self.samples_per_item, RAW_CHANNELS)
         rgb = composite(self, raw, aux.t_vals, aux.far)["rgb"]
         return rgb.reshape(aux.modules, aux.rays, 3)
+
+
+@cross_field_rule(RadianceFieldConfig)
+def box_not_empty(cfg: RadianceFieldConfig, prefix: str) -> str | None:
+    return box_problem(f"{prefix}scene_box", cfg.scene_box)
 
 
 class RayAux(NamedTuple):

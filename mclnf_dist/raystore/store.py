@@ -34,6 +34,7 @@ from mclnf_dist.config import (
     PositiveInt,
     check_config,
 )
+from mclnf_dist.config_rules import box_problem, cross_field_rule
 from mclnf_dist.errors import MclnfError
 from mclnf_dist.scenes.partition import PARTITION_FILE, BlockPartition
 from mclnf_dist.storage import (
@@ -137,6 +138,11 @@ class IngestOptions:
             for k, v in asdict(self).items()
             if k not in ("fail_chunk", "progress") and not (k in later and later[k] == v)
         }
+
+
+@cross_field_rule(IngestOptions)
+def ingest_box_not_empty(options: IngestOptions, prefix: str) -> str | None:
+    return box_problem(f"{prefix}scene_box", options.scene_box)
 
 
 @dataclass

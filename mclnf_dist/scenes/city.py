@@ -39,7 +39,7 @@ from mclnf_dist.config import (
     Range,
     check_config,
 )
-from mclnf_dist.errors import MclnfError
+from mclnf_dist.config_rules import cross_field_rule
 from mclnf_dist.nerf.rays import camera_rays
 from mclnf_dist.scenes.city_geometry import CityLayout, make_layout
 from mclnf_dist.scenes.city_render import SKY_COLOR, phase_lighting, shade_rays
@@ -92,18 +92,33 @@ class CityConfig:
     """Seed of the layout, the colours, the cameras and the split."""
 
     def __post_init__(self) -> None:
-        check_config(self, prefix="CityConfig.")
-        if self.aerial_views_per_block + self.street_views_per_block < 1:
-            raise MclnfError("CityConfig needs at least one aerial or street view per block")
-        if not 0 < self.min_height <= self.max_height:
-            raise MclnfError(f"CityConfig needs 0 < min_height <= max_height, got {self}")
-        if not 0 < self.street_width < self.block_size - 8:
-            raise MclnfError("CityConfig.street_width must be in (0, block_size - 8) metres")
+        check_config(self, prefix="CityConfig.")  # its cross-field rules included (below)
 
     @property
     def focal(self) -> float:
         """Focal length in pixels (square pixels, fx = fy)."""
         return 0.5 * self.width / math.tan(0.5 * math.radians(self.fov_degrees))
+
+
+@cross_field_rule(CityConfig)
+def city_fits(cfg: CityConfig, prefix: str) -> str | None:
+    """Cameras to render, buildings whose heights are a range, streets narrower than a block."""
+    if cfg.aerial_views_per_block + cfg.street_views_per_block < 1:
+        return (
+            f"{prefix}aerial_views_per_block and {prefix}street_views_per_block are both 0 "
+            "(expected at least one view per block)"
+        )
+    if cfg.min_height > cfg.max_height:
+        return (
+            f"{prefix}min_height={cfg.min_height:g} is above {prefix}max_height="
+            f"{cfg.max_height:g} (expected min_height <= max_height)"
+        )
+    if not cfg.street_width < cfg.block_size - 8:
+        return (
+            f"{prefix}street_width={cfg.street_width:g} leaves no lot in {prefix}block_size="
+            f"{cfg.block_size:g} (expected street_width < block_size - 8 metres)"
+        )
+    return None
 
 
 def city_layout(cfg: CityConfig) -> CityLayout:

@@ -69,9 +69,22 @@ def frame_pose(path: str, index: int, entry: dict) -> np.ndarray:
     if "file_path" not in entry:
         raise MclnfError(f"{path}: frame {index}: missing key 'file_path'")
     where = f"{path}: frame {index} ({entry['file_path']})"
+    check_inside_scene(where, str(entry["file_path"]))
     if "transform_matrix" not in entry:
         raise MclnfError(f"{where}: missing key 'transform_matrix'")
     return parse_pose(where, entry["transform_matrix"])
+
+
+def check_inside_scene(where: str, file_path: str) -> None:
+    """A frame's ``file_path`` names a file inside the scene folder: relative, and not climbing
+    out of it with ``..`` (judged on the path as written; a link the scene's owner placed inside
+    the folder is followed)."""
+    parts = os.path.normpath(file_path).replace("\\", "/").split("/")
+    if os.path.isabs(file_path) or file_path.startswith("~") or parts[0] == "..":
+        raise MclnfError(
+            f"{where}: file_path leads outside the scene folder (expected a path relative to "
+            "the folder of the transforms file, without '..' above it)"
+        )
 
 
 def parse_frame(

@@ -26,6 +26,7 @@ from mclnf_dist.config import (
     check_config,
     parse_config,
 )
+from mclnf_dist.config_rules import cross_field_rule, name_problem
 from mclnf_dist.distributed.fanout import ensure_ray
 from mclnf_dist.errors import MclnfError
 from mclnf_dist.progress import ProgressLog
@@ -81,6 +82,12 @@ class SweepConfig:
     """``--seed``: of the search (which configs are sampled; each trial's own seed is in its
     config); ``--experiment``: empty is ``mclnf-sweep-<name>``; ``--device``: of ``--rerun`` (auto:
     where the sweep's trials ran)."""
+
+
+@cross_field_rule(SweepConfig)
+def sweep_name_safe(cfg: SweepConfig, prefix: str) -> str | None:
+    """The name is a folder under ``<work_dir>/sweeps``."""
+    return name_problem(f"{prefix}name", cfg.name) if cfg.name else None
 
 
 def main(argv: list[str]) -> None:

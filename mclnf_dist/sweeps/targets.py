@@ -26,7 +26,7 @@ from mclnf_dist.distributed.fanout import ensure_ray
 from mclnf_dist.errors import MclnfError
 from mclnf_dist.evaluation.protocol import MethodContext, MethodResult, evaluate_method
 from mclnf_dist.fields.stacked_mlp import Params, init_params
-from mclnf_dist.jobs.city import CityExperimentConfig, city_field, meta_key
+from mclnf_dist.jobs.city import CityExperimentConfig, city_field
 from mclnf_dist.jobs.city_data import (
     CityData,
     blocks_as_segments,
@@ -34,6 +34,7 @@ from mclnf_dist.jobs.city_data import (
     prepare_city,
     scene_options,
 )
+from mclnf_dist.jobs.city_inits import meta_key
 from mclnf_dist.jobs.signals import SignalsConfig, load_data, validate
 from mclnf_dist.meta.fim import FimConfig
 from mclnf_dist.meta.methods import MethodSpec, get_method

@@ -27,12 +27,11 @@ def half_scene(city_root: Path, out: Path, west: bool) -> str:
     middle = float(np.median(xs))
     frames = [f for f, x in zip(meta["frames"], xs, strict=True) if (x < middle) == west]
     names = {f["file_path"] for f in frames}
-    for f in frames:
-        f["file_path"] = str(city_root / f["file_path"])
     for key in ("train_filenames", "val_filenames", "test_filenames"):
-        meta[key] = [str(city_root / n) for n in meta[key] if n in names]
+        meta[key] = [n for n in meta[key] if n in names]
     meta["frames"] = frames
     out.mkdir(parents=True)
+    (out / "images").symlink_to(city_root / "images")  # frame paths stay inside the scene
     (out / "transforms.json").write_text(json.dumps(meta))
     return str(out)
 
@@ -112,3 +111,37 @@ def test_extend_reads_only_completed_runs(halves, tmp_path):
         run_city(
             parse_config(CityExperimentConfig, ["--extend", str(tmp_path / "work"), *argv[2:]])
         )
+
+
+def test_extend_refuses_a_capture_of_another_world(halves, fox_scene, tmp_path, mlflow_uri):
+    """The fox figurine (a real capture, a few units across) sits inside the demo city's box by
+    accident of its coordinates: refused from its cameras, before Ray, ingest or any training."""
+    import ray
+
+    west, _, box = halves
+    folder = str(tmp_path / "model" / "city_model")
+    west_model(folder, west, box)
+    was_running = ray.is_initialized()
+    argv = [*extend_args(folder, str(fox_scene), tmp_path / "out"), "--data.downscale", "8"]
+    with pytest.raises(MclnfError) as caught:
+        run_city(parse_config(CityExperimentConfig, [*argv, "--tracking-uri", mlflow_uri]))
+    message = str(caught.value)
+    assert message.startswith(f"{fox_scene}: its cameras spread ") and "\n" not in message
+    assert "of the model's block side" in message and "expected at least 0.1" in message
+    assert ray.is_initialized() == was_running and not (tmp_path / "out" / "rays").exists()
+
+
+def test_same_world_checks_name_the_number_and_threshold(halves):
+    from mclnf_dist.jobs.city_world import check_same_world
+
+    west, east, box = halves
+    scene = load_scene(east, "all")
+    partition = BlockPartition.from_cameras(load_scene(west, "all").camera_centers(), 1, 1)
+    check_same_world(scene, box, partition, "east")  # the city's other half: the same world
+    far = np.asarray(box, dtype=np.float64) + [[900.0, 0, 0], [900.0, 0, 0]]
+    with pytest.raises(MclnfError, match=r"^east: 0% of its cameras stand over .*at least 90%"):
+        check_same_world(scene, far, partition, "east")
+    tiny = np.asarray(box, dtype=np.float64) / 100.0  # a model in other units (hectometres)
+    small = BlockPartition.from_cameras(load_scene(west, "all").camera_centers() / 100.0, 1, 1)
+    with pytest.raises(MclnfError, match=r"^east: its cameras spread .* times the model box"):
+        check_same_world(scene, tiny, small, "east")
