@@ -11,7 +11,7 @@ import re
 import torch
 
 from mclnf_dist.errors import MclnfError
-from mclnf_dist.storage import filesystem_for, join, write_atomic
+from mclnf_dist.storage import ensure_folder, filesystem_for, join, write_atomic
 
 NAME = re.compile(r"meta-init-(\d{8})\.pt$")
 
@@ -24,7 +24,7 @@ class CheckpointStore:
         self.fs, self.root = filesystem_for(uri)
         self.keep = keep
         try:
-            self.fs.makedirs(self.root, exist_ok=True)
+            ensure_folder(self.fs, self.root)
         except OSError as err:
             raise MclnfError(f"checkpoint storage {uri} cannot be written: {err}") from err
 

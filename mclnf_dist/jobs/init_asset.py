@@ -17,7 +17,7 @@ import torch
 from mclnf_dist.errors import MclnfError
 from mclnf_dist.fields.stacked_mlp import Params
 from mclnf_dist.nerf.field import RadianceFieldConfig
-from mclnf_dist.storage import filesystem_for, join, write_atomic
+from mclnf_dist.storage import ensure_folder, filesystem_for, join, write_atomic
 from mclnf_dist.tracking import resolve_tracking_uri
 
 MLFLOW_PREFIX = "mlflow:"
@@ -38,7 +38,7 @@ def save_init(folder: str | Path, key: str, theta0: Params, field: RadianceField
     }
     torch.save(state, buffer)
     fs, root = filesystem_for(str(folder))
-    fs.makedirs(root, exist_ok=True)
+    ensure_folder(fs, root)
     path = join(root, asset_name(key))
     write_atomic(path, buffer.getvalue(), fs=fs)
     return path
