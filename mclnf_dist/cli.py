@@ -14,7 +14,7 @@ from mclnf_dist.errors import MclnfError
 
 SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "signals": ("mclnf_dist.jobs.signals", "meta-train and evaluate on image/audio/video"),
-    "dataset": ("mclnf_dist.jobs.dataset", "make-city | ingest | info: build and inspect scenes"),
+    "dataset": ("mclnf_dist.jobs.dataset", "make-city | ingest | info | verify: ray stores"),
     "city": ("mclnf_dist.jobs.city", "the main job: meta-continual city NeRF on Ray"),
     "sweep": ("mclnf_dist.sweeps.driver", "Ray Tune sweeps over tune_spaces/*.yaml, in MLflow"),
     "choose-plan": (

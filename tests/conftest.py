@@ -60,8 +60,13 @@ def free_port() -> int:
 
 
 @pytest.fixture(scope="session")
-def ray_local():
-    """A real local Ray with 2 CPUs, shared by the whole test session."""
+def ray_local(s3_server):
+    """A real local Ray with 2 CPUs, shared by the whole test session.
+
+    Started after the loopback S3 server's endpoint and credentials are exported, so its workers
+    inherit them the way a cluster's nodes have theirs (credentials never travel in a Ray
+    ``runtime_env``: see ``mclnf_dist/runtime.py``).
+    """
     import ray
 
     os.environ.setdefault("RAY_TRAIN_HEALTH_CHECK_INTERVAL_S", "0.2")

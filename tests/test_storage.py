@@ -1,13 +1,25 @@
 """The one atomic write: bytes, text and JSON to local paths and object-store-like URIs, no
-temporary left behind, and URIs resolved through fsspec's public API."""
+temporary left behind, URIs resolved through fsspec's public API, and only dead writers'
+temporaries cleaned up."""
 
 import json
 import os
+import subprocess
+import sys
+import time
 
 import fsspec
 import pytest
 
-from mclnf_dist.storage import TEMP_MARK, filesystem_for, remove_stale_temporaries, write_atomic
+from mclnf_dist.storage import (
+    STALE_TEMPORARY_SECONDS,
+    TEMP_MARK,
+    filesystem_for,
+    remove_stale_temporaries,
+    temporary_name,
+    this_host,
+    write_atomic,
+)
 
 
 def test_write_atomic_writes_bytes_text_and_sorted_json_locally(tmp_path):
@@ -50,3 +62,32 @@ def test_filesystem_for_resolves_local_and_s3_uris(tmp_path, monkeypatch):
     fs, path = filesystem_for("s3://bucket/prefix/store/")
     assert path == "bucket/prefix/store"
     assert fs.client_kwargs.get("endpoint_url", fs.endpoint_url) == "http://127.0.0.1:9"
+
+
+def test_only_dead_or_old_writers_temporaries_are_removed(tmp_path):
+    """Temporaries name their writer (host, pid): a live writer's survives a cleanup."""
+    finished = subprocess.run(
+        [sys.executable, "-c", "import os; print(os.getpid())"],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    dead_pid = int(finished.stdout)
+    host, hour_ago = this_host(), time.time() - 2 * STALE_TEMPORARY_SECONDS
+    names = {
+        "live": f".a.json{TEMP_MARK}{host}-{os.getpid()}-{'0' * 32}",
+        "dead": f".b.json{TEMP_MARK}{host}-{dead_pid}-{'1' * 32}",
+        "other host, fresh": f".c.json{TEMP_MARK}elsewhere-{dead_pid}-{'2' * 32}",
+        "other host, old": f".d.json{TEMP_MARK}elsewhere-{os.getpid()}-{'3' * 32}",
+        "no writer, old": f".e.json{TEMP_MARK}{'4' * 32}",
+    }
+    for key, name in names.items():
+        (tmp_path / "block=0000").mkdir(exist_ok=True)
+        path = tmp_path / "block=0000" / name
+        path.write_bytes(b"partial")
+        if "old" in key:
+            os.utime(path, (hour_ago, hour_ago))
+    assert temporary_name("x.json").startswith(f".x.json{TEMP_MARK}{host}-{os.getpid()}-")
+    assert remove_stale_temporaries(*filesystem_for(tmp_path)) == 3
+    left = sorted(p.name for p in (tmp_path / "block=0000").iterdir())
+    assert left == sorted([names["live"], names["other host, fresh"]])

@@ -11,7 +11,7 @@ import re
 
 from mclnf_dist.errors import MclnfError
 from mclnf_dist.state import Fingerprint, check_fingerprint, load_state, read_state, save_state
-from mclnf_dist.storage import filesystem_for, join
+from mclnf_dist.storage import ensure_folder, filesystem_for, join
 
 NAME = re.compile(r"meta-init-(\d{8})\.pt$")
 KIND = "meta-init checkpoint"
@@ -26,7 +26,7 @@ class CheckpointStore:
         self.keep = keep
         self.fingerprint = fingerprint
         try:
-            self.fs.makedirs(self.root, exist_ok=True)
+            ensure_folder(self.fs, self.root)
         except OSError as err:
             raise MclnfError(f"checkpoint storage {uri} cannot be written: {err}") from err
 

@@ -11,7 +11,7 @@ import os
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
-from mclnf_dist.raystore.ingest import storage_env
+from mclnf_dist.runtime import worker_env
 
 
 def ensure_ray(worker_logs: bool = False) -> None:
@@ -29,9 +29,10 @@ def ensure_ray(worker_logs: bool = False) -> None:
     quiet = {"log_to_driver": worker_logs, "logging_level": "INFO" if worker_logs else "WARNING"}
     if os.environ.get("RAY_ADDRESS"):
         # The cluster's workers predate this driver's S3 endpoint settings (MinIO, a test's S3
-        # server): hand them on. A submitted job's own runtime env already carries its settings.
-
-        env = {} if "RAY_JOB_CONFIG_JSON_ENV_VAR" in os.environ else storage_env()
+        # server): hand on the endpoint and region, never credentials (the dashboard shows a
+        # runtime env; workers get credentials from their nodes). A submitted job's own runtime
+        # env already carries its settings.
+        env = {} if "RAY_JOB_CONFIG_JSON_ENV_VAR" in os.environ else worker_env()
         runtime_env = {"env_vars": env} if env else None
         ray.init(address=os.environ["RAY_ADDRESS"], runtime_env=runtime_env, **quiet)
     else:

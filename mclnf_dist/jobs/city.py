@@ -51,7 +51,7 @@ from mclnf_dist.progress import ProgressLog, quiet_logs
 from mclnf_dist.recipes import recipes_for
 from mclnf_dist.runs import RunFolders, RunLock, mark_complete, open_run
 from mclnf_dist.scenes.scene import Scene
-from mclnf_dist.storage import write_atomic
+from mclnf_dist.storage import check_store, write_atomic
 from mclnf_dist.tracking import Tracker
 
 
@@ -71,6 +71,8 @@ def run_city(cfg: CityExperimentConfig) -> dict:
     log = ProgressLog("city")
     storage = cfg.storage_uri or str(Path(cfg.data.work_dir) / "runs")
 
+    check_store(storage, "--storage-uri")  # an unusable s3:// store: one line, before any work
+    check_store(cfg.data.data_uri, "--data.data-uri")
     CheckpointStore(storage)  # fail now if it can't be written
     if cfg.data.scene:  # read and check it all before starting Ray
         given = check_scene(cfg.data.scene, **scene_options(cfg.data, cfg.field.scene_box))

@@ -12,7 +12,6 @@ the file and the field. Unchanged complete output makes a re-run a no-op.
 
 import hashlib
 import logging
-import os
 import time
 from dataclasses import asdict
 from pathlib import Path
@@ -30,6 +29,7 @@ from mclnf_dist.raystore.store import (
     Manifest,
     write_shard,
 )
+from mclnf_dist.runtime import worker_env
 from mclnf_dist.scenes.partition import PARTITION_FILE, BlockPartition
 from mclnf_dist.scenes.scene import load_frame_image, load_scene
 from mclnf_dist.storage import (
@@ -257,7 +257,7 @@ def run_chunks(scene, uri, chunks, todo, partition, opts, done) -> list[tuple[in
     # System failures (a killed worker) are retried: a chunk rewrites the same files. Exceptions
     # (a bad image) are not: they are reported after the other chunks finish.
     task = ray.remote(num_cpus=1, max_retries=2)(write_chunk)
-    env = storage_env()
+    env = worker_env()  # endpoint and region only: credentials come from the nodes' chain
     if env:  # workers may predate these settings (a test's S3 server, a MinIO endpoint)
         task = task.options(runtime_env={"env_vars": env})
     scene_ref, part = ray.put(scene), partition.to_dict()
@@ -279,19 +279,6 @@ def run_chunks(scene, uri, chunks, todo, partition, opts, done) -> list[tuple[in
     seconds = time.perf_counter() - started
     log.info("ingested %d rays in %.1f s (%.0f rays/s)", total, seconds, total / max(seconds, 1e-9))
     return sorted(failures, key=lambda f: f[0])
-
-
-def storage_env() -> dict[str, str]:
-    """The driver's S3 endpoint settings, passed to ingest tasks when an endpoint is set.
-
-    Only with ``AWS_ENDPOINT_URL`` (an S3-compatible server the workers must reach the same way):
-    on AWS itself workers use their own credentials (instance roles), none are copied.
-    """
-    if not os.environ.get("AWS_ENDPOINT_URL"):
-        return {}
-    keys = ("AWS_ENDPOINT_URL", "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN",
-            "AWS_DEFAULT_REGION", "AWS_REGION")  # fmt: skip
-    return {k: os.environ[k] for k in keys if k in os.environ}
 
 
 def progress_bar(total: int, enabled: bool):

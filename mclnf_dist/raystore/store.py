@@ -16,10 +16,16 @@ every pixel round-trips. Each shard's rows are stored in a random order seeded b
 :mod:`mclnf_dist.raystore.stream`) and a re-run writes the same bytes. Shard names are
 deterministic (block, chunk) and every file is written atomically, which is what makes
 :mod:`mclnf_dist.raystore.ingest` idempotent and resumable.
+
+Integrity: the manifest records each shard's byte size and sha256. A reader checks a shard
+against them the first time its process reads it (:func:`verify_shard_once`: one extra pass over
+the bytes per shard per process, then cached), and ``mclnf dataset verify URI`` checks them all
+(:func:`verify_store`); a mismatch is one line naming the shard and the manifest.
 """
 
 import hashlib
 import io
+import threading
 from collections.abc import Iterable
 from dataclasses import asdict, dataclass, field, fields
 
@@ -194,6 +200,65 @@ def load_manifest(uri: str) -> Manifest:
             f"{path} has schema_version {manifest.schema_version}, this code reads {SCHEMA_VERSION}"
         )
     return manifest
+
+
+HASH_CHUNK = 8 << 20
+"""Bytes read at a time while hashing a shard (memory stays flat whatever the shard's size)."""
+
+
+def shard_problem(fs, root: str, record: dict) -> str | None:
+    """Why the shard of manifest ``record`` under ``root`` differs from it (missing, size, sha256),
+    or None if it matches. Records without ``sha256`` (none are written so) check the size only."""
+    path = join(root, record["file"])
+    try:
+        size = fs.size(path)
+    except FileNotFoundError:
+        return f"shard {path} is missing"
+    if size != record["bytes"]:
+        return f"shard {path} has {size} bytes, the manifest records {record['bytes']}"
+    if "sha256" not in record:
+        return None
+    digest = hashlib.sha256()
+    with fs.open(path, "rb") as handle:
+        while chunk := handle.read(HASH_CHUNK):
+            digest.update(chunk)
+    if digest.hexdigest() != record["sha256"]:
+        found, expected = digest.hexdigest(), record["sha256"]
+        return f"shard {path} has sha256 {found}, the manifest records {expected}"
+    return None
+
+
+_verified: set[tuple[str, int, str]] = set()
+"""(shard path, bytes, sha256) already checked by this process."""
+_verified_lock = threading.Lock()
+
+
+def verify_shard_once(fs, root: str, record: dict) -> None:
+    """Check the shard of ``record`` against the manifest the first time this process reads it
+    (later calls cost a set lookup); :class:`MclnfError` naming the shard and the manifest."""
+    key = (join(root, record["file"]), record["bytes"], record.get("sha256", ""))
+    if key in _verified:
+        return
+    with _verified_lock:
+        if key in _verified:
+            return
+        problem = shard_problem(fs, root, record)
+        if problem is not None:
+            raise MclnfError(
+                f"{problem} in {join(root, MANIFEST_FILE)}: the ray store is damaged (run "
+                "`mclnf dataset verify` on it to list every bad shard; re-ingest to a new URI)"
+            )
+        _verified.add(key)
+
+
+def verify_store(uri: str) -> tuple[int, list[str]]:
+    """Check every shard of the store at ``uri`` against its manifest: ``(shards, problems)``,
+    one line per bad shard."""
+    manifest = load_manifest(uri)
+    fs, root = filesystem_for(uri)
+    fs.invalidate_cache(root)
+    problems = [shard_problem(fs, root, record) for record in manifest.shards]
+    return len(manifest.shards), [p for p in problems if p is not None]
 
 
 def shard_name(block: int, chunk: int) -> str:

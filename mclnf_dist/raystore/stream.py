@@ -46,7 +46,13 @@ import torch
 from torch import Tensor
 
 from mclnf_dist.errors import MclnfError
-from mclnf_dist.raystore.store import RAY_SCHEMA, Manifest, load_manifest, schema_columns
+from mclnf_dist.raystore.store import (
+    RAY_SCHEMA,
+    Manifest,
+    load_manifest,
+    schema_columns,
+    verify_shard_once,
+)
 from mclnf_dist.storage import arrow_filesystem, filesystem_for, join
 
 log = logging.getLogger(__name__)
@@ -66,6 +72,7 @@ class BlockReader:
         if unknown or not self.columns:
             raise MclnfError(f"unknown ray columns {unknown}; available: {RAY_SCHEMA.names}")
         fs, root = filesystem_for(uri)
+        self.fs, self.root = fs, root
         dataset = ds.dataset(
             [join(root, s["file"]) for s in self.manifest.shards],
             schema=pa.unify_schemas([RAY_SCHEMA, BLOCK_KEY]),
@@ -96,6 +103,7 @@ class BlockReader:
 
     def _open(self, index: int) -> list:
         fragment, record = self.files[index], self.records[index]
+        verify_shard_once(self.fs, self.root, record)  # size + sha256, once per process
         try:
             fragment.ensure_complete_metadata()
             physical = fragment.physical_schema
@@ -121,7 +129,7 @@ class BlockReader:
         record = self.records[index]
         return MclnfError(
             f"shard {self.files[index].path} is corrupt or unreadable ({err}); expected a Parquet "
-            f"file of {record['rows']} rays, {record['bytes']} bytes, sha256 {record['sha256']}"
+            f"file of {record['rows']} rays, {record['bytes']} bytes, sha256 {record.get('sha256')}"
         )
 
     def read(self, unit: tuple[int, int]) -> dict[str, np.ndarray]:

@@ -356,3 +356,66 @@ def test_dockerfile_builds_the_pinned_project_on_cuda():
     assert "wget" in text and "bash" in text  # KubeRay's exec probes use them
     ignore = (ROOT / "cluster" / "Dockerfile.dockerignore").read_text().split()
     assert ".venv" in ignore and ".git" in ignore
+
+
+# ---------------------------------------------------------------- what the cluster files install
+
+
+def _shell_commands() -> list[tuple[str, str]]:
+    """``(where, command)`` of every shell command the cluster files run on a node or image."""
+    config = yaml.safe_load(CLUSTER_YAML.read_text())
+    found = [
+        (f"ray_cluster.yaml {key}", command)
+        for key, value in config.items()
+        if key.endswith("_commands")
+        for command in value or []
+    ]
+    dockerfile = DOCKERFILE.read_text().replace("\\\n", " ")
+    found += [("cluster/Dockerfile", m) for m in re.findall(r"^RUN (.+)$", dockerfile, re.M)]
+    return found
+
+
+PIPED_INTO_SHELL = re.compile(r"\|\s*(sudo\s+)?(\S*/)?(sh|bash|zsh|dash|python3?)\b")
+
+
+def _unpinned_requirements(command: str) -> list[str]:
+    """Requirements of each ``pip install`` in ``command`` that are neither ``name==version``
+    nor the project itself (a local path)."""
+    lexer = shlex.shlex(command, posix=True, punctuation_chars=True)
+    lexer.whitespace_split = True
+    parts: list[list[str]] = [[]]
+    for token in lexer:  # simple commands, split at && || ; | ( )
+        if set(token) <= set("&|;()"):
+            parts.append([])
+        else:
+            parts[-1].append(token)
+    bad = []
+    for words in parts:
+        if "pip" not in " ".join(words[:4]) or "install" not in words:
+            continue
+        args = words[words.index("install") + 1 :]
+        skip_value = {"--index-url", "--extra-index-url", "-i", "-r", "-c", "--find-links"}
+        previous = ""
+        for arg in args:
+            if previous in skip_value or arg.startswith("-"):
+                previous = arg
+                continue
+            local = arg.startswith((".", "/", "~")) or previous == "-e"
+            if not local and not re.fullmatch(r"[\w.\-]+(\[[\w,\-]+\])?==[\w.+\-]+", arg):
+                bad.append(arg)
+            previous = arg
+    return bad
+
+
+def test_cluster_files_pipe_nothing_into_a_shell_and_pin_every_install():
+    commands = _shell_commands()
+    assert len(commands) > 5  # the parsing found the setup and RUN commands
+    piped = [(where, c) for where, c in commands if PIPED_INTO_SHELL.search(c)]
+    assert piped == []
+    installs = [(where, c) for where, c in commands if re.search(r"pip3? install", c)]
+    assert {w.split()[0] for w, _ in installs} == {"ray_cluster.yaml", "cluster/Dockerfile"}
+    unpinned = [(where, _unpinned_requirements(c)) for where, c in installs]
+    assert [u for u in unpinned if u[1]] == []
+    assert _unpinned_requirements('pip install "uv" torch==2.13.0 -e .') == ["uv"]  # the rule
+    for text in (CLUSTER_YAML.read_text(), DOCKERFILE.read_text()):
+        assert "install.sh" not in text and '"uv==' in text

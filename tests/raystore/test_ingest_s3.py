@@ -37,3 +37,22 @@ def test_local_and_s3_ingest_give_identical_rays(
 
     again = ingest_scene(root, s3_uri, IngestOptions(**OPTIONS))  # complete: nothing to do
     assert again.shards == local.shards
+
+
+def test_ingest_into_a_missing_bucket_is_one_line_before_ray(
+    tmp_path, s3_server, tiny_scene_factory, capsys
+):
+    import pytest
+
+    from mclnf_dist.cli import main
+
+    root, _ = tiny_scene_factory(tmp_path / "scene")
+    s3 = boto3.client("s3", endpoint_url=s3_server)
+    before = {b["Name"] for b in s3.list_buckets()["Buckets"]}
+    with pytest.raises(SystemExit) as stop:
+        main(["dataset", "ingest", root, "s3://mclnf-typo-bucket/rays", "--no-progress"])
+    assert stop.value.code == 2
+    errors = capsys.readouterr().err.strip().splitlines()
+    assert len(errors) == 1 and errors[0].startswith("error: ingest URI s3://mclnf-typo-bucket")
+    assert "'mclnf-typo-bucket'" in errors[0] and s3_server in errors[0]
+    assert {b["Name"] for b in s3.list_buckets()["Buckets"]} == before

@@ -4,6 +4,8 @@ import hashlib
 import json
 import os
 import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -18,6 +20,7 @@ from mclnf_dist.raystore.store import IngestOptions, load_manifest
 from mclnf_dist.raystore.stream import read_block_rays
 from mclnf_dist.scenes.partition import load_partition
 from mclnf_dist.scenes.scene import load_scene
+from mclnf_dist.storage import TEMP_MARK, this_host
 
 WIDTH, HEIGHT = 6, 5  # of the tiny scene (tests/raystore/conftest.py)
 # every frame of the tiny scene (it has no splits) is a training view
@@ -173,7 +176,10 @@ def test_crash_then_resume_gives_exactly_the_clean_result(scene, clean_store, tm
     assert not os.path.exists(f"{uri}/_chunks/chunk-00001.json")
     partial = [n for n in Path(uri).glob("block=*/part-00001.parquet")]
     assert partial  # the failed chunk left a shard behind: the resume must overwrite it
-    Path(partial[0].parent, ".part-00001.parquet.tmp-deadbeef").write_bytes(b"half a file")
+    crashed = subprocess.Popen([sys.executable, "-c", "pass"])  # a writer that died
+    crashed.wait()
+    name = f".part-00001.parquet{TEMP_MARK}{this_host()}-{crashed.pid}-{'d' * 32}"
+    Path(partial[0].parent, name).write_bytes(b"half a file")
     resumed = ingest_scene(scene[0], uri, IngestOptions(**OPTIONS))
     assert resumed.shards == clean.shards  # same files, same rows, same bytes
     assert resumed.block_rows == clean.block_rows
@@ -215,3 +221,38 @@ def test_cli_make_city_ingest_info(tmp_path, ray_local, capsys):
     assert summary["blocks"] == 2 and summary["rays"] >= summary["source"]["pixels"] > 0
     with pytest.raises(MclnfError, match="options.blocks_x=2"):
         main(["ingest", scene, uri, "--blocks-x", "3", "--no-progress"])
+
+
+def verify_cli(capsys, uri: str) -> tuple[int, list[str]]:
+    """``mclnf dataset verify URI`` in-process: (exit status, stdout lines)."""
+    from mclnf_dist.cli import main
+
+    try:
+        main(["dataset", "verify", uri])
+        status = 0
+    except SystemExit as stop:
+        status = stop.code
+    return status, capsys.readouterr().out.splitlines()
+
+
+def test_a_flipped_byte_is_caught_on_first_read_and_by_verify(clean_store, tmp_path, capsys):
+    uri = str(tmp_path / "rays")
+    shutil.copytree(clean_store[0], uri)
+    status, lines = verify_cli(capsys, uri)
+    assert status == 0 and json.loads(lines[-1])["bad"] == 0 and len(lines) == 1
+
+    record = max(load_manifest(uri).shards, key=lambda s: s["bytes"])
+    path = Path(uri) / record["file"]
+    data = bytearray(path.read_bytes())
+    data[len(data) // 2] ^= 0x01  # one bit of one byte: same size, Parquet may still decode it
+    path.write_bytes(bytes(data))
+
+    with pytest.raises(MclnfError) as err:
+        read_block_rays(uri, record["block"])  # the first read of that shard in this process
+    line = str(err.value)
+    assert "\n" not in line and str(path) in line and f"{uri}/manifest.json" in line
+    assert record["sha256"] in line
+    status, lines = verify_cli(capsys, uri)
+    assert status == 1 and len(lines) == 2
+    assert lines[0].startswith(f"shard {path} has sha256 ") and record["sha256"] in lines[0]
+    assert json.loads(lines[1])["bad"] == 1

@@ -170,8 +170,24 @@ def test_corrupt_shard_names_the_file(store):
     data[100:4000] = b"\x00" * 3900
     data[-12:-8] = b"\xff\xff\xff\x7f"  # footer length now nonsense as well
     open(path, "wb").write(bytes(data))
+    with pytest.raises(MclnfError, match=r"part-00001\.parquet has sha256 \w+, the manifest"):
+        list(stream_block_rays(uri, 0, batch_size=256))  # caught by the checksum first
+    forget_checksums(uri, {"part-00001.parquet": len(data)})  # a manifest without sha256
     with pytest.raises(MclnfError, match=r"part-00001\.parquet is corrupt.*700 rays"):
         list(stream_block_rays(uri, 0, batch_size=256))
+
+
+def forget_checksums(uri: str, sizes: dict[str, int]) -> None:
+    """Drop the manifest's sha256 of the shards named in ``sizes`` and record these sizes (as a
+    store written without checksums would), so the reader's structural checks are reached."""
+    path = f"{uri}/manifest.json"
+    manifest = json.loads(open(path).read())
+    for shard in manifest["shards"]:
+        name = shard["file"].rsplit("/", 1)[1]
+        if name in sizes:
+            shard.pop("sha256")
+            shard["bytes"] = sizes[name]
+    open(path, "w").write(json.dumps(manifest))
 
 
 def test_schema_mismatch_names_file_and_expectation(store):
@@ -180,6 +196,9 @@ def test_schema_mismatch_names_file_and_expectation(store):
     table = pq.read_table(path)
     table = table.set_column(0, "origin", pa.array(np.zeros(50, np.float64)))
     pq.write_table(table, path)
+    with pytest.raises(MclnfError, match=r"part-00000\.parquet has \d+ bytes, the manifest"):
+        read_block_rays(uri, 1)
+    forget_checksums(uri, {"part-00000.parquet": len(open(path, "rb").read())})
     with pytest.raises(MclnfError, match=r"part-00000\.parquet has columns.*expect"):
         read_block_rays(uri, 1)
 
