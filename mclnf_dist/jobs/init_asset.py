@@ -14,8 +14,9 @@ from pathlib import Path
 from mclnf_dist.errors import MclnfError
 from mclnf_dist.fields.stacked_mlp import Params
 from mclnf_dist.nerf.field import RadianceFieldConfig
+from mclnf_dist.runs import city_model_folder
 from mclnf_dist.state import load_state, save_state
-from mclnf_dist.storage import filesystem_for, join
+from mclnf_dist.storage import filesystem_for, is_local, join
 from mclnf_dist.tracking import resolve_tracking_uri
 
 MLFLOW_PREFIX = "mlflow:"
@@ -55,6 +56,8 @@ def locate(source: str, key: str, tracking_uri: str = "") -> str:
                 f"({str(err).splitlines()[0]})"
             ) from None
     fs, path = filesystem_for(source)
+    if is_local(fs) and fs.isdir(path) and not fs.exists(join(path, asset_name(key))):
+        source = path = str(city_model_folder(path))  # a work or run folder: its latest model
     if fs.isdir(path):
         path = join(path, asset_name(key))
         source = join(source, asset_name(key))
