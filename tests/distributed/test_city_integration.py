@@ -191,7 +191,7 @@ def test_misconfigurations_stop_early_with_one_error_line(ray_local, tmp_path, c
     assert not (work / "mlflow.db").exists()
 
     line = clean_error(capsys, args(work, "d3", 2, "--data.meta-blocks", "0", "9"))
-    assert "block 9 does not exist" in line and "0..3" in line
+    assert "block(s) [9] do not exist" in line and "0..3" in line
 
     line = clean_error(capsys, args(work, "d4", 2, "--train.num-workers", "3"))
     assert "num_workers=3" in line and "2 meta-training blocks" in line
