@@ -23,6 +23,7 @@ import torch
 
 from mclnf_dist.distributed.fanout import run_tasks
 from mclnf_dist.distributed.train_config import BlockTrainingConfig
+from mclnf_dist.errors import MclnfError
 from mclnf_dist.fields.stacked_mlp import Params, evaluate
 from mclnf_dist.meta.inner_loop import per_sample_loss
 from mclnf_dist.meta.meta_learning import mse_to_psnr
@@ -122,7 +123,12 @@ def probe_batch(task: BlockTask, device: torch.device) -> tuple[torch.Tensor, to
         seed=task.seed,
         columns=COLUMNS,
     )
-    batch = next(stream)
+    batch = next(stream, None)
+    if batch is None:
+        raise MclnfError(
+            f"block {task.block} has no held-out-view rays in {task.test_uri} to score it on "
+            "(more views, a larger image size, or fewer blocks)"
+        )
     x = pack_rays(batch["origin"], batch["direction"], batch["near"], batch["far"])
     return x[None].to(device), batch["rgb"][None].to(device)
 

@@ -22,12 +22,12 @@ from mclnf_dist.runs import COMPLETE, LOCK
 ROOT = Path(__file__).resolve().parents[2]
 TINY = [
     "--adapt.max-steps", "8", "--methods", "random", "mod",
-    "--block.steps", "400", "--block.batch-rays", "64", "--block.probe-rays", "64",
+    "--block.steps", "200", "--block.batch-rays", "64", "--block.probe-rays", "64",
     "--block.checkpoint-every", "10",
     "--data.fit-rays-per-block", "512", "--data.score-rays-per-block", "256",
-    "--render-views", "1", "--data.image-size", "16", "--data.views-per-block", "3",
+    "--render-views", "1", "--data.image-size", "24", "--data.views-per-block", "4",
     "--data.blocks-x", "2", "--data.blocks-y", "1", "--data.meta-blocks", "0",
-    "--train.num-workers", "1", "--train.rounds", "150", "--train.rays-per-task", "64",
+    "--train.num-workers", "1", "--train.rounds", "40", "--train.rays-per-task", "64",
     "--workers", "0", "--experiment", "interrupts", "--run-name", "ctrl-c",
 ]  # fmt: skip
 
