@@ -2,7 +2,8 @@
 
 - ``field``: :func:`~mclnf_dist.fields.grid_field.grid_field_evaluate` (encoding, density and
   colour MLPs) forward + backward of a loss, instant-ngp's default grid (16 levels x 2^19 x 2,
-  resolutions 16..2048), ``M`` = 1 and 4 modules of ``N`` = 65536 points each; CUDA when present.
+  resolutions 16..2048), ``M`` = 1 and 4 modules of ``N`` = 65536 points each (``M=4``: in
+  module chunks, ``M=4_one_call``: one stacked call); CUDA when present.
 - ``gather``: only the table lookup and trilinear blend of the encoding (indices precomputed, M=1),
   forward + backward, for the alternatives we measured:
   ``embedding_bag_index_add`` (ours: fused gather and weighted sum, ``index_add`` backward),
@@ -34,6 +35,7 @@ from common import compare, machine  # noqa: E402
 from mclnf_dist.fields.grid_field import (  # noqa: E402
     GridFieldConfig,
     grid_field_evaluate,
+    grid_field_forward,
     init_grid_params,
 )
 from mclnf_dist.fields.hash_grid import (  # noqa: E402
@@ -45,7 +47,7 @@ from mclnf_dist.fields.hash_grid import (  # noqa: E402
 )
 
 
-def field_step(cfg: GridFieldConfig, modules: int, points: int, device: str):
+def field_step(cfg: GridFieldConfig, modules: int, points: int, device: str, one_call: bool):
     gen = torch.Generator().manual_seed(0)
     params = {k: v.requires_grad_() for k, v in init_grid_params(cfg, modules, gen, device).items()}
     x = torch.rand(modules, points, 3, generator=gen).to(device)
@@ -55,7 +57,8 @@ def field_step(cfg: GridFieldConfig, modules: int, points: int, device: str):
     def step() -> None:
         for p in params.values():
             p.grad = None
-        density, rgb = grid_field_evaluate(cfg, params, x, dirs)
+        evaluate = grid_field_forward if one_call else grid_field_evaluate
+        density, rgb = evaluate(cfg, params, x, dirs)
         (density.mean() + rgb.square().mean()).backward()
 
     return step
@@ -129,10 +132,14 @@ def main() -> None:
     }
     devices = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
     for device in devices:
-        steps = {f"M={m}": field_step(cfg, m, args.points, device) for m in (1, 4)}
+        steps = {
+            "M=1": field_step(cfg, 1, args.points, device, one_call=True),
+            "M=4": field_step(cfg, 4, args.points, device, one_call=False),
+            "M=4_one_call": field_step(cfg, 4, args.points, device, one_call=True),
+        }
         seconds = compare(steps, reps=args.reps, warmup=1)
         result[f"field_fwd_bwd_points_per_s_{device}"] = {
-            name: round(int(name[2:]) * args.points / s) for name, s in seconds.items()
+            name: round(int(name[2]) * args.points / s) for name, s in seconds.items()
         }
     gather_points = args.points // 2
     seconds = compare(gather_variants(cfg.grid, gather_points), reps=args.reps, warmup=1)

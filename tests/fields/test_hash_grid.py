@@ -8,6 +8,7 @@ from mclnf_dist.fields.grid_field import (
     GridFieldConfig,
     grid_density,
     grid_field_evaluate,
+    grid_field_forward,
     init_appearance_codes,
     init_grid_params,
     mean_appearance_code,
@@ -129,7 +130,10 @@ def test_spherical_harmonics_match_closed_form():
 
 def tiny_field(appearance: int = 0) -> GridFieldConfig:
     return GridFieldConfig(
-        grid=small_grid(log2_table_size=8), hidden_width=16, appearance_features=appearance
+        grid=small_grid(log2_table_size=8),
+        hidden_width=16,
+        appearance_features=appearance,
+        rows_per_chunk=40,  # grid_field_evaluate: one module per chunk
     )
 
 
@@ -156,6 +160,9 @@ def test_stacked_field_equals_a_loop_over_modules_in_values_and_gradients():
     torch.testing.assert_close(density, torch.cat([d for d, _ in looped]), rtol=1e-6, atol=1e-6)
     torch.testing.assert_close(rgb, torch.cat([c for _, c in looped]), rtol=1e-6, atol=1e-6)
     torch.testing.assert_close(grid_density(cfg, params, points), density)
+    one_call = grid_field_forward(cfg, params, points, dirs, appearance)
+    torch.testing.assert_close(one_call[0], density, rtol=1e-6, atol=1e-6)
+    torch.testing.assert_close(one_call[1], rgb, rtol=1e-6, atol=1e-6)
     loss = density.sum() + rgb.square().sum()
     loss_looped = sum(d.sum() + c.square().sum() for d, c in looped)
     grads = torch.autograd.grad(loss, list(params.values()))
