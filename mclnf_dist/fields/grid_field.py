@@ -200,6 +200,35 @@ def grid_field_forward(
     return density, rgb
 
 
+def grid_field_raw(
+    cfg: GridFieldConfig,
+    params: Params,
+    points: Tensor,
+    directions: Tensor,
+    appearance: Tensor | None = None,
+    cache: list[tuple[Tensor, Tensor]] | None = None,
+) -> Tensor:
+    """(M, N, 4) raw outputs, before the activations: the density logit (``density_bias`` not yet
+    added; :func:`activate_density` does both) and the three colour logits (sigmoid -> rgb).
+
+    What a volume renderer that applies its own activations takes (the radiance field of
+    :mod:`mclnf_dist.nerf.field`); :func:`grid_field_forward` applies them here.
+    """
+    features = hash_encode(cfg.grid, params["hash_tables"], points)
+    h = stacked_mlp(params, "density", 2, features, cache)  # (M, N, 1 + G)
+    parts = [h[..., 1:], spherical_harmonics(directions, cfg.sh_degree)]
+    if cfg.appearance_features > 0:
+        if appearance is None or appearance.shape[-1] != cfg.appearance_features:
+            raise ValueError(
+                f"the field takes (M, N, {cfg.appearance_features}) appearance codes, got "
+                f"{None if appearance is None else tuple(appearance.shape)}"
+            )
+        parts.append(appearance.to(h.dtype))
+    layers = cfg.colour_hidden_layers + 1
+    colour = stacked_mlp(params, "colour", layers, torch.cat(parts, dim=-1), cache)
+    return torch.cat([h[..., :1], colour], dim=-1)
+
+
 def grid_field_evaluate(
     cfg: GridFieldConfig,
     params: Params,

@@ -64,6 +64,12 @@ class FieldConfig:
     def mlp_inputs(self, x: Tensor, params: Params | None = None) -> tuple[Tensor, None]:
         return x, None
 
+    def network(
+        self, params: Params, inputs: Tensor, cache: list[tuple[Tensor, Tensor]] | None = None
+    ) -> Tensor:
+        """The stacked network on its inputs: this MLP (:func:`mlp_forward`)."""
+        return mlp_forward(self, params, inputs, cache)
+
     def outputs(self, raw: Tensor, aux: None) -> Tensor:
         return raw + self.output_offset
 
@@ -153,17 +159,19 @@ def forward(
     predictions (a coordinate field: ``+ output_offset``; a radiance field: volume rendering).
 
     Args:
-        cfg: the field (:class:`FieldConfig` or any object with the same four members).
+        cfg: the field (:class:`FieldConfig` or any object with the same members:
+            ``mlp_inputs``, ``network``, ``outputs``, ``samples_per_item``, ``rows_per_chunk``).
         params: stacked parameters with ``M`` modules (``M == 1`` broadcasts over inputs).
         x: (M, n, d_in) inputs, row ``m`` routed to module ``m``.
-        cache: if given, filled with ``(layer_input, pre_activation)`` of every MLP layer, shapes
+        cache: if given, filled with ``(layer_input, pre_activation)`` of every MLP layer (a grid
+            field's density and colour MLPs: its hash tables have no closed form), shapes
             ``(M, n * K, in_l)`` and ``(M, n * K, out_l)`` (what the FIM weights need).
 
     Returns:
         (M, n, d_out) predictions.
     """
     points, aux = cfg.mlp_inputs(x, params)
-    return cfg.outputs(mlp_forward(cfg.mlp, params, points, cache), aux)
+    return cfg.outputs(cfg.network(params, points, cache), aux)
 
 
 def mlp_forward(

@@ -38,13 +38,19 @@ def render_and_save(
     rendered = [r for r in results if r.final_params is not None]
     bar = log.bar("rendering", len(rendered) * (len(chosen) + len(path_frames)), "view")
     for result in rendered:
-        modular = result.final_params["w0"].shape[0] > 1 or len(city.block_order) == 1
+        modules = next(iter(result.final_params.values())).shape[0]
+        modular = modules > 1 or len(city.block_order) == 1
         folder = str(out / "city_model")
-        width = result.final_params["w0"].shape[-1]  # a parameter-matched network is wider
+        saved_field = field_cfg
+        if field_cfg.kind == "mlp":  # a parameter-matched network is wider
+            width = result.final_params["w0"].shape[-1]
+            saved_field = dataclasses.replace(
+                field_cfg, mlp=dataclasses.replace(field_cfg.mlp, width=width)
+            )
         save_city_model(
             folder,
             result.method,
-            dataclasses.replace(field_cfg, mlp=dataclasses.replace(field_cfg.mlp, width=width)),
+            saved_field,
             result.final_params,
             city.partition,
             city.block_order,

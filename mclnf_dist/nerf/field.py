@@ -25,7 +25,7 @@ Every operation is out of place, so second-order MAML differentiates through it.
 import dataclasses
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import NamedTuple
+from typing import Literal, NamedTuple
 
 import torch
 import torch.nn.functional as F
@@ -33,6 +33,13 @@ from torch import Tensor
 
 from mclnf_dist.config import AnyFloat, NonNegativeInt, PositiveInt, UnitFloat
 from mclnf_dist.config_rules import box_problem, cross_field_rule
+from mclnf_dist.fields.grid_field import (
+    GridFieldConfig,
+    activate_density,
+    grid_field_raw,
+    init_grid_params,
+)
+from mclnf_dist.fields.hash_grid import HashGridConfig
 from mclnf_dist.fields.stacked_mlp import FieldConfig, Params, init_params, mlp_forward
 from mclnf_dist.nerf.rendering import volume_render
 from mclnf_dist.nerf.sampling import hierarchical_samples, stratified_samples
@@ -44,8 +51,19 @@ POINT_FEATURES, RAW_CHANNELS = 3, 4
 Point = tuple[AnyFloat, AnyFloat, AnyFloat]
 Box = tuple[Point, Point]
 UNIT_BOX: Box = ((-1.0, -1.0, -1.0), (1.0, 1.0, 1.0))
-RawFn = Callable[[Tensor], Tensor]
-"""``raw_fn(points (R, K, 3) world coordinates) -> (R, K, 4)`` raw MLP outputs at the points."""
+RawFn = Callable[[Tensor, Tensor], Tensor]
+"""``raw_fn(points (R, K, 3) world coordinates, directions (R, 3)) -> (R, K, 4)`` raw outputs."""
+RadianceKind = Literal["mlp", "hash_grid"]
+
+
+def default_grid() -> GridFieldConfig:
+    """A CPU-sized instant-ngp field: 16 levels of 2^17 x 2 features from 16 to 1024 cells per
+    box side (4.2 M table entries, 16 MB a module), 64-wide MLPs, degree-4 SH colour."""
+    grid = HashGridConfig(
+        levels=16, log2_table_size=17, features_per_level=2, base_resolution=16,
+        finest_resolution=1024,
+    )  # fmt: skip
+    return GridFieldConfig(grid=grid)
 
 
 def default_mlp() -> FieldConfig:
@@ -61,8 +79,14 @@ def default_mlp() -> FieldConfig:
 class RadianceFieldConfig:
     """A NeRF whose inputs are packed rays (M, n, 8) and whose predictions are rgb (M, n, 3)."""
 
+    kind: RadianceKind = "mlp"
+    """The network behind every module: ``mlp`` (``mlp``: view-independent, positional encoding
+    or SIREN) or ``hash_grid`` (``grid``: multi-resolution hash encoding, density MLP, colour MLP
+    on the view direction; instant-ngp / nerfacto)."""
     mlp: FieldConfig = field(default_factory=default_mlp)
-    """The per-point MLP (3 normalised coordinates -> density + rgb), shared by every module."""
+    """``kind=mlp``: the per-point MLP (3 normalised coordinates -> density + rgb)."""
+    grid: GridFieldConfig = field(default_factory=default_grid)
+    """``kind=hash_grid``: the grid field (point and direction -> density + rgb)."""
     num_samples: PositiveInt = 48
     """S: stratified samples per ray (about 1.5 m apart on an aerial ray through a city block)."""
     num_importance_samples: NonNegativeInt = 0
@@ -93,31 +117,56 @@ class RadianceFieldConfig:
 
     @property
     def rows_per_chunk(self) -> int:
-        """Rays per stacked call, so one call holds about ``mlp.rows_per_chunk`` points."""
-        return max(1, self.mlp.rows_per_chunk // self.samples_per_item)
+        """Rays per stacked call, so one call holds about the network's ``rows_per_chunk``."""
+        points = self.grid.rows_per_chunk if self.kind == "hash_grid" else self.mlp.rows_per_chunk
+        return max(1, points // self.samples_per_item)
+
+    @property
+    def input_features(self) -> int:
+        """Features of a network input row: the normalised point (3), and for a grid field the
+        unit viewing direction (3 more)."""
+        return 6 if self.kind == "hash_grid" else POINT_FEATURES
+
+    def network(
+        self, params: Params, inputs: Tensor, cache: list[tuple[Tensor, Tensor]] | None = None
+    ) -> Tensor:
+        """(M, P, :attr:`input_features`) -> (M, P, 4) raw outputs (see :func:`composite`)."""
+        if self.kind == "hash_grid":
+            unit = (inputs[..., :3] + 1.0) * 0.5  # the grid's [0, 1]^3
+            return grid_field_raw(self.grid, params, unit, inputs[..., 3:6], None, cache)
+        return mlp_forward(self.mlp, params, inputs, cache)
+
+    def network_inputs(self, points: Tensor, directions: Tensor) -> Tensor:
+        """(R, K, 3) world points, (R, 3) unit directions -> (R, K, :attr:`input_features`)."""
+        normalised = normalise_points(self, points)
+        if self.kind != "hash_grid":
+            return normalised
+        return torch.cat([normalised, directions[:, None, :].expand_as(points)], dim=-1)
 
     def for_evaluation(self) -> "RadianceFieldConfig":
         """The same field with deterministic samples (no jitter)."""
         return dataclasses.replace(self, perturb=False)
 
     def mlp_inputs(self, x: Tensor, params: Params | None = None) -> tuple[Tensor, "RayAux"]:
-        """(M, n, 8) packed rays -> ((M, n*K, 3) normalised points, what :meth:`outputs` needs).
+        """(M, n, 8) packed rays -> ((M, n*K, F) network inputs, what :meth:`outputs` needs).
 
         ``params`` (M or 1 modules) make the coarse pass of hierarchical sampling (module ``m``
         for the rays of row ``m``); only needed when ``num_importance_samples > 0``.
         """
         modules, rays = x.shape[0], x.shape[1]
 
-        def coarse_raw(points: Tensor) -> Tensor:  # (M*n, S, 3) -> (M*n, S, 4)
+        def coarse_raw(points: Tensor, directions: Tensor) -> Tensor:  # (M*n, S, 3) -> 4 raw
             if params is None:
                 raise ValueError("hierarchical sampling needs the parameters for its coarse pass")
-            inputs = normalise_points(self, points).reshape(modules, -1, 3)
-            return mlp_forward(self.mlp, params, inputs).reshape(*points.shape[:-1], RAW_CHANNELS)
+            inputs = self.network_inputs(points, directions)
+            inputs = inputs.reshape(modules, -1, self.input_features)
+            return self.network(params, inputs).reshape(*points.shape[:-1], RAW_CHANNELS)
 
         flat = x.reshape(-1, RAY_FEATURES)
         t_vals, points = sample_points(self, flat, coarse_raw)  # (M*n, K), (M*n, K, 3)
-        normalised = normalise_points(self, points).reshape(modules, -1, 3)
-        return normalised, RayAux(t_vals, x[..., 7].reshape(-1), modules, rays)
+        inputs = self.network_inputs(points, flat[:, 3:6])
+        inputs = inputs.reshape(modules, -1, self.input_features)
+        return inputs, RayAux(t_vals, x[..., 7].reshape(-1), modules, rays)
 
     def outputs(self, raw: Tensor, aux: "RayAux") -> Tensor:
         """(M, n*K, 4) raw MLP outputs -> (M, n, 3) composited rgb."""
@@ -174,7 +223,7 @@ def sample_points(
             raise ValueError("num_importance_samples > 0 needs the field's coarse outputs")
         with torch.no_grad():
             coarse = origins[:, None, :] + t_vals[..., None] * directions[:, None, :]
-            weights = composite(cfg, coarse_raw(coarse), t_vals, far)["weights"]
+            weights = composite(cfg, coarse_raw(coarse, directions), t_vals, far)["weights"]
         t_vals = hierarchical_samples(t_vals, weights, far, cfg.num_importance_samples, cfg.perturb)
     points = origins[:, None, :] + t_vals[..., None] * directions[:, None, :]
     return t_vals, points
@@ -210,7 +259,10 @@ def composite(
         dict ``rgb`` (R, 3), ``depth`` (R,) in world units (not divided by opacity), ``opacity``
         (R,), ``weights`` (R, K).
     """
-    density = F.softplus(raw[..., 0] + cfg.density_bias)  # (R, S)
+    if cfg.kind == "hash_grid":
+        density = activate_density(cfg.grid, raw[..., 0])  # (R, S)
+    else:
+        density = F.softplus(raw[..., 0] + cfg.density_bias)  # (R, S)
     colour = torch.sigmoid(raw[..., 1:])  # (R, S, 3)
     scale = length_scale(cfg)
     background = torch.tensor(cfg.background, dtype=raw.dtype, device=raw.device)
@@ -225,8 +277,26 @@ def init_radiance_params(
     generator: torch.Generator | None = None,
     device: torch.device | str = "cpu",
 ) -> Params:
-    """Random stacked parameters of ``num_modules`` modules (3 inputs -> 4 raw channels)."""
+    """Random stacked parameters of ``num_modules`` modules (point -> 4 raw channels)."""
+    if cfg.kind == "hash_grid":
+        return init_grid_params(cfg.grid, num_modules, generator, device)
     return init_params(cfg.mlp, POINT_FEATURES, RAW_CHANNELS, num_modules, generator, device)
+
+
+def field_from_dict(data: dict) -> RadianceFieldConfig:
+    """The :class:`RadianceFieldConfig` that ``dataclasses.asdict`` made ``data`` of (a saved
+    city model's); a model saved before grid fields existed reads as ``kind=mlp``."""
+    data = dict(data)
+    data["mlp"] = FieldConfig(**data["mlp"])
+    if "grid" in data:
+        grid = dict(data["grid"])
+        grid["grid"] = HashGridConfig(**grid["grid"])
+        data["grid"] = GridFieldConfig(**grid)
+    for key in ("scene_box",):
+        if data.get(key) is not None:
+            data[key] = tuple(tuple(float(v) for v in corner) for corner in data[key])
+    data["background"] = tuple(data["background"])
+    return RadianceFieldConfig(**data)
 
 
 def field_for_scene(scene, scene_box: Box | None = None, **overrides) -> RadianceFieldConfig:

@@ -14,12 +14,11 @@ import torch
 from torch import Tensor
 
 from mclnf_dist.fields.routing import route
-from mclnf_dist.fields.stacked_mlp import Params, mlp_forward
+from mclnf_dist.fields.stacked_mlp import Params
 from mclnf_dist.nerf.field import (
     RAW_CHANNELS,
     RadianceFieldConfig,
     composite,
-    normalise_points,
     pack_rays,
     sample_points,
 )
@@ -69,12 +68,14 @@ def render_rays_routed(
     """
     num_modules = next(iter(params.values())).shape[0]
 
-    def routed_raw(points: Tensor) -> Tensor:
-        """(r, K, 3) world points -> (r, K, 4) raw outputs, each point from its block's module."""
+    def routed_raw(points: Tensor, directions: Tensor) -> Tensor:
+        """(r, K, 3) world points, (r, 3) directions -> (r, K, 4) raw outputs, each point from
+        its block's module."""
         flat = points.reshape(-1, 3)
         module_ids = route_fn(flat).to(device=flat.device, dtype=torch.int64)
-        batch = route(normalise_points(cfg, flat), module_ids, num_modules)
-        raw = mlp_forward(cfg.mlp, params, batch.x)  # (M, width, 4)
+        inputs = cfg.network_inputs(points, directions).reshape(flat.shape[0], -1)
+        batch = route(inputs, module_ids, num_modules)
+        raw = cfg.network(params, batch.x)  # (M, width, 4)
         raw = raw.reshape(-1, RAW_CHANNELS)[batch.order]  # (r * K, 4) in input order
         return raw.reshape(*points.shape[:-1], RAW_CHANNELS)
 
@@ -83,7 +84,7 @@ def render_rays_routed(
     for start in range(0, rays.shape[0], chunk):
         part = rays[start : start + chunk]  # (r, 8)
         t_vals, points = sample_points(cfg, part, routed_raw)  # (r, K), (r, K, 3)
-        out = composite(cfg, routed_raw(points), t_vals, part[:, 7])
+        out = composite(cfg, routed_raw(points, part[:, 3:6]), t_vals, part[:, 7])
         for key, values in pieces.items():
             values.append(out[key])
     if rays.shape[0] == 0:

@@ -19,8 +19,8 @@ import torch
 from torch import Tensor
 
 from mclnf_dist.errors import MclnfError
-from mclnf_dist.fields.stacked_mlp import FieldConfig, Params
-from mclnf_dist.nerf.field import RadianceFieldConfig
+from mclnf_dist.fields.stacked_mlp import Params
+from mclnf_dist.nerf.field import RadianceFieldConfig, field_from_dict
 from mclnf_dist.nerf.render import RouteFn, partition_router, render_view
 from mclnf_dist.scenes.partition import BlockPartition, load_partition
 from mclnf_dist.state import load_state, save_state
@@ -103,12 +103,10 @@ def load_city_model(folder: str, method: str) -> CityModel:
     if not fs.exists(join(root, f"{method}.pt")):
         raise MclnfError(f"no saved city model {method!r} in {folder}")
     state = load_state(join(folder.rstrip("/"), f"{method}.pt"), KIND)
-    field = dict(state["field"])
-    field["mlp"] = FieldConfig(**field["mlp"])
     route = module_router(load_partition(folder), state["block_order"], state["modular"])
     scene = state.get("scene", {})
     return CityModel(
-        RadianceFieldConfig(**field),
+        field_from_dict(state["field"]),
         state["params"],
         route,
         scene,

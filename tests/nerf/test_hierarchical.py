@@ -44,7 +44,7 @@ def downward_rays(count: int, seed: int = 0) -> torch.Tensor:
     return pack_rays(origins, directions, 0.0, 2.0)
 
 
-def slab_raw(points: torch.Tensor) -> torch.Tensor:
+def slab_raw(points: torch.Tensor, directions: torch.Tensor) -> torch.Tensor:
     """Raw outputs of a field that is dense only in the slab 0.9 < z < 1.1 (a thin floor)."""
     inside = (points[..., 2] - 1.0).abs() < 0.1
     raw = torch.zeros(*points.shape[:-1], 4)
@@ -78,7 +78,7 @@ def test_importance_samples_land_where_the_coarse_weights_are(perturb):
 def test_without_importance_samples_the_field_never_asks_for_a_coarse_pass():
     cfg = field(samples=8, importance=0)
 
-    def forbidden(points: torch.Tensor) -> torch.Tensor:
+    def forbidden(points: torch.Tensor, directions: torch.Tensor) -> torch.Tensor:
         raise AssertionError("no coarse pass without importance samples")
 
     t_vals, _ = sample_points(cfg, downward_rays(3), forbidden)
