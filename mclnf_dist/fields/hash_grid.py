@@ -181,7 +181,7 @@ class GatherBlend(torch.autograd.Function):
     def backward(ctx, grad: Tensor) -> tuple[Tensor, None, None]:
         index, weight = ctx.saved_tensors
         features = ctx.table_shape[-1]
-        per_corner = torch.bmm(weight[:, :, None], grad[:, None, :])  # (R, 8, F)
+        per_corner = weight[:, :, None] * grad[:, None, :]  # (R, 8, F); bmm of 1x1 tiles is slower
         grad_rows = grad.new_zeros(ctx.table_shape.numel() // features, features)
         grad_rows.index_add_(0, index.view(-1), per_corner.view(-1, features))  # in place: no copy
         return grad_rows.view(ctx.table_shape), None, None
