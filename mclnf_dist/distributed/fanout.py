@@ -52,6 +52,8 @@ def run_tasks(
     parallel: bool,
     cpus_per_task: int = 1,
     gpus_per_task: float = 0.0,
+    on_idle: Callable[[], None] | None = None,
+    idle_s: float = 15.0,
 ) -> Iterator[tuple[int, Any]]:
     """Yield ``(index, fn(*calls[index]))`` as each finishes.
 
@@ -61,6 +63,8 @@ def run_tasks(
         parallel: fan out as Ray tasks; False runs them here, in order.
         cpus_per_task: Ray CPUs of each task, and its torch threads.
         gpus_per_task: Ray GPUs of each task (fractions share a GPU).
+        on_idle: called every ``idle_s`` seconds in which no task finished (progress lines of
+            the running tasks).
     """
     if not parallel:
         for index, args in enumerate(calls):
@@ -73,7 +77,11 @@ def run_tasks(
     pending = {remote.remote(cpus_per_task, fn, args): i for i, args in enumerate(calls)}
     try:
         while pending:
-            done, _ = ray.wait(list(pending), num_returns=1)
+            timeout = idle_s if on_idle is not None else None
+            done, _ = ray.wait(list(pending), num_returns=1, timeout=timeout)
+            if not done:
+                on_idle()
+                continue
             index = pending.pop(done[0])
             yield index, ray.get(done[0])
     finally:  # Ctrl-C, an error, or a caller that stops early: nothing keeps running

@@ -3,6 +3,7 @@ an interrupted block resumes exactly where its checkpoint left it, and a re-run 
 blocks not yet done."""
 
 import dataclasses
+import re
 from pathlib import Path
 
 import pytest
@@ -126,3 +127,23 @@ def test_rerun_trains_only_missing_blocks(city, tmp_path):
         train_block(make_task(city, tmp_path, block=0, steps=4), torch.device("cpu"))
     with pytest.raises(MclnfError, match=r"block\.lr 0\.01 -> 0\.02"):
         train_block(make_task(city, tmp_path, block=0, steps=8, lr=2e-2), torch.device("cpu"))
+
+
+def test_progress_lines_inside_a_block_in_process_and_from_ray_tasks(city, tmp_path, capsys):
+    """A long block is not silent: step, rays/s, probe PSNR and ETA at intervals, printed here
+    in-process and forwarded from Ray tasks (whose own prints the driver does not show)."""
+    task = dataclasses.replace(make_task(city, tmp_path / "here", steps=30), report_every_s=0.0)
+    train_block(task, torch.device("cpu"))
+    lines = [line for line in capsys.readouterr().out.splitlines() if "step " in line]
+    assert len(lines) == 29, lines  # every step but the last (its own line comes from the caller)
+    assert re.search(r"block 0 \(random init\): step 16/30, [\d,]+ rays/s, probe PSNR [\d.]+ dB "
+                     r"\(step 16\), ETA \d+ s", "\n".join(lines)), lines  # fmt: skip
+    tasks = [
+        dataclasses.replace(
+            make_task(city, tmp_path / "ray", block=b, steps=60), report_every_s=0.2
+        )
+        for b in (0, 1)
+    ]
+    train_blocks(tasks, ProgressLog("test"), parallel=True)
+    forwarded = [line for line in capsys.readouterr().out.splitlines() if "/60, " in line]
+    assert forwarded and all("rays/s" in line and "ETA" in line for line in forwarded), forwarded
