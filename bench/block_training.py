@@ -7,13 +7,17 @@ Prints ONE JSON line:
     stream_vs_preloaded    train / preloaded (target >= 0.9: streaming costs no training speed)
     peak_rss_mb            peak RSS of a fresh process training on a small and a large block
     rss_growth             large / small (target < 1.2: memory flat in the block's size)
+    scene_probe            with ``--scene``: the block field trained on a real capture (one
+                           block, ingested here) for ``--scene-steps``: rays/s, seconds and the
+                           held-out probe PSNR curve
 
 Same field, batch, steps and optimiser for both; timings are the best of interleaved repeats
 (this machine is shared). The stores hold random rays written straight to Parquet (as in
 ``bench/data_plane.py``), one block each; block training needs no Ray.
 
-    python bench/block_training.py [--small 5000000] [--large 50000000] [--steps 40]
-        [--batch 4096] [--device auto] [--workdir DIR]
+    python bench/block_training.py [--field mlp|hash_grid] [--small 5000000]
+        [--large 50000000] [--steps 40] [--batch 4096] [--device auto] [--workdir DIR]
+        [--scene ../shared/scenes/fox --downscale 8 --scene-steps 300]
 """
 
 import argparse
@@ -43,8 +47,9 @@ from mclnf_dist.nerf.field import RadianceFieldConfig, init_radiance_params  # n
 from mclnf_dist.raystore.stream import read_block_rays  # noqa: E402
 
 
-def make_task(uri: str, root: str, steps: int, batch: int) -> BlockTask:
-    field = RadianceFieldConfig(num_samples=32, scene_box=((0.0, 0.0, 0.0), (1.0, 1.0, 1.0)))
+def make_task(uri: str, root: str, steps: int, batch: int, kind: str = "mlp") -> BlockTask:
+    box = ((0.0, 0.0, 0.0), (1.0, 1.0, 1.0))
+    field = RadianceFieldConfig(kind=kind, num_samples=32, scene_box=box)
     cfg = BlockTrainingConfig(
         steps=steps, batch_rays=batch, checkpoint_every=10**9, probe_rays=256, curve_points=0
     )
@@ -69,54 +74,72 @@ def rays_per_s(task: BlockTask, device: torch.device, batches=None) -> float:
     return task.cfg.steps * task.cfg.batch_rays / result.seconds
 
 
-def rss_child(uri: str, steps: int, batch: int, device: str) -> None:
+def scene_probe(args: argparse.Namespace, work: str, device: torch.device) -> dict:
+    """Train the block field on a real capture (one block) and report speed and probe PSNR."""
+    import ray
+
+    from mclnf_dist.jobs.city_data import CityDataConfig, prepare_city
+    from mclnf_dist.nerf.field import field_for_scene
+    from mclnf_dist.progress import ProgressLog
+
+    data = CityDataConfig(scene=args.scene, work_dir=os.path.join(work, "scene"),
+                          blocks_x=1, blocks_y=1, downscale=args.downscale,
+                          skip_missing_images=True)  # fmt: skip
+    ray.init(num_cpus=os.cpu_count(), include_dashboard=False, log_to_driver=False)
+    try:
+        city = prepare_city(data, ProgressLog("bench"))
+    finally:
+        ray.shutdown()
+    field = field_for_scene(city.load_scene("all"), kind=args.field, num_samples=32)
+    cfg = BlockTrainingConfig(steps=args.scene_steps, batch_rays=args.batch, lr=args.lr,
+                              checkpoint_every=10**9, curve_points=4)  # fmt: skip
+    init = init_radiance_params(field, 1, torch.Generator().manual_seed(0))
+    with tempfile.TemporaryDirectory() as root:
+        task = BlockTask(city.block_order[0], "bench", init, field, city.train_uri,
+                         city.test_uri, cfg, root, seed=0)  # fmt: skip
+        result = train_block(task, device)
+    return {
+        "scene": args.scene,
+        "downscale": args.downscale,
+        "steps": args.scene_steps,
+        "lr": args.lr,
+        "seconds": round(result.seconds, 1),
+        "rays_per_s": round(args.scene_steps * args.batch / result.seconds),
+        "probe_psnr": {str(k): round(v, 2) for k, v in sorted(result.curve.items())},
+    }
+
+
+def rss_child(uri: str, steps: int, batch: int, device: str, kind: str = "mlp") -> None:
     """(fresh process) train on the block; print peak RSS in MB."""
     with tempfile.TemporaryDirectory() as root:
-        train_block(make_task(uri, root, steps, batch), pick_device(device))
+        train_block(make_task(uri, root, steps, batch, kind), pick_device(device))
     print(json.dumps({"peak_rss_mb": (memory_kb("VmHWM") or 0) / 1024}))
 
 
-def peak_rss(uri: str, steps: int, batch: int, device: str) -> float:
+def peak_rss(uri: str, steps: int, batch: int, device: str, kind: str = "mlp") -> float:
     cmd = [sys.executable, __file__, "--rss-child", uri, "--steps", str(steps)]
-    cmd += ["--batch", str(batch), "--device", device]
+    cmd += ["--batch", str(batch), "--device", device, "--field", kind]
     out = subprocess.run(cmd, check=True, capture_output=True, text=True)
     return json.loads(out.stdout.strip().splitlines()[-1])["peak_rss_mb"]
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--small", type=int, default=5_000_000, help="rays of the small block")
-    parser.add_argument("--large", type=int, default=50_000_000, help="rays of the large block")
-    parser.add_argument("--steps", type=int, default=40, help="training steps per measurement")
-    parser.add_argument("--batch", type=int, default=4096, help="rays per step")
-    parser.add_argument("--repeats", type=int, default=2, help="interleaved repeats, best kept")
-    parser.add_argument("--device", default="auto")
-    parser.add_argument("--workdir", help="where stores go (default: a temporary folder)")
-    parser.add_argument("--rss-child", help=argparse.SUPPRESS)
-    args = parser.parse_args()
-    if args.rss_child:
-        rss_child(args.rss_child, args.steps, args.batch, args.device)
-        return
-    device = pick_device(args.device)
-    with tempfile.TemporaryDirectory(prefix="mclnf-bench-") as scratch:
-        work = args.workdir or scratch
-        started = time.perf_counter()
-        small = make_store(os.path.join(work, f"rays-{args.small}"), args.small)
-        large = make_store(os.path.join(work, f"rays-{args.large}"), args.large)
-        write_s = time.perf_counter() - started
-        task = make_task(small, work, args.steps, args.batch)
-        preloaded = preloaded_batches(small, args.batch)
-        rays_per_s(task, device)  # warm-up: page cache, kernels
-        streamed, held = [], []
-        for _ in range(args.repeats):
-            streamed.append(rays_per_s(task, device))
-            held.append(rays_per_s(task, device, preloaded))
-        del preloaded
-        small_rss = peak_rss(small, args.steps, args.batch, args.device)
-        large_rss = peak_rss(large, args.steps, args.batch, args.device)
-    result = {
-        "bench": "block_training",
-        "machine": {**machine(), "device": str(device)},
+def store_measurements(args: argparse.Namespace, work: str, device: torch.device) -> dict:
+    """Streamed vs preloaded training speed and peak memory on random-ray stores."""
+    started = time.perf_counter()
+    small = make_store(os.path.join(work, f"rays-{args.small}"), args.small)
+    large = make_store(os.path.join(work, f"rays-{args.large}"), args.large)
+    write_s = time.perf_counter() - started
+    task = make_task(small, work, args.steps, args.batch, args.field)
+    preloaded = preloaded_batches(small, args.batch)
+    rays_per_s(task, device)  # warm-up: page cache, kernels
+    streamed, held = [], []
+    for _ in range(args.repeats):
+        streamed.append(rays_per_s(task, device))
+        held.append(rays_per_s(task, device, preloaded))
+    del preloaded
+    small_rss = peak_rss(small, args.steps, args.batch, args.device, args.field)
+    large_rss = peak_rss(large, args.steps, args.batch, args.device, args.field)
+    return {
         "small_rays": args.small,
         "large_rays": args.large,
         "steps": args.steps,
@@ -132,8 +155,40 @@ def main() -> None:
             "train": [round(v) for v in streamed],
             "preloaded": [round(v) for v in held],
         },
-        "total_seconds": round(time.perf_counter() - started, 1),
     }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--small", type=int, default=5_000_000, help="rays of the small block")
+    parser.add_argument("--large", type=int, default=50_000_000, help="rays of the large block")
+    parser.add_argument("--steps", type=int, default=40, help="training steps per measurement")
+    parser.add_argument("--batch", type=int, default=4096, help="rays per step")
+    parser.add_argument("--repeats", type=int, default=2, help="interleaved repeats, best kept")
+    parser.add_argument("--device", default="auto")
+    parser.add_argument("--field", default="mlp", choices=["mlp", "hash_grid"], help="block field")
+    parser.add_argument("--scene", help="a real capture to report the probe PSNR on (one block)")
+    parser.add_argument("--downscale", type=int, default=8, help="of --scene's images")
+    parser.add_argument("--scene-steps", type=int, default=300, help="steps on --scene")
+    parser.add_argument("--lr", type=float, default=1e-2, help="Adam rate on --scene")
+    parser.add_argument("--skip-stores", action="store_true", help="only --scene's measurement")
+    parser.add_argument("--workdir", help="where stores go (default: a temporary folder)")
+    parser.add_argument("--rss-child", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.rss_child:
+        rss_child(args.rss_child, args.steps, args.batch, args.device, args.field)
+        return
+    device = pick_device(args.device)
+    started = time.perf_counter()
+    result = {"bench": "block_training", "machine": {**machine(), "device": str(device)}}
+    result["field"] = args.field
+    with tempfile.TemporaryDirectory(prefix="mclnf-bench-") as scratch:
+        work = args.workdir or scratch
+        if not args.skip_stores:
+            result.update(store_measurements(args, work, device))
+        if args.scene:
+            result["scene_probe"] = scene_probe(args, work, device)
+    result["total_seconds"] = round(time.perf_counter() - started, 1)
     print(json.dumps(result))
     np.random.seed(0)
 
