@@ -65,3 +65,24 @@ def test_a_stale_lock_of_another_host_is_taken_over(tmp_path):
         RunLock(str(tmp_path), "demo/2").acquire()
     (tmp_path / LOCK).write_text(json.dumps({"owner": "elsewhere:1", "heartbeat": 0}))
     RunLock(str(tmp_path), "demo/2").acquire().release()
+
+
+def test_run_folders_and_locks_on_s3(s3_bucket, tmp_path):
+    """The same rules on an S3-protocol store (a real server on loopback)."""
+    from mclnf_dist.storage import filesystem_for, write_atomic
+
+    storage = f"{s3_bucket}/runs"
+    first = open_run(str(tmp_path), storage, "demo", fresh=False)
+    write_atomic(f"{first.storage}/meta-mse/meta_init/x.json", {"started": True})
+    again = open_run(str(tmp_path), storage, "demo", fresh=False)
+    assert again.resumed and again.run_id == first.run_id
+    fs, lock = filesystem_for(f"{first.storage}/{LOCK}")
+    write_atomic(f"{first.storage}/{LOCK}", {"owner": "elsewhere:1", "heartbeat": time.time()})
+    with pytest.raises(MclnfError, match="elsewhere:1"):
+        RunLock(first.storage, first.label).acquire()
+    write_atomic(f"{first.storage}/{LOCK}", {"owner": "elsewhere:1", "heartbeat": 0})
+    with RunLock(first.storage, first.label) as held:
+        fs.invalidate_cache()
+        assert json.loads(fs.cat_file(lock))["owner"] == held.owner
+    fs.invalidate_cache()
+    assert not fs.exists(lock)
