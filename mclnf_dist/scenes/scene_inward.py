@@ -30,8 +30,9 @@ views from other sides. Counting a share of the views instead of intersecting al
 few close-ups or stray views (a tenth) from shrinking it, and views that do not show the focus at
 all (at most a fifth) do not vote. The cube, as for the box around cameras: the field's resolution
 is the same along every axis, and the rays of the views (whose rectangles reach past the
-intersection) nearly all cross it instead of missing it (on the real fox capture 99.6% of the
-pixels' rays cross the cube, 93% the tight box; a missed ray shows the background colour).
+intersection) nearly all cross it instead of missing it (on the real fox capture, 50 views at
+1/8 scale, 99.8% of the pixels' rays cross the cube, at least 98% in every view; about 93% cross
+the tight box; a ray that misses the box shows the background colour).
 """
 
 from dataclasses import dataclass
@@ -79,7 +80,7 @@ def in_view(poses: np.ndarray, cones: np.ndarray, points: np.ndarray) -> np.ndar
     ``-cones[:, 0]`` to ``cones[:, 1]`` and ``y / depth`` from ``-cones[:, 2]`` to ``cones[:, 3]``.
     """
     centres, rotations = camera_frames(poses)
-    local = np.einsum("npk,nkj->npj", points[None] - centres[:, None], rotations)  # (N, P, 3)
+    local = (points[None] - centres[:, None]) @ rotations  # (N, P, 3) in camera axes
     depth = -local[..., 2]
     x, y = local[..., 0], local[..., 1]
     return (
