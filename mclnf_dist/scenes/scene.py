@@ -38,6 +38,7 @@ from mclnf_dist.scenes.scene_cameras import (
     has_image,
     number,
     parse_frame,
+    view_cone,
 )
 
 __all__ = ["Frame", "Scene", "load_frame_image", "load_scene"]
@@ -144,6 +145,12 @@ def load_scene(
         for path, _ in everything
         for index, entry in enumerate(metas[path]["frames"])
     ]
+    sizes: dict = {}
+    cones = [
+        view_cone(path, os.path.dirname(os.path.abspath(path)), metas[path], entry, sizes)
+        for path, _ in everything
+        for entry in metas[path]["frames"]
+    ]
     frames, skipped = [], []
     for path, per_split in files:
         meta = metas[path]
@@ -156,7 +163,7 @@ def load_scene(
     path, meta = files[0][0], metas[files[0][0]]
     if not frames:
         raise MclnfError(f"{path}: no frames in split '{split}'")
-    box, near, far, note = scene_bounds(path, meta, np.stack(poses), scene_box)
+    box, near, far, note = scene_bounds(path, meta, np.stack(poses), scene_box, cones)
     if skipped:
         shown = ", ".join(skipped[:3]) + (", ..." if len(skipped) > 3 else "")
         note = f"{note}; skipped {len(skipped)} frames without images: {shown}".strip("; ")

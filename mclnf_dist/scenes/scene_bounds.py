@@ -5,19 +5,29 @@ scene must get the *same* box: it is derived from the cameras of all splits. In 
 
 1. an explicit box from the user (``--field.scene-box``) wins;
 2. the file's ``scene_box`` ([[min x, y, z], [max x, y, z]]);
-3. instant-ngp's ``aabb_scale``: instant-ngp maps a pose position ``p`` to ``p * scale + offset``
+3. an *inward-facing* capture (an object or a building filmed from around it; the classifier and
+   the rule: :mod:`mclnf_dist.scenes.scene_inward`) gets the region its views look at, a cube
+   around what at least 90% of the views on the cameras' common focus see;
+   with instant-ngp's ``aabb_scale`` (rule 4) the looked-at region is chosen only when it is
+   clearly tighter (at most half the volume of the ``aabb_scale`` box), clipped to that box;
+4. instant-ngp's ``aabb_scale``: instant-ngp maps a pose position ``p`` to ``p * scale + offset``
    (defaults ``scale`` 0.33, ``offset`` 0.5 per axis, both readable from the file) and bounds the
    scene by the cube of side ``aabb_scale`` centred at 0.5 in those units; mapped back, the box is
    ``[(0.5 - aabb_scale/2 - offset) / scale, (0.5 + aabb_scale/2 - offset) / scale]`` per axis;
-4. from the cameras: the bounds of the camera centres and, when the depth range is known (``near``
-   and ``far`` in the file, or Blender's 2 and 6), of the points at depth ``far`` along every
-   optical axis (what the cameras can see), grown to a cube about their centre (as nerfstudio's
-   scenes are: cameras inside a cube, the field's resolution the same along every axis, and a
-   ring of cameras at one height still bounds the object below and above it).
+5. from the cameras (an outward, street or forward-facing capture): the bounds of the camera
+   centres and, when the depth range is known (``near`` and ``far`` in the file, or Blender's 2
+   and 6), of the points at depth ``far`` along every optical axis (what the cameras can see),
+   grown to a cube about their centre (as nerfstudio's scenes are: cameras inside a cube, the
+   field's resolution the same along every axis, and a ring of cameras at one height still bounds
+   the object below and above it).
+
+Which rule chose the box, and why, is the scene's one ``box_note`` line (logged once).
 
 Near/far: the file's ``near``/``far`` (distances along unit rays), else Blender's 2 and 6 for a
 ``camera_angle_x`` scene whose box was not given, else from the box: ``far`` = the largest
-camera-to-corner distance, ``near`` = ``far / 1000`` (per-ray bounds are clipped to the box later).
+camera-to-corner distance, ``near`` = the smallest camera-to-box distance (the cameras of an
+inward-facing capture stand outside its box), at least ``far / 1000`` (per-ray bounds are clipped
+to the box later).
 """
 
 import logging
@@ -26,11 +36,19 @@ import numpy as np
 
 from mclnf_dist.errors import MclnfError
 from mclnf_dist.scenes.scene_cameras import number
+from mclnf_dist.scenes.scene_inward import (
+    REGION_SEEN_BY,
+    Capture,
+    classify_capture,
+    looked_at_box,
+)
 
 log = logging.getLogger(__name__)
 
 BLENDER_NEAR_FAR = (2.0, 6.0)
 INSTANT_NGP_SCALE, INSTANT_NGP_OFFSET = 0.33, 0.5
+CLEARLY_TIGHTER = 0.5
+"""The looked-at region replaces an ``aabb_scale`` box when at most this share of its volume."""
 _logged: set[str] = set()
 
 
@@ -92,14 +110,37 @@ def camera_box(path: str, poses: np.ndarray, far: float | None) -> np.ndarray:
 
 
 def near_far_from_box(box: np.ndarray, centres: np.ndarray) -> tuple[float, float]:
-    """``far`` = largest camera-to-corner distance, ``near = far / 1000``."""
+    """``far`` = largest camera-to-corner distance, ``near`` = smallest camera-to-box distance,
+    at least ``far / 1000``."""
     corners = np.array([[x, y, z] for x in box[:, 0] for y in box[:, 1] for z in box[:, 2]])
     far = float(np.linalg.norm(centres[:, None] - corners[None], axis=-1).max())
-    return 1e-3 * far, far
+    outside = np.maximum(np.maximum(box[0] - centres, centres - box[1]), 0.0)
+    return max(1e-3 * far, float(np.linalg.norm(outside, axis=-1).min())), far
+
+
+def inward_box(poses: np.ndarray, cones) -> tuple[Capture | None, np.ndarray | None]:
+    """(the capture's classification, its looked-at box when inward-facing, else None).
+
+    ``cones``: per pose (4,) image-edge tangents or None (unknown: the median of the known ones);
+    with none known the capture is not classified (``(None, None)``).
+    """
+    known = [c for c in (cones if cones is not None else []) if c is not None]
+    if not known or len(known) != len(cones):
+        if not known:
+            return None, None
+        typical = np.median(np.stack(known), axis=0)
+        cones = [typical if c is None else c for c in cones]
+    cones = np.stack(cones).astype(np.float64)
+    capture = classify_capture(poses, cones)
+    return capture, looked_at_box(poses, cones, capture) if capture.inward else None
+
+
+def rounded(box: np.ndarray) -> list:
+    return np.round(box, 4).tolist()
 
 
 def scene_bounds(
-    path: str, meta: dict, poses: np.ndarray, override=None
+    path: str, meta: dict, poses: np.ndarray, override=None, cones=None
 ) -> tuple[np.ndarray, float, float, str]:
     """(box (2, 3), near, far, how the box was found: one line) for a scene.
 
@@ -107,6 +148,9 @@ def scene_bounds(
         path: the transforms file (for messages). meta: its top level.
         poses: (N, 4, 4) camera-to-world matrices of *all* splits (the same box for every split).
         override: an explicit box ((min corner), (max corner)), or None.
+        cones: per pose, its (4,) image-edge tangents
+            (:func:`~mclnf_dist.scenes.scene_cameras.view_cone`) or None; without any, no box is
+            an inward-facing capture's.
     """
     name = path.rsplit("/", 1)[-1]
     depth = explicit_near_far(path, meta)
@@ -114,6 +158,14 @@ def scene_bounds(
         blender = BLENDER_NEAR_FAR
     else:
         blender = None
+    capture = region = None
+    if override is None and "scene_box" not in meta:
+        capture, region = inward_box(poses, cones)
+    inward = (
+        f"scene box from an inward-facing capture, the region {REGION_SEEN_BY:.0%} of the views "
+        "on the cameras' focus look at"
+    )
+    why = f"{capture.why}; " if capture is not None else ""
     if override is not None:
         box = parse_box("--field.scene-box", override)
         note = f"scene box {box.tolist()} from --field.scene-box"
@@ -121,14 +173,32 @@ def scene_bounds(
         box, note = parse_box(path, meta["scene_box"]), ""
     elif "aabb_scale" in meta:
         box = aabb_box(path, meta)
-        note = (
-            f"scene box from aabb_scale {meta['aabb_scale']} (instant-ngp convention): "
-            f"{np.round(box, 4).tolist()} (no scene_box in {name})"
-        )
+        aabb = f"aabb_scale {meta['aabb_scale']} (instant-ngp convention)"
+        clipped = None
+        if region is not None:
+            clipped = np.stack([np.maximum(region[0], box[0]), np.minimum(region[1], box[1])])
+        if clipped is not None and tighter(clipped, box, capture.focus):
+            ratio = float(np.prod(box[1] - box[0]) / np.prod(clipped[1] - clipped[0]))
+            note = (
+                f"{inward}: {rounded(clipped)}, {ratio:.1f}x smaller in volume than the box of "
+                f"{aabb} {rounded(box)} ({why}no scene_box in {name})"
+            )
+            box = clipped
+        else:
+            not_tighter = ""
+            if region is not None:
+                not_tighter = f"; the looked-at region {rounded(region)} is not clearly tighter"
+            elif capture is not None:
+                not_tighter = f"; not inward-facing: {capture.why}"
+            note = f"scene box from {aabb}: {rounded(box)} (no scene_box in {name}{not_tighter})"
+    elif region is not None:
+        box = region
+        note = f"{inward}: {rounded(box)} ({why}no scene_box in {name})"
     else:
         known = depth or blender
         box = camera_box(path, poses, None if known is None else known[1])
-        note = f"scene box from cameras: {np.round(box, 4).tolist()} (no scene_box in {name})"
+        why = f"; not inward-facing: {capture.why}" if capture is not None else ""
+        note = f"scene box from cameras: {rounded(box)} (no scene_box in {name}{why})"
     if depth is None and "scene_box" not in meta and override is None:
         depth = blender
     if depth is None:
@@ -137,3 +207,10 @@ def scene_bounds(
         _logged.add(f"{path}{note}")
         log.info(note)
     return box, depth[0], depth[1], note
+
+
+def tighter(region: np.ndarray, box: np.ndarray, focus: np.ndarray) -> bool:
+    """``region`` (already inside ``box``) holds the focus and is clearly smaller than ``box``."""
+    if not (region[0] < region[1]).all() or not ((region[0] <= focus) & (focus <= region[1])).all():
+        return False
+    return bool(np.prod(region[1] - region[0]) <= CLEARLY_TIGHTER * np.prod(box[1] - box[0]))

@@ -139,6 +139,51 @@ def parse_frame(
     return frame
 
 
+def view_cone(path: str, folder: str, meta: dict, entry: dict, sizes: dict) -> np.ndarray | None:
+    """(4,) tangents of a frame's image edges seen from its camera (left, right, bottom, top:
+    ``x / depth`` from ``-left`` to ``right``, ``y / depth`` from ``-bottom`` to ``top``), from the
+    keys alone (no error: None when they do not say); lens distortion is ignored.
+
+    Where the size is needed and the file gives no ``w``/``h`` (Blender), it is read from the
+    header of the first image of the file found (``sizes``: a cache, transforms file -> size).
+    """
+
+    def get(key: str):
+        return entry.get(key, meta.get(key))
+
+    def size() -> tuple[float, float] | None:
+        if get("w") is not None and get("h") is not None:
+            return number(path, "w", get("w")), number(path, "h", get("h"))
+        if path not in sizes:
+            sizes[path] = None
+            for other in meta["frames"]:
+                if has_image(folder, str(other.get("file_path", ""))):
+                    found = find_image(path, folder, str(other["file_path"]))
+                    sizes[path] = image_size(path, found)
+                    break
+        return sizes[path]
+
+    try:
+        if get("fl_x") is None:
+            half_x = math.tan(0.5 * number(path, "camera_angle_x", get("camera_angle_x")))
+            if get("camera_angle_y") is not None:
+                half_y = math.tan(0.5 * number(path, "camera_angle_y", get("camera_angle_y")))
+            else:
+                width, height = size() or (1.0, 1.0)  # unknown: square
+                half_y = half_x * height / width
+            cone = np.array([half_x, half_x, half_y, half_y])
+        else:
+            width, height = size()
+            fx = number(path, "fl_x", get("fl_x"))
+            fy = number(path, "fl_y", get("fl_y")) if get("fl_y") is not None else fx
+            cx = number(path, "cx", get("cx")) if get("cx") is not None else width / 2
+            cy = number(path, "cy", get("cy")) if get("cy") is not None else height / 2
+            cone = np.array([cx / fx, (width - cx) / fx, (height - cy) / fy, cy / fy])
+    except (MclnfError, TypeError, ZeroDivisionError):
+        return None
+    return cone if np.isfinite(cone).all() and (cone > 0).all() else None
+
+
 @lru_cache(maxsize=256)
 def lens_problem(lens: Distortion, *intrinsics) -> str | None:
     """:func:`check_invertible`, once per distinct camera (frames usually share one)."""
