@@ -34,7 +34,7 @@ from mclnf_dist.raystore.stream import stream_block_rays
 from mclnf_dist.state import Fingerprint, content_digest, fingerprint, load_state, save_state
 from mclnf_dist.storage import filesystem_for, join
 
-COLUMNS = ["origin", "direction", "near", "far", "rgb"]
+COLUMNS = ["origin", "direction", "near", "far", "rgb", "image_id"]
 
 
 @dataclass
@@ -220,7 +220,9 @@ def train_block(
     started = last_report = time.perf_counter()
     for step in range(start + 1, cfg.steps + 1):
         batch = next(stream)
-        x = pack_rays(batch["origin"], batch["direction"], batch["near"], batch["far"])[None]
+        image = batch["image_id"] if task.field.appearance else None  # its own code
+        rays = batch["origin"], batch["direction"], batch["near"], batch["far"]
+        x = pack_rays(*rays, image)[None]
         loss = per_sample_loss(
             evaluate(task.field, params, x.to(device)), batch["rgb"][None].to(device)
         )

@@ -8,6 +8,7 @@ as parallel Ray tasks) -> results table, JSON, PSNR curves, rendered novel views
 model, all tracked in MLflow.
 """
 
+import dataclasses
 import hashlib
 from pathlib import Path
 
@@ -110,6 +111,9 @@ def run_full(
 
     scene = city.load_scene("all")
     field_cfg = city_field(cfg, scene)
+    if field_cfg.appearance:  # a code per training image (ray image ids index the train split)
+        images = len(city.load_scene("train").frames)
+        field_cfg = dataclasses.replace(field_cfg, appearance_images=images)
     fit = blocks_as_segments(
         city.train_uri, city.block_order, cfg.data.fit_rays_per_block, cfg.run.seed, "train views"
     )

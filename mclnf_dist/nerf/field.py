@@ -37,6 +37,7 @@ from mclnf_dist.fields.grid_field import (
     GridFieldConfig,
     activate_density,
     grid_field_raw,
+    init_appearance_codes,
     init_grid_params,
 )
 from mclnf_dist.fields.hash_grid import HashGridConfig
@@ -87,6 +88,10 @@ class RadianceFieldConfig:
     """``kind=mlp``: the per-point MLP (3 normalised coordinates -> density + rgb)."""
     grid: GridFieldConfig = field(default_factory=default_grid)
     """``kind=hash_grid``: the grid field (point and direction -> density + rgb)."""
+    appearance_images: NonNegativeInt = 0
+    """Training images with an appearance code of their own (``grid.appearance_features > 0``):
+    ray ``image`` ids index them; a ray without one (a held-out view, any render) takes the
+    mean code (set from the scene by the city job)."""
     num_samples: PositiveInt = 48
     """S: stratified samples per ray (about 1.5 m apart on an aerial ray through a city block)."""
     num_importance_samples: NonNegativeInt = 0
@@ -122,10 +127,17 @@ class RadianceFieldConfig:
         return max(1, points // self.samples_per_item)
 
     @property
+    def appearance(self) -> bool:
+        """True when the field learns a code per training image (NeRF-W, Block-NeRF)."""
+        return self.kind == "hash_grid" and self.grid.appearance_features > 0
+
+    @property
     def input_features(self) -> int:
-        """Features of a network input row: the normalised point (3), and for a grid field the
-        unit viewing direction (3 more)."""
-        return 6 if self.kind == "hash_grid" else POINT_FEATURES
+        """Features of a network input row: the normalised point (3), for a grid field the unit
+        viewing direction (3 more) and, with appearance codes, the ray's image id (1 more)."""
+        if self.kind != "hash_grid":
+            return POINT_FEATURES
+        return 7 if self.appearance else 6
 
     def network(
         self, params: Params, inputs: Tensor, cache: list[tuple[Tensor, Tensor]] | None = None
@@ -133,15 +145,23 @@ class RadianceFieldConfig:
         """(M, P, :attr:`input_features`) -> (M, P, 4) raw outputs (see :func:`composite`)."""
         if self.kind == "hash_grid":
             unit = (inputs[..., :3] + 1.0) * 0.5  # the grid's [0, 1]^3
-            return grid_field_raw(self.grid, params, unit, inputs[..., 3:6], None, cache)
+            codes = appearance_codes(params, inputs[..., 6]) if self.appearance else None
+            return grid_field_raw(self.grid, params, unit, inputs[..., 3:6], codes, cache)
         return mlp_forward(self.mlp, params, inputs, cache)
 
-    def network_inputs(self, points: Tensor, directions: Tensor) -> Tensor:
-        """(R, K, 3) world points, (R, 3) unit directions -> (R, K, :attr:`input_features`)."""
+    def network_inputs(
+        self, points: Tensor, directions: Tensor, image: Tensor | None = None
+    ) -> Tensor:
+        """(R, K, 3) world points, (R, 3) unit directions, (R,) image ids (None or -1: none)
+        -> (R, K, :attr:`input_features`)."""
         normalised = normalise_points(self, points)
         if self.kind != "hash_grid":
             return normalised
-        return torch.cat([normalised, directions[:, None, :].expand_as(points)], dim=-1)
+        parts = [normalised, directions[:, None, :].expand_as(points)]
+        if self.appearance:
+            ids = image if image is not None else points.new_full(points.shape[:1], -1.0)
+            parts.append(ids.to(points.dtype)[:, None, None].expand(*points.shape[:2], 1))
+        return torch.cat(parts, dim=-1)
 
     def for_evaluation(self) -> "RadianceFieldConfig":
         """The same field with deterministic samples (no jitter)."""
@@ -162,9 +182,10 @@ class RadianceFieldConfig:
             inputs = inputs.reshape(modules, -1, self.input_features)
             return self.network(params, inputs).reshape(*points.shape[:-1], RAW_CHANNELS)
 
-        flat = x.reshape(-1, RAY_FEATURES)
+        flat = x.reshape(-1, x.shape[-1])  # 8 features, or 9 with the image id
+        image = flat[:, RAY_FEATURES] if flat.shape[-1] > RAY_FEATURES else None
         t_vals, points = sample_points(self, flat, coarse_raw)  # (M*n, K), (M*n, K, 3)
-        inputs = self.network_inputs(points, flat[:, 3:6])
+        inputs = self.network_inputs(points, flat[:, 3:6], image)
         inputs = inputs.reshape(modules, -1, self.input_features)
         return inputs, RayAux(t_vals, x[..., 7].reshape(-1), modules, rays)
 
@@ -192,13 +213,37 @@ class RayAux(NamedTuple):
 
 
 def pack_rays(
-    origins: Tensor, directions: Tensor, near: Tensor | float, far: Tensor | float
+    origins: Tensor,
+    directions: Tensor,
+    near: Tensor | float,
+    far: Tensor | float,
+    image: Tensor | None = None,
 ) -> Tensor:
-    """(..., 3), (..., 3), near/far scalars or (...,) -> (..., 8) packed rays (module docstring)."""
+    """(..., 3), (..., 3), near/far scalars or (...,) -> (..., 8) packed rays (module docstring);
+    with ``image`` (...,) training-image ids, a 9th column (what appearance codes index)."""
     lead = origins.shape[:-1]
     near_t = torch.as_tensor(near, dtype=origins.dtype, device=origins.device).expand(lead)
     far_t = torch.as_tensor(far, dtype=origins.dtype, device=origins.device).expand(lead)
-    return torch.cat([origins, directions, near_t[..., None], far_t[..., None]], dim=-1)
+    columns = [origins, directions, near_t[..., None], far_t[..., None]]
+    if image is not None:
+        columns.append(image.to(origins.dtype)[..., None])
+    return torch.cat(columns, dim=-1)
+
+
+def appearance_codes(params: Params, image: Tensor) -> Tensor:
+    """(M, P) image ids (float; < 0 or unknown: none) -> (M, P, A) appearance codes.
+
+    ``params["appearance_codes"]`` (M or 1, I, A) holds one code per training image; a point of
+    a ray with no training image (a held-out view, a render) gets the mean code of the module's
+    images: the appearance of an average training image (NeRF-W's simplest evaluation).
+    """
+    table = params["appearance_codes"]
+    table = table.expand(image.shape[0], *table.shape[1:]) if table.shape[0] == 1 else table
+    count = table.shape[1]
+    extended = torch.cat([table, table.mean(1, keepdim=True)], dim=1)  # (M, I + 1, A)
+    ids = image.round().long()
+    ids = torch.where((ids >= 0) & (ids < count), ids, torch.full_like(ids, count))
+    return torch.gather(extended, 1, ids[..., None].expand(*ids.shape, table.shape[-1]))
 
 
 def unpack_rays(x: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor]:
@@ -279,7 +324,12 @@ def init_radiance_params(
 ) -> Params:
     """Random stacked parameters of ``num_modules`` modules (point -> 4 raw channels)."""
     if cfg.kind == "hash_grid":
-        return init_grid_params(cfg.grid, num_modules, generator, device)
+        params = init_grid_params(cfg.grid, num_modules, generator, device)
+        if cfg.appearance:
+            images = max(1, cfg.appearance_images)  # none known: one code, the mean
+            codes = init_appearance_codes(images, cfg.grid.appearance_features, generator=generator)
+            params["appearance_codes"] = codes[None].repeat(num_modules, 1, 1).to(device)
+        return params
     return init_params(cfg.mlp, POINT_FEATURES, RAW_CHANNELS, num_modules, generator, device)
 
 
