@@ -27,7 +27,7 @@ from mclnf_dist.jobs.city_data import CityData
 from mclnf_dist.jobs.city_outputs import scene_record
 from mclnf_dist.nerf.field import RadianceFieldConfig
 from mclnf_dist.progress import ProgressLog
-from mclnf_dist.scenes.city_model import module_router, save_city_model
+from mclnf_dist.scenes.city_model import module_router, save_city_model, seam_margin_problem
 
 
 def stack_modules(results: list[BlockResult], block_order: list[int]) -> Params:
@@ -90,6 +90,8 @@ def block_phase(
     test_scene = city.load_scene("test")
     order = (frozen[1] if frozen else []) + list(city.block_order)
     router = module_router(city.partition, order, modular=True)
+    if problem := seam_margin_problem(city.partition, field_cfg.seam_margin):
+        log.info(f"warning: {problem}")
     report: dict = {"steps": block_cfg.steps, "batch_rays": block_cfg.batch_rays, "inits": {}}
     curves = {}
     for name in inits:

@@ -110,6 +110,15 @@ class RadianceFieldConfig:
     (a few % opacity through a city box), i.e. renders the sky, instead of saturating early
     (held-out PSNR of a 600-step block fit: +0.6 to +1.8 dB over a bias of -1)."""
 
+    seam_margin: UnitFloat = 0.0
+    """Blended block seams in routed rendering (Mega-NeRF): a sample whose distance to another
+    block's centroid is within ``seam_margin`` block sizes of its nearest centroid's gets the
+    blend of those blocks' modules (inverse-distance weights with a taper,
+    :meth:`~mclnf_dist.scenes.partition.BlockPartition.blend_points`; densities blended, colours
+    density-weighted). The blend band is ``seam_margin`` block sizes wide around each boundary; keep
+    it inside the partition's overlap (``seam_margin <= 2 * overlap``) so both modules were trained
+    there. 0: hard routing, every sample from its nearest block's module (bit for bit)."""
+
     @property
     def box(self) -> Box:
         """The scene box in use (``scene_box``, or [-1, 1]^3 when unset)."""
@@ -252,13 +261,17 @@ def unpack_rays(x: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor]:
 
 
 def sample_points(
-    cfg: RadianceFieldConfig, rays: Tensor, coarse_raw: RawFn | None = None
+    cfg: RadianceFieldConfig,
+    rays: Tensor,
+    coarse_raw: RawFn | None = None,
+    activated: bool = False,
 ) -> tuple[Tensor, Tensor]:
     """(R, 8) packed rays -> (R, K) sorted world depths and (R, K, 3) world points.
 
     ``S`` stratified depths; with ``cfg.num_importance_samples = N > 0`` the field's raw outputs
     at them (``coarse_raw``, evaluated without gradients) give rendering weights, and ``N`` more
-    depths are drawn from those weights and merged in (``K = S + N``).
+    depths are drawn from those weights and merged in (``K = S + N``). ``activated``:
+    ``coarse_raw`` gives density and colour already activated (see :func:`composite`).
     """
     origins, directions, near, far = unpack_rays(rays)
     t_vals = stratified_samples(near, far, cfg.num_samples, rays.shape[0], cfg.perturb)
@@ -268,7 +281,8 @@ def sample_points(
             raise ValueError("num_importance_samples > 0 needs the field's coarse outputs")
         with torch.no_grad():
             coarse = origins[:, None, :] + t_vals[..., None] * directions[:, None, :]
-            weights = composite(cfg, coarse_raw(coarse, directions), t_vals, far)["weights"]
+            fields = coarse_raw(coarse, directions)
+            weights = composite(cfg, fields, t_vals, far, activated)["weights"]
         t_vals = hierarchical_samples(t_vals, weights, far, cfg.num_importance_samples, cfg.perturb)
     points = origins[:, None, :] + t_vals[..., None] * directions[:, None, :]
     return t_vals, points
@@ -292,23 +306,33 @@ def length_scale(cfg: RadianceFieldConfig) -> float:
     return 2.0 / max(h - lo for lo, h in zip(low, high, strict=True))
 
 
+def activate(cfg: RadianceFieldConfig, raw: Tensor) -> tuple[Tensor, Tensor]:
+    """(..., 4) raw outputs -> (...) density (per normalised length) and (..., 3) colour."""
+    if cfg.kind == "hash_grid":
+        density = activate_density(cfg.grid, raw[..., 0])
+    else:
+        density = F.softplus(raw[..., 0] + cfg.density_bias)
+    return density, torch.sigmoid(raw[..., 1:])
+
+
 def composite(
-    cfg: RadianceFieldConfig, raw: Tensor, t_vals: Tensor, far: Tensor
+    cfg: RadianceFieldConfig, raw: Tensor, t_vals: Tensor, far: Tensor, activated: bool = False
 ) -> dict[str, Tensor]:
     """Volume-render raw MLP outputs.
 
     Args:
-        raw: (R, K, 4) raw outputs at the samples. t_vals: (R, K) world depths. far: (R,).
+        raw: (R, K, 4) raw outputs at the samples; with ``activated``, channel 0 is the density
+            and 1..3 the colour already (:func:`activate`'s outputs, e.g. blended at seams).
+        t_vals: (R, K) world depths. far: (R,).
 
     Returns:
         dict ``rgb`` (R, 3), ``depth`` (R,) in world units (not divided by opacity), ``opacity``
         (R,), ``weights`` (R, K).
     """
-    if cfg.kind == "hash_grid":
-        density = activate_density(cfg.grid, raw[..., 0])  # (R, S)
+    if activated:  # contiguous copies: the same layout as activate's outputs, the same bits after
+        density, colour = raw[..., 0].contiguous(), raw[..., 1:].contiguous()
     else:
-        density = F.softplus(raw[..., 0] + cfg.density_bias)  # (R, S)
-    colour = torch.sigmoid(raw[..., 1:])  # (R, S, 3)
+        density, colour = activate(cfg, raw)  # (R, S), (R, S, 3)
     scale = length_scale(cfg)
     background = torch.tensor(cfg.background, dtype=raw.dtype, device=raw.device)
     out = volume_render(density, colour, t_vals * scale, background, far * scale)

@@ -1,10 +1,14 @@
-"""Rendering rays and whole views through routed modules (Mega-NeRF hard routing).
+"""Rendering rays and whole views through routed modules (Mega-NeRF routing).
 
 Every *sample point* is evaluated by the module of the block it falls in, so a ray that crosses
 several blocks is rendered by several modules, and the composited colour is exactly what the
 stacked modules give together. A chunk of rays is one stacked MLP call: its points are grouped by
 module with :func:`mclnf_dist.fields.routing.route` (no Python loop over modules), and memory is
 bounded by the chunk, not by the image.
+
+Blended seams (``cfg.seam_margin > 0``, :func:`blended_fields`): a point near a block boundary is
+evaluated by each of its candidate modules in the same stacked call (its row repeated once per
+extra candidate) and their activated outputs are blended, so renders show no seam.
 """
 
 from collections.abc import Callable
@@ -18,6 +22,7 @@ from mclnf_dist.fields.stacked_mlp import Params
 from mclnf_dist.nerf.field import (
     RAW_CHANNELS,
     RadianceFieldConfig,
+    activate,
     composite,
     pack_rays,
     sample_points,
@@ -26,10 +31,30 @@ from mclnf_dist.nerf.rays import frame_rays, near_far_from_box
 
 RouteFn = Callable[[Tensor], Tensor]
 """``route_fn(points (P, 3) world coordinates) -> (P,) int64 module ids``."""
+BlendFn = Callable[[Tensor, float], tuple[Tensor, Tensor]]
+"""``blend_fn(points (P, 3), margin) -> (P, k) int64 module ids, (P, k) weights``: column 0 is the
+point's routed module; the weights sum to 1 and are exactly ``(1, 0, ...)`` outside the seams."""
+SEAM_DENSITY_EPS = 1e-6
+"""Regulariser of the density-weighted colour blend (density per normalised length)."""
 
 
-def partition_router(partition) -> RouteFn:
-    """A :data:`RouteFn` from a block partition (``route_points(points (P, 3)) -> (P,)`` numpy).
+class BlockRouter:
+    """A :data:`RouteFn` (``router(points) -> module ids``) that also names each point's seam
+    candidates (``router.candidates(points, margin)``, a :data:`BlendFn`), which blended
+    rendering needs."""
+
+    def __init__(self, route_fn: RouteFn, blend_fn: BlendFn) -> None:
+        self.route_fn, self.blend_fn = route_fn, blend_fn
+
+    def __call__(self, points: Tensor) -> Tensor:
+        return self.route_fn(points)
+
+    def candidates(self, points: Tensor, margin: float) -> tuple[Tensor, Tensor]:
+        return self.blend_fn(points, margin)
+
+
+def partition_router(partition) -> BlockRouter:
+    """A :class:`BlockRouter` from a block partition (``route_points`` and ``blend_points``).
 
     The block id of a point is its module id (one module per block, in block order).
     """
@@ -38,7 +63,63 @@ def partition_router(partition) -> RouteFn:
         ids = partition.route_points(points.detach().cpu().numpy())
         return torch.as_tensor(ids, dtype=torch.int64, device=points.device)
 
-    return route_fn
+    def blend_fn(points: Tensor, margin: float) -> tuple[Tensor, Tensor]:
+        ids, weights = partition.blend_points(points.detach().cpu().numpy(), margin)
+        ids = torch.as_tensor(ids, dtype=torch.int64, device=points.device)
+        return ids, torch.as_tensor(weights, dtype=points.dtype, device=points.device)
+
+    return BlockRouter(route_fn, blend_fn)
+
+
+def blended_fields(
+    cfg: RadianceFieldConfig,
+    params: Params,
+    points: Tensor,
+    directions: Tensor,
+    blend_fn: BlendFn,
+    margin: float | None = None,
+) -> Tensor:
+    """(R, K, 3) world points, (R, 3) directions -> (R, K, 4) activated density and colour,
+    blended between a point's seam candidates (``blend_fn(points, margin)``; ``margin``:
+    ``cfg.seam_margin`` when None).
+
+    One stacked network call: the points in their routed modules first, then one extra row per
+    extra candidate with a nonzero weight (only points in a seam band cost more). Blend of
+    candidates ``b`` with weights ``w_b``: density ``sum w_b sigma_b`` (a mixture of the modules'
+    media, as Mega-NeRF blends outputs, not logits: blending logits would make a surface that one
+    module has and the other lacks fade geometrically, ``exp`` of the mean logit, and vanish at the
+    seam), colour ``sum w_b sigma_b c_b / sum w_b sigma_b`` (the emission of the mixture: a
+    module's colour where its density is ~0 is untrained and does not tint the other's surface).
+    A point with weights ``(1, 0, ...)`` keeps its own module's outputs bit for bit.
+    """
+    num_modules = next(iter(params.values())).shape[0]
+    shape = points.shape[:-1]
+    flat = points.reshape(-1, 3)
+    count = flat.shape[0]
+    ids, weights = blend_fn(flat, cfg.seam_margin if margin is None else margin)
+    ids = ids.to(device=flat.device, dtype=torch.int64)
+    weights = weights.to(device=flat.device, dtype=flat.dtype)
+    inputs = cfg.network_inputs(points, directions).reshape(count, -1)
+    rows, cols = torch.nonzero(weights[:, 1:] > 0, as_tuple=True)
+    cols = cols + 1
+    module_ids = torch.cat([ids[:, 0], ids[rows, cols]])
+    batch = route(torch.cat([inputs, inputs[rows]]), module_ids, num_modules)
+    raw = cfg.network(params, batch.x).reshape(-1, RAW_CHANNELS)[batch.order]  # (count + Q, 4)
+    density, colour = activate(cfg, raw[:count].reshape(*shape, RAW_CHANNELS))
+    fields = torch.cat([density[..., None], colour], dim=-1).reshape(count, RAW_CHANNELS)
+    if rows.numel():
+        extra_density, extra_colour = activate(cfg, raw[count:])  # (Q,), (Q, 3)
+        own, extra = weights[:, 0], weights[rows, cols]
+        mass = (own * fields[:, 0]).index_add(0, rows, extra * extra_density)  # (count,)
+        emitted = ((own * fields[:, 0])[:, None] * fields[:, 1:]).index_add(
+            0, rows, (extra * extra_density)[:, None] * extra_colour
+        )
+        plain = (own[:, None] * fields[:, 1:]).index_add(0, rows, extra[:, None] * extra_colour)
+        colour = (emitted + SEAM_DENSITY_EPS * plain) / (mass + SEAM_DENSITY_EPS)[:, None]
+        seam = torch.unique(rows)
+        blended = torch.cat([mass[seam, None], colour[seam]], dim=-1)
+        fields = fields.index_put((seam,), blended)
+    return fields.reshape(*shape, RAW_CHANNELS)
 
 
 def render_rays_routed(
@@ -54,13 +135,17 @@ def render_rays_routed(
     """Render rays with every sample point evaluated by the module its block routes it to.
 
     Samples are jittered when ``cfg.perturb`` (pass ``cfg.for_evaluation()`` for images). Runs
-    with autograd as the caller has it (wrap in ``torch.no_grad()`` to render).
+    with autograd as the caller has it (wrap in ``torch.no_grad()`` to render). With
+    ``cfg.seam_margin > 0`` points near block boundaries are blended (:func:`blended_fields`);
+    with 0 every point comes from its routed module alone.
 
     Args:
         cfg: the radiance field.
         params: stacked parameters with ``M`` modules (module ids lie in ``[0, M)``).
         origins, directions: (R, 3) rays (unit directions). near, far: scalars or (R,).
-        route_fn: world points (P, 3) -> (P,) module ids.
+        route_fn: world points (P, 3) -> (P,) module ids; a :class:`BlockRouter` (which
+            :func:`partition_router` and the city model's ``module_router`` make) when
+            ``cfg.seam_margin > 0``.
         chunk: rays per stacked call (``chunk * K`` points, padded per module).
 
     Returns:
@@ -79,12 +164,27 @@ def render_rays_routed(
         raw = raw.reshape(-1, RAW_CHANNELS)[batch.order]  # (r * K, 4) in input order
         return raw.reshape(*points.shape[:-1], RAW_CHANNELS)
 
+    field_fn, activated = routed_raw, False
+    if cfg.seam_margin > 0:
+        blend_fn = getattr(route_fn, "candidates", None)
+        if blend_fn is None:
+            raise ValueError(
+                "seam_margin > 0 needs a router that knows the blocks' centroids (a BlockRouter: "
+                "partition_router or the city model's module_router)"
+            )
+
+        def field_fn(points: Tensor, directions: Tensor) -> Tensor:
+            return blended_fields(cfg, params, points, directions, blend_fn)
+
+        activated = True
+
     rays = pack_rays(origins, directions, near, far)  # (R, 8)
     pieces: dict[str, list[Tensor]] = {"rgb": [], "depth": [], "opacity": []}
     for start in range(0, rays.shape[0], chunk):
         part = rays[start : start + chunk]  # (r, 8)
-        t_vals, points = sample_points(cfg, part, routed_raw)  # (r, K), (r, K, 3)
-        out = composite(cfg, routed_raw(points, part[:, 3:6]), t_vals, part[:, 7])
+        t_vals, points = sample_points(cfg, part, field_fn, activated)  # (r, K), (r, K, 3)
+        fields = field_fn(points, part[:, 3:6])
+        out = composite(cfg, fields, t_vals, part[:, 7], activated)
         for key, values in pieces.items():
             values.append(out[key])
     if rays.shape[0] == 0:

@@ -188,6 +188,70 @@ class BlockPartition:
         space = self._squared_distances(points[:, ground_axes(self.up_axis)]).argmin(axis=-1)
         return space * self.time_slices + self.time_slice(times, len(points))
 
+    @property
+    def block_spacing(self) -> float:
+        """Smallest ground-plane distance between two block centroids (the smaller cell side of a
+        grid); ``inf`` with one block. The unit of :meth:`blend_points`'s ``margin``."""
+        centres = self.centroids[:, ground_axes(self.up_axis)]
+        if len(centres) < 2:
+            return float("inf")
+        squared = self._squared_distances(centres)
+        np.fill_diagonal(squared, np.inf)
+        return float(np.sqrt(squared.min()))
+
+    def blend_points(
+        self, points: np.ndarray, margin: float, k: int = 4, power: float = 1.0
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """Blended routing near block seams: (P, k) int64 block ids and (P, k) float64 weights.
+
+        Column 0 is :meth:`route_points`' block (the nearest centroid, same tie-break). Block b
+        takes part when its centroid distance ``d_b`` is less than ``d_1 + margin * spacing``
+        (``d_1``: the nearest one's, ``spacing``: :attr:`block_spacing`), with weight
+
+            w_b ~ (d_1 / d_b) ** power * taper(s_b),   s_b = (d_b - d_1) / (margin * spacing),
+
+        ``taper(s) = (1 - s)^2 (1 + 2 s)`` (1 at s = 0, 0 with zero slope at s = 1). The
+        inverse-distance factor is Mega-NeRF's; the taper makes every weight continuous in the
+        point, also where a block leaves the blend (Mega-NeRF's plain cut-off drops a weight of
+        ~0.45 to 0 there). Along the line between two neighbouring centroids the blend band is
+        ``margin * spacing`` wide, centred on the bisector. Outside every band (and with
+        ``margin = 0``) the weights are exactly ``(1, 0, ...)``. Weights sum to 1; unused columns
+        repeat the nearest block with weight 0.
+
+        ``k``: at most 4 Voronoi cells of a rectangular grid meet at a point (a grid corner), so
+        ``k = 4`` keeps the weights continuous on any grid (``k = 2`` only along a 1-row grid or
+        away from corners); with more blocks in the band the k nearest are kept and renormalised.
+        Times are ignored (slice 0), as in routing without times.
+        """
+        points = np.asarray(points, dtype=np.float64).reshape(-1, 3)
+        count = len(points)
+        squared = self._squared_distances(points[:, ground_axes(self.up_axis)])  # (P, S)
+        nearest = squared.argmin(axis=-1)
+        ids = np.repeat(nearest[:, None], k, axis=1)
+        weights = np.zeros((count, k))
+        weights[:, 0] = 1.0
+        band = margin * self.block_spacing
+        if margin <= 0 or k < 2 or not np.isfinite(band) or count == 0:
+            return ids * self.time_slices, weights
+        distances = np.sqrt(squared)
+        first = distances[np.arange(count), nearest]
+        inside = distances < (first + band)[:, None]  # the nearest block is always inside
+        seam = np.flatnonzero(inside.sum(axis=-1) > 1)
+        if len(seam):
+            # (Q, k); column 0 is route_points' argmin: a stable sort keeps the first minimum
+            candidates = np.where(inside[seam], squared[seam], np.inf)
+            width = min(k, self.num_space_blocks)
+            order = np.argsort(candidates, axis=-1, kind="stable")[:, :width]
+            near = np.take_along_axis(distances[seam], order, axis=-1)
+            used = np.take_along_axis(inside[seam], order, axis=-1)
+            s = np.clip((near - first[seam, None]) / band, 0.0, 1.0)
+            taper = (1.0 - s) ** 2 * (1.0 + 2.0 * s)
+            ratio = np.divide(first[seam, None], near, out=np.ones_like(near), where=near > 0)
+            raw = np.where(used, taper * ratio**power, 0.0)
+            ids[seam, :width] = np.where(used, order, order[:, :1])
+            weights[seam, :width] = raw / raw.sum(axis=-1, keepdims=True)
+        return ids * self.time_slices, weights
+
     def ray_blocks(
         self,
         origins: np.ndarray,
