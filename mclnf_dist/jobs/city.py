@@ -253,18 +253,14 @@ def log_block_phase(tracker: Tracker, blocks: dict) -> None:
 
 
 def city_field(cfg: CityExperimentConfig, scene: Scene) -> RadianceFieldConfig:
-    """The job's radiance field (and its sweep trials'): the config's network and sampling, the
+    """The job's radiance field (and its sweep trials'): every setting of ``--field``, with the
     scene's box (unless ``--field.scene-box`` is given) and background."""
-    return field_for_scene(
-        scene,
-        scene_box=cfg.field.scene_box,
-        kind=cfg.field.kind,
-        mlp=cfg.field.mlp,
-        grid=cfg.field.grid,
-        num_samples=cfg.field.num_samples,
-        num_importance_samples=cfg.field.num_importance_samples,
-        density_bias=cfg.field.density_bias,
-    )
+    taken = {
+        f.name: getattr(cfg.field, f.name)
+        for f in dataclasses.fields(cfg.field)
+        if f.name not in ("scene_box", "background")
+    }
+    return field_for_scene(scene, scene_box=cfg.field.scene_box, **taken)
 
 
 def meta_train_all(
