@@ -157,8 +157,9 @@ class RenderedCityScorer:
     def measure(self, ctx: MethodContext, params: Params) -> Measurement:
         modular = ctx.spec.modular
         route = module_router(self.partition, self.block_order, modular)
+        field = ctx.field  # the method's own (a parameter-matched network is larger)
         scores = score_city_images(
-            self.field_cfg, params, route, self.partition, self.scene, None, "", self.fixed_blocks
+            field, params, route, self.partition, self.scene, None, "", self.fixed_blocks
         )
         segments = [scores.per_block.get(b, float("nan")) for b in self.block_order]
         return Measurement(scores.psnr, segments)

@@ -235,5 +235,15 @@ def evaluate(cfg: FieldConfig, params: Params, x: Tensor) -> Tensor:
 
 
 def layer_names(params: Params) -> list[tuple[str, str]]:
-    """``[("w0", "b0"), ("w1", "b1"), ...]`` in layer order."""
-    return [(f"w{layer}", f"b{layer}") for layer in range(num_layers(params))]
+    """The (weight, bias) names of every linear layer in forward order: ``[("w0", "b0"), ...]``
+    for an MLP; ``density_w0``... then ``colour_w0``... for a grid field (its hash tables are no
+    linear layer). The order is the order of a forward ``cache``."""
+    if "w0" in params:
+        return [(f"w{layer}", f"b{layer}") for layer in range(num_layers(params))]
+    names = []
+    for network in ("density", "colour"):
+        layer = 0
+        while f"{network}_w{layer}" in params:
+            names.append((f"{network}_w{layer}", f"{network}_b{layer}"))
+            layer += 1
+    return names

@@ -85,7 +85,7 @@ def city_job_agrees(cfg: CityExperimentConfig, prefix: str) -> str | None:
         return problem
     if not cfg.extend and (problem := blocks_problem(cfg.data, f"{prefix}data.")):
         return problem
-    if problem := meta_problem(cfg.meta, cfg.fim, cfg.field.mlp.depth, cfg.methods, prefix):
+    if problem := meta_problem(cfg.meta, cfg.fim, cfg.field.linear_layers, cfg.methods, prefix):
         return problem
     meta_learned = any(METHODS[m].meta_learned for m in cfg.methods)
     workers, blocks = max(1, cfg.train.num_workers), len(cfg.data.meta_blocks)

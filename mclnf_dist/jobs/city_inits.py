@@ -2,6 +2,7 @@
 job, so its pre-flight checks can load ``--meta.init-from`` for the same keys before any work)."""
 
 import dataclasses
+import math
 
 from mclnf_dist.fields.sizing import matched_width
 from mclnf_dist.meta.fim import FimConfig
@@ -31,8 +32,15 @@ def init_key(cfg, spec: MethodSpec) -> str:
 
 def key_field(field_cfg: RadianceFieldConfig, key: str, num_blocks: int) -> RadianceFieldConfig:
     """The field of an init: the module's, or for a :data:`MATCHED` key one network widened to
-    about ``num_blocks`` modules' parameters."""
+    about ``num_blocks`` modules' parameters (an MLP: wider; a grid field: larger tables, the
+    next power of two of ``num_blocks`` times, since a table size is a power of two)."""
     if not key.endswith(MATCHED):
         return field_cfg
+    if field_cfg.kind == "hash_grid":  # the tables hold nearly all parameters: 2^k times larger
+        grid = field_cfg.grid.grid
+        larger = dataclasses.replace(
+            grid, log2_table_size=grid.log2_table_size + math.ceil(math.log2(max(1, num_blocks)))
+        )
+        return dataclasses.replace(field_cfg, grid=dataclasses.replace(field_cfg.grid, grid=larger))
     mlp = matched_width(field_cfg.mlp, POINT_FEATURES, RAW_CHANNELS, num_blocks)
     return dataclasses.replace(field_cfg, mlp=mlp)

@@ -41,11 +41,17 @@ def render_and_save(
         modules = next(iter(result.final_params.values())).shape[0]
         modular = modules > 1 or len(city.block_order) == 1
         folder = str(out / "city_model")
-        saved_field = field_cfg
-        if field_cfg.kind == "mlp":  # a parameter-matched network is wider
+        saved_field = field_cfg  # a parameter-matched network is wider, or has larger tables
+        if field_cfg.kind == "mlp":
             width = result.final_params["w0"].shape[-1]
             saved_field = dataclasses.replace(
                 field_cfg, mlp=dataclasses.replace(field_cfg.mlp, width=width)
+            )
+        else:
+            size = result.final_params["hash_tables"].shape[2]
+            grid = dataclasses.replace(field_cfg.grid.grid, log2_table_size=size.bit_length() - 1)
+            saved_field = dataclasses.replace(
+                field_cfg, grid=dataclasses.replace(field_cfg.grid, grid=grid)
             )
         save_city_model(
             folder,

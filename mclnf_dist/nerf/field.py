@@ -136,6 +136,14 @@ class RadianceFieldConfig:
         return max(1, points // self.samples_per_item)
 
     @property
+    def linear_layers(self) -> int:
+        """Linear layers of a module's network (what OML's ``head_layers`` counts from the end):
+        the MLP's depth, or the grid field's density (2) and colour MLP layers."""
+        if self.kind == "hash_grid":
+            return 2 + self.grid.colour_hidden_layers + 1
+        return self.mlp.depth
+
+    @property
     def appearance(self) -> bool:
         """True when the field learns a code per training image (NeRF-W, Block-NeRF)."""
         return self.kind == "hash_grid" and self.grid.appearance_features > 0
