@@ -104,7 +104,7 @@ def run_full(
     log: ProgressLog,
 ) -> tuple[dict, CityData]:
     """Data, meta-training, continual phase, block phase, outputs: a full run in ``run``."""
-    city = prepare_city(cfg.data, log, cfg.field.scene_box)
+    city = prepare_city(cfg.data, log, cfg.field.scene_box, unbounded=cfg.field.contraction)
     if any(s.meta_learned for s in specs):
         check_workers(cfg.train.num_workers, city.meta_blocks)  # before any run is tracked
     leakage = meta_training_leakage(cfg, city, log)  # a meta block left with no ray stops here

@@ -126,13 +126,19 @@ def scene_options(cfg: CityDataConfig, scene_box=None) -> dict:
 
 
 def prepare_city(
-    cfg: CityDataConfig, log, scene_box=None, partition: BlockPartition | None = None
+    cfg: CityDataConfig,
+    log,
+    scene_box=None,
+    partition: BlockPartition | None = None,
+    unbounded: bool = False,
 ) -> CityData:
     """Generate (if needed) and ingest (idempotently) the city; choose the blocks.
 
     ``scene_box`` (the field's explicit box, or None) replaces the scene's for ingest too, so rays
     are clipped to the very box the field normalises with. ``partition``: cut the rays into these
-    blocks (an extended city model's) instead of a grid over the scene's cameras."""
+    blocks (an extended city model's) instead of a grid over the scene's cameras. ``unbounded``:
+    rays keep the scene's whole [near, far] (a contracted field), stored apart
+    (``rays-unbounded``)."""
 
     work = Path(cfg.work_dir)
     scene_root = cfg.scene
@@ -152,7 +158,9 @@ def prepare_city(
         make_city(scene_root, city)
     else:
         check_scene(scene_root, **scene_options(cfg, scene_box))
-    root = (cfg.data_uri or str(work / "rays")).rstrip("/")
+    root = (cfg.data_uri or str(work / ("rays-unbounded" if unbounded else "rays"))).rstrip("/")
+    if unbounded and cfg.data_uri:
+        root = f"{root}-unbounded"  # never mixed with the same scene's box-clipped rays
     if "://" not in root:  # workers run in other folders (Ray Train, ray job submit)
         root = str(Path(root).resolve())
     scene_root = str(Path(scene_root).resolve())
@@ -162,7 +170,12 @@ def prepare_city(
     for split in ("train", "test"):
         uris[split] = f"{root}/{split}"
         ingest = IngestOptions(
-            blocks_x=cfg.blocks_x, blocks_y=cfg.blocks_y, split=split, progress=False, **options
+            blocks_x=cfg.blocks_x,
+            blocks_y=cfg.blocks_y,
+            split=split,
+            progress=False,
+            clip_to_box=not unbounded,
+            **options,
         )
         manifest = ingest_scene(scene_root, uris[split], ingest, partition)
         log.info(

@@ -66,7 +66,7 @@ def extend_city(cfg, run: RunFolders, parallel: bool, log: ProgressLog) -> dict:
     scene = check_scene(cfg.data.scene, **scene_options(cfg.data, box))
     partition = old.extended(scene.camera_centers(), cfg.data.blocks_x, cfg.data.blocks_y)
     new_blocks = list(range(old.num_blocks, partition.num_blocks))
-    city = prepare_city(cfg.data, log, box, partition)
+    city = prepare_city(cfg.data, log, box, partition, unbounded=model.field.contraction)
     trained = [b for b in city.block_order if b in new_blocks]
     if not trained:
         raise MclnfError(f"{cfg.data.scene}: no rays fall in the new blocks {new_blocks}")

@@ -118,6 +118,13 @@ class RadianceFieldConfig:
     density-weighted). The blend band is ``seam_margin`` block sizes wide around each boundary; keep
     it inside the partition's overlap (``seam_margin <= 2 * overlap``) so both modules were trained
     there. 0: hard routing, every sample from its nearest block's module (bit for bit)."""
+    contraction: bool = False
+    """Unbounded scenes (a street, the room around a filmed object): rays run from the scene's
+    near to its far bound instead of stopping at the box, half of their samples spaced evenly
+    inside the box and half evenly in disparity beyond it, and points outside the box are
+    contracted into a shell as wide again (mip-NeRF 360's contraction, max-norm as nerfacto
+    does for grids), so the field also learns what lies beyond the box. False: the box bounds
+    the scene and whatever lies beyond renders as ``background``."""
 
     @property
     def box(self) -> Box:
@@ -282,7 +289,10 @@ def sample_points(
     ``coarse_raw`` gives density and colour already activated (see :func:`composite`).
     """
     origins, directions, near, far = unpack_rays(rays)
-    t_vals = stratified_samples(near, far, cfg.num_samples, rays.shape[0], cfg.perturb)
+    if cfg.contraction:
+        t_vals = unbounded_samples(cfg, origins, directions, near, far)
+    else:
+        t_vals = stratified_samples(near, far, cfg.num_samples, rays.shape[0], cfg.perturb)
     t_vals = t_vals.to(rays.dtype)
     if cfg.num_importance_samples > 0:
         if coarse_raw is None:
@@ -303,9 +313,40 @@ def box_tensors(cfg: RadianceFieldConfig, like: Tensor) -> tuple[Tensor, Tensor]
 
 
 def normalise_points(cfg: RadianceFieldConfig, points: Tensor) -> Tensor:
-    """(..., 3) world points -> (..., 3) in [-1, 1] inside the scene box (per axis)."""
+    """(..., 3) world points -> (..., 3) in [-1, 1] inside the scene box (per axis); with
+    ``cfg.contraction`` the box fills [-1/2, 1/2] and all beyond it the rest (:func:`contract`)."""
     low, high = box_tensors(cfg, points)
-    return (points - low) * (2.0 / (high - low)) - 1.0
+    inside = (points - low) * (2.0 / (high - low)) - 1.0
+    return contract(inside) * 0.5 if cfg.contraction else inside
+
+
+def contract(x: Tensor) -> Tensor:
+    """(..., 3) box coordinates ([-1, 1] is the box) -> (..., 3) in [-2, 2]: the identity inside
+    the box, ``(2 - 1/|x|) x/|x|`` (max-norm ``|x|``) outside; continuous, infinity maps to 2."""
+    norm = x.abs().amax(-1, keepdim=True)
+    outside = (2.0 - 1.0 / norm.clamp_min(1.0)) * x / norm.clamp_min(1.0)
+    return torch.where(norm <= 1.0, x, outside)
+
+
+def unbounded_samples(
+    cfg: RadianceFieldConfig, origins: Tensor, directions: Tensor, near: Tensor, far: Tensor
+) -> Tensor:
+    """(R, S) sorted depths in [near, far): half stratified from near to where the ray leaves
+    the box, half stratified in disparity (1/t) from there to far (nerfacto's linear-disparity
+    sampler with the box as its linear part)."""
+    from mclnf_dist.nerf.rays import near_far_from_box  # rays build on this module's layout
+
+    rays = origins.shape[0]
+    _, exit_t, hit = near_far_from_box(origins, directions, *cfg.box)
+    exit_t = torch.where(hit, exit_t, near).clamp(min=near, max=far)
+    inner = cfg.num_samples // 2
+    outer = cfg.num_samples - inner
+    linear = stratified_samples(0.0, 1.0, inner, rays, cfg.perturb).to(origins)
+    t_inner = near[:, None] + (exit_t - near)[:, None] * linear
+    start = exit_t.clamp_min(1e-6)
+    fraction = stratified_samples(0.0, 1.0, outer, rays, cfg.perturb).to(origins)
+    disparity = 1.0 / start[:, None] + (1.0 / far.clamp_min(1e-6) - 1.0 / start)[:, None] * fraction
+    return torch.cat([t_inner, 1.0 / disparity], dim=-1)
 
 
 def length_scale(cfg: RadianceFieldConfig) -> float:

@@ -237,6 +237,9 @@ def render_view_outputs(
     origins, directions = frame_rays(frame)  # (H*W, 3)
     origins, directions = origins.to(device), directions.to(device)
     ray_near, ray_far, _ = near_far_from_box(origins, directions, *cfg.box, min_near=float(near))
+    if cfg.contraction:  # the scene goes on beyond the box: the whole [near, far]
+        ray_near = torch.full_like(ray_near, float(near))
+        ray_far = torch.full_like(ray_far, float(far) if far is not None else 1e4)
     if far is not None:
         ray_far = ray_far.clamp_max(float(far))
         ray_near = torch.minimum(ray_near, ray_far)

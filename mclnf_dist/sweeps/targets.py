@@ -177,7 +177,7 @@ def prepare_city_target(cfg: Any, log: ProgressLog) -> CityPrepared:
     if cfg.data.scene:
         check_scene(cfg.data.scene, **scene_options(cfg.data, cfg.field.scene_box))
     ensure_ray()  # the ingest runs as Ray tasks
-    city = prepare_city(cfg.data, log, cfg.field.scene_box)
+    city = prepare_city(cfg.data, log, cfg.field.scene_box, unbounded=cfg.field.contraction)
     return CityPrepared(city, city.load_scene("all"))
 
 
