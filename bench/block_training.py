@@ -87,10 +87,12 @@ def scene_probe(args: argparse.Namespace, work: str, device: torch.device) -> di
                           skip_missing_images=True)  # fmt: skip
     ray.init(num_cpus=os.cpu_count(), include_dashboard=False, log_to_driver=False)
     try:
-        city = prepare_city(data, ProgressLog("bench"))
+        city = prepare_city(data, ProgressLog("bench"), unbounded=args.contraction)
     finally:
         ray.shutdown()
-    field = field_for_scene(city.load_scene("all"), kind=args.field, num_samples=32)
+    field = field_for_scene(
+        city.load_scene("all"), kind=args.field, num_samples=32, contraction=args.contraction
+    )
     cfg = BlockTrainingConfig(steps=args.scene_steps, batch_rays=args.batch, lr=args.lr,
                               checkpoint_every=10**9, curve_points=4)  # fmt: skip
     init = init_radiance_params(field, 1, torch.Generator().manual_seed(0))
@@ -100,6 +102,7 @@ def scene_probe(args: argparse.Namespace, work: str, device: torch.device) -> di
         result = train_block(task, device)
     return {
         "scene": args.scene,
+        "contraction": args.contraction,
         "downscale": args.downscale,
         "steps": args.scene_steps,
         "lr": args.lr,
@@ -171,6 +174,7 @@ def main() -> None:
     parser.add_argument("--downscale", type=int, default=8, help="of --scene's images")
     parser.add_argument("--scene-steps", type=int, default=300, help="steps on --scene")
     parser.add_argument("--lr", type=float, default=1e-2, help="Adam rate on --scene")
+    parser.add_argument("--contraction", action="store_true", help="unbounded --scene")
     parser.add_argument("--skip-stores", action="store_true", help="only --scene's measurement")
     parser.add_argument("--workdir", help="where stores go (default: a temporary folder)")
     parser.add_argument("--rss-child", help=argparse.SUPPRESS)
