@@ -14,9 +14,14 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-import numpy as np
-import pytest
-from PIL import Image
+# torch's OpenMP threads spin-wait by default; with Ray workers and job subprocesses sharing 2
+# cores that made a 200-step learning test take 61-101 s instead of 5 s here. Set before torch
+# loads (in this process and every process the tests start).
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
+import numpy as np  # noqa: E402
+import pytest  # noqa: E402
+from PIL import Image  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 
