@@ -8,6 +8,7 @@ def test_worker_env_carries_endpoint_and_region_but_no_secret(monkeypatch):
     for name, value in secrets.items():
         monkeypatch.setenv(name, value)
     monkeypatch.setenv("AWS_REGION", "eu-west-1")
+    monkeypatch.delenv("AWS_DEFAULT_REGION", raising=False)  # the test S3 server sets one
     monkeypatch.delenv("AWS_ENDPOINT_URL", raising=False)
     assert worker_env() == {}  # AWS itself: workers need nothing from the driver
 
