@@ -184,7 +184,7 @@ def run_section(section: Section, cfg: ReportConfig, seed: int) -> dict:
     config = section_config(section, cfg, seed)
     if section.pipeline == "city":
         report = run_city(config)
-        report["output_dir"] = config.data.work_dir
+        report["output_dir"] = report["run_folder"]  # the run's own folder (runs/<name>/<id>)
     else:
         report = run_signals(config)
         report["output_dir"] = str(Path(config.output_dir) / report["modality"])
