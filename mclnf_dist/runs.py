@@ -20,14 +20,13 @@ must not write the same files, a re-run must not mix its files with an older run
 import json
 import os
 import secrets
-import socket
 import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
 from mclnf_dist.errors import MclnfError
-from mclnf_dist.storage import filesystem_for, join, write_atomic
+from mclnf_dist.storage import filesystem_for, join, pid_alive, this_host, write_atomic
 
 LOCK = "lock.json"
 COMPLETE = "complete.json"
@@ -93,16 +92,6 @@ def mark_complete(run: RunFolders, summary: dict) -> None:
         write_atomic(join(run.storage, COMPLETE), record)
 
 
-def process_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
 class RunLock:
     """``lock.json`` in a run's storage folder, refreshed by a heartbeat while the job runs."""
 
@@ -110,7 +99,7 @@ class RunLock:
         self.fs, self.root = filesystem_for(folder)
         self.path = join(self.root, LOCK)
         self.label = label
-        self.owner = f"{socket.gethostname()}:{os.getpid()}"
+        self.owner = f"{this_host()}:{os.getpid()}"
         self.started = time.time()
         self.stop = threading.Event()
         self.thread: threading.Thread | None = None
@@ -132,7 +121,7 @@ class RunLock:
         if time.time() - float(held.get("heartbeat", 0)) > STALE_AFTER_S:
             return None  # its job died without releasing it
         host, _, pid = str(held.get("owner", "")).rpartition(":")
-        if host == socket.gethostname() and pid.isdigit() and not process_alive(int(pid)):
+        if host == this_host() and pid.isdigit() and not pid_alive(int(pid)):
             return None  # a job on this machine that was killed
         return held
 
