@@ -31,7 +31,7 @@ from torch import Tensor
 from mclnf_dist.config import AnyFloat, NonNegativeInt, PositiveInt, Range
 from mclnf_dist.fields.encodings import SH_MAX_DEGREE, spherical_harmonics
 from mclnf_dist.fields.hash_grid import HashGridConfig, hash_encode, init_hash_tables
-from mclnf_dist.fields.stacked_mlp import Params, map_module_chunks
+from mclnf_dist.fields.stacked_mlp import Params, linear_layers, map_module_chunks
 
 DensityActivation = Literal["trunc_exp", "softplus"]
 TRUNC_EXP_MAX = 15.0
@@ -130,16 +130,8 @@ def stacked_mlp(
     ``cache``, if given, gets ``(layer input, pre-activation)`` of every layer (the FIM's closed
     form, :func:`mclnf_dist.meta.fim.fisher_trace`).
     """
-    for layer in range(layers):
-        weight, bias = params[f"{name}_w{layer}"], params[f"{name}_b{layer}"]
-        if weight.shape[0] != h.shape[0]:
-            weight = weight.expand(h.shape[0], *weight.shape[1:])
-            bias = bias.expand(h.shape[0], *bias.shape[1:])
-        pre = torch.baddbmm(bias, h, weight)
-        if cache is not None:
-            cache.append((h, pre))
-        h = torch.relu(pre) if layer < layers - 1 else pre
-    return h
+    keys = [(f"{name}_w{layer}", f"{name}_b{layer}") for layer in range(layers)]
+    return linear_layers(params, keys, h, torch.relu, cache)
 
 
 def activate_density(cfg: GridFieldConfig, raw: Tensor) -> Tensor:
@@ -186,18 +178,8 @@ def grid_field_forward(
     Returns:
         (M, N) densities (>= 0) and (M, N, 3) rgb in [0, 1].
     """
-    density, geometry = density_and_geometry(cfg, params, points, cache)
-    parts = [geometry, spherical_harmonics(directions, cfg.sh_degree)]
-    if cfg.appearance_features > 0:
-        if appearance is None or appearance.shape[-1] != cfg.appearance_features:
-            raise ValueError(
-                f"the field takes (M, N, {cfg.appearance_features}) appearance codes, got "
-                f"{None if appearance is None else tuple(appearance.shape)}"
-            )
-        parts.append(appearance.to(geometry.dtype))
-    layers = cfg.colour_hidden_layers + 1
-    rgb = torch.sigmoid(stacked_mlp(params, "colour", layers, torch.cat(parts, dim=-1), cache))
-    return density, rgb
+    raw = grid_field_raw(cfg, params, points, directions, appearance, cache)
+    return activate_density(cfg, raw[..., 0]), torch.sigmoid(raw[..., 1:])
 
 
 def grid_field_raw(

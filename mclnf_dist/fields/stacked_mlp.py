@@ -178,17 +178,29 @@ def mlp_forward(
     cfg: FieldConfig, params: Params, x: Tensor, cache: list[tuple[Tensor, Tensor]] | None = None
 ) -> Tensor:
     """The stacked MLP: (M, P, d_in) -> (M, P, d_out) raw outputs (one baddbmm per layer)."""
-    h = encode(cfg, x)
-    layers = num_layers(params)
-    for layer in range(layers):
-        weight, bias = params[f"w{layer}"], params[f"b{layer}"]
+    keys = [(f"w{layer}", f"b{layer}") for layer in range(num_layers(params))]
+    return linear_layers(params, keys, encode(cfg, x), lambda pre: activation(cfg, pre), cache)
+
+
+def linear_layers(
+    params: Params,
+    keys: list[tuple[str, str]],
+    h: Tensor,
+    hidden_activation: Callable[[Tensor], Tensor],
+    cache: list[tuple[Tensor, Tensor]] | None = None,
+) -> Tensor:
+    """(M, P, in) -> (M, P, out) through the stacked linear layers ``keys`` ((weight, bias)
+    names), ``hidden_activation`` after every layer but the last: one baddbmm per layer, a
+    one-module stack broadcast over M. ``cache`` gets every layer's (input, pre-activation)."""
+    for layer, (w, b) in enumerate(keys):
+        weight, bias = params[w], params[b]
         if weight.shape[0] != h.shape[0]:
             weight = weight.expand(h.shape[0], *weight.shape[1:])
             bias = bias.expand(h.shape[0], *bias.shape[1:])
         pre = torch.baddbmm(bias, h, weight)
         if cache is not None:
             cache.append((h, pre))
-        h = activation(cfg, pre) if layer < layers - 1 else pre
+        h = hidden_activation(pre) if layer < len(keys) - 1 else pre
     return h
 
 
