@@ -19,13 +19,15 @@ from pathlib import Path
 import numpy as np
 
 from mclnf_dist.errors import MclnfError
+from mclnf_dist.fields.stacked_mlp import Params
 from mclnf_dist.jobs.city_blocks import block_phase
 from mclnf_dist.jobs.city_data import check_scene, prepare_city, scene_options
+from mclnf_dist.jobs.city_world import check_same_world
 from mclnf_dist.jobs.init_asset import load_init, save_init
 from mclnf_dist.progress import ProgressLog
 from mclnf_dist.runs import RunFolders, city_model_folder
-from mclnf_dist.scenes.city_model import load_city_model
-from mclnf_dist.scenes.partition import ground_axes, load_partition
+from mclnf_dist.scenes.city_model import CityModel, load_city_model
+from mclnf_dist.scenes.partition import BlockPartition, ground_axes, load_partition
 
 
 def model_location(path: str) -> tuple[str, str]:
@@ -46,23 +48,34 @@ def model_location(path: str) -> tuple[str, str]:
     )
 
 
-def extend_city(cfg, run: RunFolders, parallel: bool, log: ProgressLog) -> dict:
-    """Add the scene ``cfg.data.scene``'s blocks to the model ``cfg.extend``; returns the report.
-
-    ``cfg``: the city job's config (its ``data``, ``block``, ``meta.init_from``, ``seed``).
-    """
+def open_extension(cfg) -> tuple[str, str, CityModel, BlockPartition, Params]:
+    """(folder, name, model, partition, theta_0) of the model ``--extend`` names, once every
+    check that needs no Ray has passed: the model is modular, its ``theta_0`` (or
+    ``--meta.init-from``) fits it, and the new capture lies in its box and can belong to its
+    world (:func:`~mclnf_dist.jobs.city_world.check_same_world`). The preflight and the
+    extension itself both call it."""
     if not cfg.data.scene:
         raise MclnfError("--extend needs --data.scene: the new captures to add to the model")
     folder, name = model_location(cfg.extend)
     model = load_city_model(folder, name)
     if not model.modular:
         raise MclnfError(f"--extend {cfg.extend}: one network for all blocks (not modular)")
-    old = load_partition(folder)
     like = {k: v[:1] for k, v in model.params.items()}
     theta0 = load_init(cfg.meta.init_from or folder, "mse", like, cfg.run.tracking_uri)
+    partition = load_partition(folder)
+    scene = check_scene(cfg.data.scene, **scene_options(cfg.data, None))
+    check_inside(scene.scene_box, model.field.box, partition.up_axis, cfg.data.scene)
+    check_same_world(scene, model.field.box, partition, cfg.data.scene)
+    return folder, name, model, partition, theta0
+
+
+def extend_city(cfg, run: RunFolders, parallel: bool, log: ProgressLog) -> dict:
+    """Add the scene ``cfg.data.scene``'s blocks to the model ``cfg.extend``; returns the report.
+
+    ``cfg``: the city job's config (its ``data``, ``block``, ``meta.init_from``, ``seed``).
+    """
+    folder, name, model, old, theta0 = open_extension(cfg)
     box = model.field.box
-    own = check_scene(cfg.data.scene, **scene_options(cfg.data, None)).scene_box
-    check_inside(own, box, old.up_axis, cfg.data.scene)
     scene = check_scene(cfg.data.scene, **scene_options(cfg.data, box))
     partition = old.extended(scene.camera_centers(), cfg.data.blocks_x, cfg.data.blocks_y)
     new_blocks = list(range(old.num_blocks, partition.num_blocks))

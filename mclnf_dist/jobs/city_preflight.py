@@ -14,9 +14,7 @@ import torch
 
 from mclnf_dist.errors import MclnfError
 from mclnf_dist.jobs.city_config import CityExperimentConfig
-from mclnf_dist.jobs.city_data import check_scene, scene_options
 from mclnf_dist.jobs.city_inits import MATCHED, init_key, key_field
-from mclnf_dist.jobs.city_world import check_same_world
 from mclnf_dist.jobs.init_asset import load_init
 from mclnf_dist.meta.methods import get_method
 from mclnf_dist.nerf.field import init_radiance_params
@@ -53,19 +51,6 @@ def check_init_from(cfg: CityExperimentConfig) -> None:
 
 def check_extension(cfg: CityExperimentConfig) -> None:
     """The ``--extend`` model and its ``theta_0`` load and fit; the new capture fits the model."""
-    from mclnf_dist.jobs.city_extend import check_inside, model_location
-    from mclnf_dist.scenes.city_model import load_city_model
-    from mclnf_dist.scenes.partition import load_partition
+    from mclnf_dist.jobs.city_extend import open_extension
 
-    if not cfg.data.scene:
-        raise MclnfError("--extend needs --data.scene: the new captures to add to the model")
-    folder, name = model_location(cfg.extend)
-    model = load_city_model(folder, name)
-    if not model.modular:
-        raise MclnfError(f"--extend {cfg.extend}: one network for all blocks (not modular)")
-    like = {k: v[:1] for k, v in model.params.items()}
-    load_init(cfg.meta.init_from or folder, "mse", like, cfg.run.tracking_uri)
-    partition = load_partition(folder)
-    scene = check_scene(cfg.data.scene, **scene_options(cfg.data, None))
-    check_inside(scene.scene_box, model.field.box, partition.up_axis, cfg.data.scene)
-    check_same_world(scene, model.field.box, partition, cfg.data.scene)
+    open_extension(cfg)
