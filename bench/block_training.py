@@ -21,6 +21,7 @@ Same field, batch, steps and optimiser for both; timings are the best of interle
 """
 
 import argparse
+import dataclasses
 import json
 import os
 import subprocess
@@ -90,9 +91,11 @@ def scene_probe(args: argparse.Namespace, work: str, device: torch.device) -> di
         city = prepare_city(data, ProgressLog("bench"), unbounded=args.contraction)
     finally:
         ray.shutdown()
-    field = field_for_scene(
-        city.load_scene("all"), kind=args.field, num_samples=32, contraction=args.contraction
-    )
+    field = field_for_scene(city.load_scene("all"), kind=args.field, num_samples=args.samples,
+                            contraction=args.contraction)  # fmt: skip
+    if args.proposal_samples:
+        proposal = dataclasses.replace(field.grid.proposal, samples=args.proposal_samples)
+        field.grid = dataclasses.replace(field.grid, proposal=proposal)
     cfg = BlockTrainingConfig(steps=args.scene_steps, batch_rays=args.batch, lr=args.lr,
                               checkpoint_every=10**9, curve_points=4)  # fmt: skip
     init = init_radiance_params(field, 1, torch.Generator().manual_seed(0))
@@ -105,6 +108,8 @@ def scene_probe(args: argparse.Namespace, work: str, device: torch.device) -> di
         "contraction": args.contraction,
         "downscale": args.downscale,
         "steps": args.scene_steps,
+        "samples": args.samples,
+        "proposal_samples": args.proposal_samples,
         "lr": args.lr,
         "seconds": round(result.seconds, 1),
         "rays_per_s": round(args.scene_steps * args.batch / result.seconds),
@@ -175,6 +180,9 @@ def main() -> None:
     parser.add_argument("--scene-steps", type=int, default=300, help="steps on --scene")
     parser.add_argument("--lr", type=float, default=1e-2, help="Adam rate on --scene")
     parser.add_argument("--contraction", action="store_true", help="unbounded --scene")
+    parser.add_argument("--samples", type=int, default=32, help="field samples per ray")
+    parser.add_argument("--proposal-samples", type=int, default=0,
+                        help="hash_grid: proposal samples per ray (0: stratified samples only)")
     parser.add_argument("--skip-stores", action="store_true", help="only --scene's measurement")
     parser.add_argument("--workdir", help="where stores go (default: a temporary folder)")
     parser.add_argument("--rss-child", help=argparse.SUPPRESS)

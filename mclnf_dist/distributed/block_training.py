@@ -26,7 +26,7 @@ from mclnf_dist.distributed.fanout import run_tasks
 from mclnf_dist.distributed.train_config import BlockTrainingConfig
 from mclnf_dist.errors import MclnfError
 from mclnf_dist.fields.stacked_mlp import Params, evaluate
-from mclnf_dist.meta.inner_loop import per_sample_loss
+from mclnf_dist.meta.inner_loop import per_sample_loss, sample_losses
 from mclnf_dist.meta.meta_learning import mse_to_psnr
 from mclnf_dist.nerf.field import RadianceFieldConfig, pack_rays
 from mclnf_dist.progress import ProgressLog
@@ -223,9 +223,7 @@ def train_block(
         image = batch["image_id"] if task.field.appearance else None  # its own code
         rays = batch["origin"], batch["direction"], batch["near"], batch["far"]
         x = pack_rays(*rays, image)[None]
-        loss = per_sample_loss(
-            evaluate(task.field, params, x.to(device)), batch["rgb"][None].to(device)
-        )
+        loss = sample_losses(task.field, params, x.to(device), batch["rgb"][None].to(device))
         for group in adam.param_groups:
             group["lr"] = lr_at(cfg, step)
         adam.zero_grad(set_to_none=True)

@@ -28,7 +28,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from mclnf_dist.config import AnyFloat, NonNegativeInt, PositiveInt, Range
+from mclnf_dist.config import AnyFloat, NonNegativeFloat, NonNegativeInt, PositiveInt, Range
 from mclnf_dist.fields.encodings import SH_MAX_DEGREE, spherical_harmonics
 from mclnf_dist.fields.hash_grid import HashGridConfig, hash_encode, init_hash_tables
 from mclnf_dist.fields.stacked_mlp import Params, linear_layers, map_module_chunks
@@ -36,6 +36,32 @@ from mclnf_dist.fields.stacked_mlp import Params, linear_layers, map_module_chun
 DensityActivation = Literal["trunc_exp", "softplus"]
 TRUNC_EXP_MAX = 15.0
 """``trunc_exp``'s gradient is that of ``exp(min(x, 15))`` (instant-ngp), so it cannot explode."""
+
+
+def default_proposal_grid() -> HashGridConfig:
+    """nerfacto's proposal grid: 5 levels of 2^16 x 2 from 16 to 256 cells per side (a coarse,
+    cheap density: where along a ray the mass is, not what it looks like)."""
+    return HashGridConfig(
+        levels=5, log2_table_size=16, features_per_level=2, base_resolution=16,
+        finest_resolution=256,
+    )  # fmt: skip
+
+
+@dataclass
+class ProposalConfig:
+    """A proposal network (mip-NeRF 360, nerfacto): a small density grid per module that says
+    where along a ray the field's samples go, trained to bound the field's rendering weights
+    from above (the interlevel loss), so the field's own samples are spent where the mass is."""
+
+    samples: NonNegativeInt = 0
+    """Samples per ray through the proposal density (stratified, or the contracted spacing);
+    the field's ``num_samples`` are then drawn from its weights. 0: no proposal network."""
+    grid: HashGridConfig = field(default_factory=default_proposal_grid)
+    """The proposal's hash encoding."""
+    hidden_width: PositiveInt = 16
+    """Hidden width of its one-hidden-layer density MLP (nerfacto: 16)."""
+    loss_weight: NonNegativeFloat = 1.0
+    """Weight of the interlevel loss added to every ray's colour loss (nerfacto: 1)."""
 
 
 @dataclass
@@ -58,6 +84,8 @@ class GridFieldConfig:
     """``trunc_exp`` (instant-ngp, nerfacto) or ``softplus`` (smoother, never saturates)."""
     density_bias: AnyFloat = -1.0
     """Added to the raw density before the activation (nerfacto: -1): a fresh field is thin."""
+    proposal: ProposalConfig = field(default_factory=ProposalConfig)
+    """Where the samples go: a proposal network when ``proposal.samples > 0``."""
     rows_per_chunk: PositiveInt = 65536
     """Points per stacked call of :func:`grid_field_evaluate`; more modules run in chunks."""
 
@@ -115,7 +143,36 @@ def init_grid_params(
             bias = torch.rand(num_modules, 1, fan_out, generator=generator) * 2 - 1
             params[f"{name}_w{layer}"] = weight * bound
             params[f"{name}_b{layer}"] = bias / fan_in**0.5
+    if cfg.proposal.samples > 0:
+        params.update(init_proposal_params(cfg.proposal, num_modules, generator))
     return {k: v.to(device) for k, v in params.items()}
+
+
+def proposal_layer_sizes(cfg: ProposalConfig) -> list[tuple[int, int]]:
+    return [(cfg.grid.output_features, cfg.hidden_width), (cfg.hidden_width, 1)]
+
+
+def init_proposal_params(
+    cfg: ProposalConfig, num_modules: int = 1, generator: torch.Generator | None = None
+) -> Params:
+    """``proposal_tables`` (M, L, 2^T, F) and the ``proposal_w{l}``/``proposal_b{l}`` layers,
+    initialised as the field's own (:func:`init_grid_params`)."""
+    params: Params = {"proposal_tables": init_hash_tables(cfg.grid, num_modules, generator)}
+    sizes = proposal_layer_sizes(cfg)
+    for layer, (fan_in, fan_out) in enumerate(sizes):
+        bound = (1.0 if layer == len(sizes) - 1 else 6.0**0.5) / fan_in**0.5
+        weight = torch.rand(num_modules, fan_in, fan_out, generator=generator) * 2 - 1
+        bias = torch.rand(num_modules, 1, fan_out, generator=generator) * 2 - 1
+        params[f"proposal_w{layer}"] = weight * bound
+        params[f"proposal_b{layer}"] = bias / fan_in**0.5
+    return params
+
+
+def proposal_density(cfg: GridFieldConfig, params: Params, points: Tensor) -> Tensor:
+    """(M, N, 3) points in [0, 1]^3 -> (M, N) proposal densities (the field's activation)."""
+    features = hash_encode(cfg.proposal.grid, params["proposal_tables"], points)
+    raw = stacked_mlp(params, "proposal", 2, features)[..., 0]
+    return activate_density(cfg, raw)
 
 
 def stacked_mlp(

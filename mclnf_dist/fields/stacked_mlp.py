@@ -170,8 +170,21 @@ def forward(
     Returns:
         (M, n, d_out) predictions.
     """
+    return forward_with_penalty(cfg, params, x, cache)[0]
+
+
+def forward_with_penalty(
+    cfg: "FieldConfig", params: Params, x: Tensor, cache: list[tuple[Tensor, Tensor]] | None = None
+) -> tuple[Tensor, Tensor | None]:
+    """:func:`forward`'s (M, n, d_out) predictions and the field's (M, n) per-item loss to add
+    to the reconstruction loss (a radiance field's proposal loss), None for a field without
+    one (a field that has one implements ``penalised_outputs(raw, aux)``)."""
     points, aux = cfg.mlp_inputs(x, params)
-    return cfg.outputs(cfg.network(params, points, cache), aux)
+    raw = cfg.network(params, points, cache)
+    penalised = getattr(cfg, "penalised_outputs", None)
+    if penalised is None:
+        return cfg.outputs(raw, aux), None
+    return penalised(raw, aux)
 
 
 def mlp_forward(

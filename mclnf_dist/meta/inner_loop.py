@@ -14,7 +14,8 @@ from mclnf_dist.fields.stacked_mlp import (
     FieldConfig,
     Params,
     expand_params,
-    forward,
+    forward_with_penalty,
+    layer_names,
     map_module_chunks,
 )
 from mclnf_dist.meta.fim import FimConfig, fim_weights, fisher_trace
@@ -23,6 +24,43 @@ from mclnf_dist.meta.fim import FimConfig, fim_weights, fisher_trace
 def per_sample_loss(prediction: Tensor, target: Tensor) -> Tensor:
     """(M, n, C) x2 -> (M, n) squared error averaged over channels (``l_j``)."""
     return (prediction - target).square().mean(-1)
+
+
+def sample_losses(
+    field: FieldConfig,
+    params: Params,
+    x: Tensor,
+    y: Tensor,
+    cache: list[tuple[Tensor, Tensor]] | None = None,
+) -> Tensor:
+    """(M, n) training loss of every sample: its squared error plus the field's own per-sample
+    term (a radiance field's proposal loss), the one training loss of every path."""
+    errors, penalties = errors_and_penalties(field, params, x, y, cache)
+    return errors if penalties is None else errors + penalties
+
+
+def errors_and_penalties(
+    field: FieldConfig,
+    params: Params,
+    x: Tensor,
+    y: Tensor,
+    cache: list[tuple[Tensor, Tensor]] | None = None,
+) -> tuple[Tensor, Tensor | None]:
+    """(M, n) squared errors and the field's (M, n) per-sample loss terms (None: it has none)."""
+    prediction, penalties = forward_with_penalty(field, params, x, cache)
+    return per_sample_loss(prediction, y), penalties
+
+
+def query_loss(field: FieldConfig, params: Params, x: Tensor, y: Tensor) -> tuple[Tensor, Tensor]:
+    """Meta-training's outer loss on a query, in cache-sized module chunks: the mean training
+    loss (what is differentiated) and the mean squared error alone (what PSNR is read from)."""
+
+    def chunk(chunk_params: Params, coords: Tensor, target: Tensor) -> tuple[Tensor, Tensor]:
+        errors, penalties = errors_and_penalties(field, chunk_params, coords, target)
+        return errors, errors if penalties is None else errors + penalties
+
+    errors, losses = map_module_chunks(chunk, params, x, y, rows_per_chunk=field.rows_per_chunk)
+    return losses.mean(), errors.mean()
 
 
 def loss_and_grads(
@@ -72,7 +110,7 @@ def mse_loss_and_grads(
     keys: set[str] | None = None,
 ) -> tuple[Tensor, Params]:
     """MSE per module and its gradient by one ordinary backward pass."""
-    loss = per_sample_loss(forward(field, params, x), y).mean(-1)
+    loss = sample_losses(field, params, x, y).mean(-1)
     names = [k for k in params if keys is None or k in keys]
     grads = torch.autograd.grad(loss.sum(), [params[k] for k in names], create_graph=create_graph)
     return loss, dict(zip(names, grads, strict=True))
@@ -87,15 +125,24 @@ def fim_loss_and_grads(
     create_graph: bool,
     keys: set[str] | None = None,
 ) -> tuple[Tensor, Params]:
-    """FIM-weighted loss per module and its gradient from ONE backward pass (see ``fim.py``).
+    """FIM-weighted loss per module and its exact gradient (see ``fim.py``).
 
-    The backward pass goes to the pre-activations only; the weighted weight/bias gradients are then
-    ``a^T (w * g)`` and ``sum_j w_j g_j``: the same GEMMs an ordinary backward pass would run.
+    The backward pass goes to the pre-activations only; the weighted weight/bias gradients of the
+    linear layers are then ``a^T (w * g)`` and ``sum_j w_j g_j``: the same GEMMs an ordinary
+    backward pass would run. Parameters that are no linear layer (a grid field's hash tables,
+    appearance codes and proposal network) get theirs from a second backward pass of the weighted
+    loss with the weights held constant, so every parameter's gradient is exact.
     """
     cache: list[tuple[Tensor, Tensor]] = []
-    losses = per_sample_loss(forward(field, params, x, cache), y)  # (M, n)
+    losses = sample_losses(field, params, x, y, cache)  # (M, n)
+    names = layer_names(params)
+    in_layers = {name for pair in names for name in pair}
+    others = [k for k in params if k not in in_layers and (keys is None or k in keys)]
     pre_grads = torch.autograd.grad(
-        losses.mean(-1).sum(), [z for _, z in cache], create_graph=create_graph
+        losses.mean(-1).sum(),
+        [z for _, z in cache],
+        create_graph=create_graph,
+        retain_graph=create_graph or bool(others),
     )
     n, samples = x.shape[1], field.samples_per_item
     # pre_grads are of the mean loss; the Fisher trace wants each l_j's own gradient
@@ -103,15 +150,25 @@ def fim_loss_and_grads(
     weights = fim_weights(fisher, fim)  # (M, n)
     row_weights = weights if samples == 1 else weights.repeat_interleave(samples, dim=1)
     grads: Params = {}
-    for layer, ((a, _), g) in enumerate(zip(cache, pre_grads, strict=True)):
-        if keys is not None and f"w{layer}" not in keys:
+    for (w, b), (a, _), g in zip(names, cache, pre_grads, strict=True):
+        if keys is not None and w not in keys:
             continue
-        if not create_graph:  # first order: a constant (the backward above freed a's graph)
+        if not create_graph:  # first order: a constant
             a = a.detach()
         weighted = g * row_weights[..., None]
-        grads[f"w{layer}"] = torch.bmm(a.transpose(1, 2), weighted)
-        grads[f"b{layer}"] = weighted.sum(1, keepdim=True)
-    return (weights * losses).mean(-1), grads
+        grads[w] = torch.bmm(a.transpose(1, 2), weighted)
+        grads[b] = weighted.sum(1, keepdim=True)
+    weighted_loss = (weights * losses).mean(-1)
+    if others:
+        extra = torch.autograd.grad(
+            weighted_loss.sum(),
+            [params[k] for k in others],
+            create_graph=create_graph,
+            allow_unused=True,
+        )
+        for key, grad in zip(others, extra, strict=True):
+            grads[key] = torch.zeros_like(params[key]) if grad is None else grad
+    return weighted_loss, grads
 
 
 def weighted_query_loss(
@@ -132,7 +189,7 @@ def weighted_query_loss(
 
     def chunk(chunk_params: Params, coords: Tensor, target: Tensor) -> Tensor:
         cache: list[tuple[Tensor, Tensor]] = []
-        losses = per_sample_loss(forward(field, chunk_params, coords, cache), target)  # (m, n)
+        losses = sample_losses(field, chunk_params, coords, target, cache)  # (m, n)
         pre_grads = torch.autograd.grad(
             losses.mean(-1).sum(), [z for _, z in cache], retain_graph=True
         )

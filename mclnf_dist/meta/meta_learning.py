@@ -27,7 +27,12 @@ from mclnf_dist.config import PositiveFloat, PositiveInt, Range
 from mclnf_dist.errors import MclnfError
 from mclnf_dist.fields.stacked_mlp import FieldConfig, Params, evaluate, layer_names
 from mclnf_dist.meta.fim import FimConfig
-from mclnf_dist.meta.inner_loop import per_sample_loss, sgd_adapt, weighted_query_loss
+from mclnf_dist.meta.inner_loop import (
+    per_sample_loss,
+    query_loss,
+    sgd_adapt,
+    weighted_query_loss,
+)
 
 Schedule = Literal["modular", "shared", "sequential"]
 SCHEDULES = get_args(Schedule)
@@ -203,11 +208,11 @@ def meta_gradient(
         first_order = meta.algorithm == "fomaml"
         adapted = adapt_episode(field, meta, fim, init, episode, first_order)
         if fim is not None and fim.weights_outer:
-            loss = weighted_query_loss(field, adapted, x, y, fim).mean()
+            loss = error = weighted_query_loss(field, adapted, x, y, fim).mean()
         else:
-            loss = per_sample_loss(evaluate(field, adapted, x), y).mean()
+            loss, error = query_loss(field, adapted, x, y)
         grads = dict(zip(init, torch.autograd.grad(loss, list(init.values())), strict=True))
-    value = float(loss.detach())
+    value = float(error.detach()) if not reptile else float(loss)
     return grads, {"outer_loss": value, "outer_psnr": mse_to_psnr(value)}
 
 

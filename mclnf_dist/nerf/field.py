@@ -39,11 +39,17 @@ from mclnf_dist.fields.grid_field import (
     grid_field_raw,
     init_appearance_codes,
     init_grid_params,
+    proposal_density,
 )
 from mclnf_dist.fields.hash_grid import HashGridConfig
 from mclnf_dist.fields.stacked_mlp import FieldConfig, Params, init_params, mlp_forward
 from mclnf_dist.nerf.rendering import volume_render
-from mclnf_dist.nerf.sampling import hierarchical_samples, stratified_samples
+from mclnf_dist.nerf.sampling import (
+    hierarchical_samples,
+    interlevel_loss,
+    sample_pdf,
+    stratified_samples,
+)
 
 RAY_FEATURES = 8
 """Floats per packed ray: origin (3), unit direction (3), near (1), far (1)."""
@@ -54,6 +60,8 @@ Box = tuple[Point, Point]
 UNIT_BOX: Box = ((-1.0, -1.0, -1.0), (1.0, 1.0, 1.0))
 RawFn = Callable[[Tensor, Tensor], Tensor]
 """``raw_fn(points (R, K, 3) world coordinates, directions (R, 3)) -> (R, K, 4)`` raw outputs."""
+DensityFn = Callable[[Tensor], Tensor]
+"""``density_fn(points (R, S, 3) world coordinates) -> (R, S)`` densities (a proposal's)."""
 RadianceKind = Literal["mlp", "hash_grid"]
 
 
@@ -151,6 +159,11 @@ class RadianceFieldConfig:
         return self.mlp.depth
 
     @property
+    def uses_proposal(self) -> bool:
+        """True when a proposal network places the samples (``grid.proposal.samples > 0``)."""
+        return self.kind == "hash_grid" and self.grid.proposal.samples > 0
+
+    @property
     def appearance(self) -> bool:
         """True when the field learns a code per training image (NeRF-W, Block-NeRF)."""
         return self.kind == "hash_grid" and self.grid.appearance_features > 0
@@ -173,6 +186,11 @@ class RadianceFieldConfig:
             return grid_field_raw(self.grid, params, unit, inputs[..., 3:6], codes, cache)
         return mlp_forward(self.mlp, params, inputs, cache)
 
+    def proposal_network(self, params: Params, inputs: Tensor) -> Tensor:
+        """(M, P, >= 3) normalised points (``network_inputs``' first columns) -> (M, P) proposal
+        densities (per normalised length, as the field's)."""
+        return proposal_density(self.grid, params, (inputs[..., :3] + 1.0) * 0.5)
+
     def network_inputs(
         self, points: Tensor, directions: Tensor, image: Tensor | None = None
     ) -> Tensor:
@@ -194,35 +212,67 @@ class RadianceFieldConfig:
     def mlp_inputs(self, x: Tensor, params: Params | None = None) -> tuple[Tensor, "RayAux"]:
         """(M, n, 8) packed rays -> ((M, n*K, F) network inputs, what :meth:`outputs` needs).
 
-        ``params`` (M or 1 modules) make the coarse pass of hierarchical sampling (module ``m``
-        for the rays of row ``m``); only needed when ``num_importance_samples > 0``.
+        ``params`` (M or 1 modules) make the coarse pass of hierarchical sampling or the
+        proposal pass (module ``m`` for the rays of row ``m``); only needed when
+        ``num_importance_samples > 0`` or :attr:`uses_proposal`. The proposal pass keeps its
+        graph: :meth:`penalised_outputs` trains the proposal with the interlevel loss.
         """
         modules, rays = x.shape[0], x.shape[1]
+        if (self.uses_proposal or self.num_importance_samples > 0) and params is None:
+            raise ValueError("placing samples needs the parameters for the proposal/coarse pass")
 
         def coarse_raw(points: Tensor, directions: Tensor) -> Tensor:  # (M*n, S, 3) -> 4 raw
-            if params is None:
-                raise ValueError("hierarchical sampling needs the parameters for its coarse pass")
             inputs = self.network_inputs(points, directions)
             inputs = inputs.reshape(modules, -1, self.input_features)
             return self.network(params, inputs).reshape(*points.shape[:-1], RAW_CHANNELS)
 
+        def proposal(points: Tensor) -> Tensor:  # (M*n, S, 3) -> (M*n, S) densities
+            inputs = normalise_points(self, points).reshape(modules, -1, POINT_FEATURES)
+            return self.proposal_network(params, inputs).reshape(points.shape[:-1])
+
         flat = x.reshape(-1, x.shape[-1])  # 8 features, or 9 with the image id
         image = flat[:, RAY_FEATURES] if flat.shape[-1] > RAY_FEATURES else None
-        t_vals, points = sample_points(self, flat, coarse_raw)  # (M*n, K), (M*n, K, 3)
+        coarse = None
+        if self.uses_proposal:
+            t_vals, points, coarse = proposal_samples(self, flat, proposal)
+        else:
+            t_vals, points = sample_points(self, flat, coarse_raw)  # (M*n, K), (M*n, K, 3)
         inputs = self.network_inputs(points, flat[:, 3:6], image)
         inputs = inputs.reshape(modules, -1, self.input_features)
-        return inputs, RayAux(t_vals, x[..., 7].reshape(-1), modules, rays)
+        return inputs, RayAux(t_vals, x[..., 7].reshape(-1), modules, rays, coarse)
 
     def outputs(self, raw: Tensor, aux: "RayAux") -> Tensor:
         """(M, n*K, 4) raw MLP outputs -> (M, n, 3) composited rgb."""
+        return self.penalised_outputs(raw, aux)[0]
+
+    def penalised_outputs(self, raw: Tensor, aux: "RayAux") -> tuple[Tensor, Tensor | None]:
+        """(M, n*K, 4) raw MLP outputs -> (M, n, 3) composited rgb and the (M, n) per-ray loss
+        to add to the colour loss: with a proposal network, its weighted interlevel loss
+        (:func:`~mclnf_dist.nerf.sampling.interlevel_loss`); else None."""
         raw = raw.reshape(aux.modules * aux.rays, self.samples_per_item, RAW_CHANNELS)
-        rgb = composite(self, raw, aux.t_vals, aux.far)["rgb"]
-        return rgb.reshape(aux.modules, aux.rays, 3)
+        out = composite(self, raw, aux.t_vals, aux.far)
+        rgb = out["rgb"].reshape(aux.modules, aux.rays, 3)
+        if aux.proposal is None:
+            return rgb, None
+        edges = torch.cat([aux.t_vals, aux.far[:, None]], dim=-1)
+        penalty = interlevel_loss(edges, out["weights"], *aux.proposal)
+        return rgb, (self.grid.proposal.loss_weight * penalty).reshape(aux.modules, aux.rays)
 
 
 @cross_field_rule(RadianceFieldConfig)
 def box_not_empty(cfg: RadianceFieldConfig, prefix: str) -> str | None:
     return box_problem(f"{prefix}scene_box", cfg.scene_box)
+
+
+@cross_field_rule(RadianceFieldConfig)
+def one_way_to_place_samples(cfg: RadianceFieldConfig, prefix: str) -> str | None:
+    if cfg.uses_proposal and cfg.num_importance_samples > 0:
+        return (
+            f"{prefix}grid.proposal.samples > 0 places the samples with a proposal network; "
+            f"{prefix}num-importance-samples must be 0 with it (got "
+            f"{cfg.num_importance_samples})"
+        )
+    return None
 
 
 class RayAux(NamedTuple):
@@ -234,6 +284,8 @@ class RayAux(NamedTuple):
     """(R,) far bound of every ray (end of the last sample's interval)."""
     modules: int
     rays: int
+    proposal: tuple[Tensor, Tensor] | None = None
+    """With a proposal network: its (R, S+1) interval edges and (R, S) weights (with graph)."""
 
 
 def pack_rays(
@@ -280,20 +332,25 @@ def sample_points(
     rays: Tensor,
     coarse_raw: RawFn | None = None,
     activated: bool = False,
+    proposal: DensityFn | None = None,
 ) -> tuple[Tensor, Tensor]:
     """(R, 8) packed rays -> (R, K) sorted world depths and (R, K, 3) world points.
 
     ``S`` stratified depths; with ``cfg.num_importance_samples = N > 0`` the field's raw outputs
     at them (``coarse_raw``, evaluated without gradients) give rendering weights, and ``N`` more
     depths are drawn from those weights and merged in (``K = S + N``). ``activated``:
-    ``coarse_raw`` gives density and colour already activated (see :func:`composite`).
+    ``coarse_raw`` gives density and colour already activated (see :func:`composite`). With a
+    proposal network (``cfg.uses_proposal``) the ``S`` depths come from ``proposal``'s densities
+    instead (:func:`proposal_samples`, evaluated without gradients here).
     """
-    origins, directions, near, far = unpack_rays(rays)
-    if cfg.contraction:
-        t_vals = unbounded_samples(cfg, origins, directions, near, far)
-    else:
-        t_vals = stratified_samples(near, far, cfg.num_samples, rays.shape[0], cfg.perturb)
-    t_vals = t_vals.to(rays.dtype)
+    if cfg.uses_proposal:
+        if proposal is None:
+            raise ValueError("a field with a proposal network needs its densities to sample")
+        with torch.no_grad():
+            t_vals, points, _ = proposal_samples(cfg, rays, proposal)
+        return t_vals, points
+    origins, directions, _, far = unpack_rays(rays)
+    t_vals = initial_depths(cfg, rays, cfg.num_samples)
     if cfg.num_importance_samples > 0:
         if coarse_raw is None:
             raise ValueError("num_importance_samples > 0 needs the field's coarse outputs")
@@ -304,6 +361,38 @@ def sample_points(
         t_vals = hierarchical_samples(t_vals, weights, far, cfg.num_importance_samples, cfg.perturb)
     points = origins[:, None, :] + t_vals[..., None] * directions[:, None, :]
     return t_vals, points
+
+
+def initial_depths(cfg: RadianceFieldConfig, rays: Tensor, count: int) -> Tensor:
+    """(R, count) sorted depths before any look at the field: stratified in ``[near, far)``, or
+    with ``cfg.contraction`` half in the box and half in disparity (:func:`unbounded_samples`)."""
+    origins, directions, near, far = unpack_rays(rays)
+    if cfg.contraction:
+        t_vals = unbounded_samples(cfg, origins, directions, near, far, count)
+    else:
+        t_vals = stratified_samples(near, far, count, rays.shape[0], cfg.perturb)
+    return t_vals.to(rays.dtype)
+
+
+def proposal_samples(
+    cfg: RadianceFieldConfig, rays: Tensor, proposal: DensityFn
+) -> tuple[Tensor, Tensor, tuple[Tensor, Tensor]]:
+    """(R, 8) packed rays -> the field's (R, S) depths and (R, S, 3) points, drawn from the
+    proposal's rendering weights at ``cfg.grid.proposal.samples`` initial depths, and those
+    weights' (R, P+1) interval edges and (R, P) weights (with the proposal's graph, which the
+    interlevel loss trains). The field sees only the drawn depths (nerfacto), so ``S`` field
+    evaluations per ray are all spent where the proposal puts the mass."""
+    origins, directions, _, far = unpack_rays(rays)
+    coarse_t = initial_depths(cfg, rays, cfg.grid.proposal.samples)
+    points = origins[:, None, :] + coarse_t[..., None] * directions[:, None, :]
+    density = proposal(points)
+    scale = length_scale(cfg)
+    colour = density.new_zeros(*density.shape, 3)
+    weights = volume_render(density, colour, coarse_t * scale, None, far * scale)["weights"]
+    edges = torch.cat([coarse_t, far[:, None]], dim=-1)
+    t_vals = sample_pdf(edges.detach(), weights.detach(), cfg.num_samples, cfg.perturb)
+    points = origins[:, None, :] + t_vals[..., None] * directions[:, None, :]
+    return t_vals, points, (edges.detach(), weights)
 
 
 def box_tensors(cfg: RadianceFieldConfig, like: Tensor) -> tuple[Tensor, Tensor]:
@@ -329,7 +418,12 @@ def contract(x: Tensor) -> Tensor:
 
 
 def unbounded_samples(
-    cfg: RadianceFieldConfig, origins: Tensor, directions: Tensor, near: Tensor, far: Tensor
+    cfg: RadianceFieldConfig,
+    origins: Tensor,
+    directions: Tensor,
+    near: Tensor,
+    far: Tensor,
+    count: int | None = None,
 ) -> Tensor:
     """(R, S) sorted depths in [near, far): half stratified from near to where the ray leaves
     the box, half stratified in disparity (1/t) from there to far (nerfacto's linear-disparity
@@ -339,8 +433,9 @@ def unbounded_samples(
     rays = origins.shape[0]
     _, exit_t, hit = near_far_from_box(origins, directions, *cfg.box)
     exit_t = torch.where(hit, exit_t, near).clamp(min=near, max=far)
-    inner = cfg.num_samples // 2
-    outer = cfg.num_samples - inner
+    count = cfg.num_samples if count is None else count
+    inner = count // 2
+    outer = count - inner
     linear = stratified_samples(0.0, 1.0, inner, rays, cfg.perturb).to(origins)
     t_inner = near[:, None] + (exit_t - near)[:, None] * linear
     start = exit_t.clamp_min(1e-6)

@@ -24,6 +24,7 @@ from mclnf_dist.nerf.field import (
     RadianceFieldConfig,
     activate,
     composite,
+    normalise_points,
     pack_rays,
     sample_points,
 )
@@ -153,16 +154,24 @@ def render_rays_routed(
     """
     num_modules = next(iter(params.values())).shape[0]
 
-    def routed_raw(points: Tensor, directions: Tensor) -> Tensor:
-        """(r, K, 3) world points, (r, 3) directions -> (r, K, 4) raw outputs, each point from
-        its block's module."""
+    def routed(network: Callable[[Params, Tensor], Tensor], points: Tensor, inputs: Tensor):
+        """Each of the (r, K) points' input rows through its block's module: ``network``'s
+        (M, width, ...) outputs back in the points' order, (r, K, ...)."""
         flat = points.reshape(-1, 3)
         module_ids = route_fn(flat).to(device=flat.device, dtype=torch.int64)
-        inputs = cfg.network_inputs(points, directions).reshape(flat.shape[0], -1)
-        batch = route(inputs, module_ids, num_modules)
-        raw = cfg.network(params, batch.x)  # (M, width, 4)
-        raw = raw.reshape(-1, RAW_CHANNELS)[batch.order]  # (r * K, 4) in input order
-        return raw.reshape(*points.shape[:-1], RAW_CHANNELS)
+        batch = route(inputs.reshape(flat.shape[0], -1), module_ids, num_modules)
+        out = network(params, batch.x)  # (M, width, ...)
+        out = out.reshape(-1, *out.shape[2:])[batch.order]  # (r * K, ...) in input order
+        return out.reshape(*points.shape[:-1], *out.shape[1:])
+
+    def routed_raw(points: Tensor, directions: Tensor) -> Tensor:
+        """(r, K, 3) world points, (r, 3) directions -> (r, K, 4) raw outputs."""
+        return routed(cfg.network, points, cfg.network_inputs(points, directions))
+
+    def routed_proposal(points: Tensor) -> Tensor:
+        """(r, S, 3) world points -> (r, S) proposal densities (hard routing: they only place
+        samples, which the blended field then evaluates)."""
+        return routed(cfg.proposal_network, points, normalise_points(cfg, points))
 
     field_fn, activated = routed_raw, False
     if cfg.seam_margin > 0:
@@ -182,7 +191,7 @@ def render_rays_routed(
     pieces: dict[str, list[Tensor]] = {"rgb": [], "depth": [], "opacity": []}
     for start in range(0, rays.shape[0], chunk):
         part = rays[start : start + chunk]  # (r, 8)
-        t_vals, points = sample_points(cfg, part, field_fn, activated)  # (r, K), (r, K, 3)
+        t_vals, points = sample_points(cfg, part, field_fn, activated, routed_proposal)
         fields = field_fn(points, part[:, 3:6])
         out = composite(cfg, fields, t_vals, part[:, 7], activated)
         for key, values in pieces.items():

@@ -120,3 +120,33 @@ def hierarchical_samples(
         return fine
     merged, _ = torch.sort(torch.cat([t_vals.detach(), fine], dim=-1), dim=-1)
     return merged
+
+
+def interlevel_loss(
+    fine_edges: torch.Tensor,
+    fine_weights: torch.Tensor,
+    coarse_edges: torch.Tensor,
+    coarse_weights: torch.Tensor,
+    eps: float = 1e-7,
+) -> torch.Tensor:
+    """(R,) mip-NeRF 360's proposal loss: how far the coarse (proposal) weights fail to bound
+    the fine (field) weights from above.
+
+    For every fine interval ``[a, b)`` the bound is the coarse weight of all coarse intervals
+    that overlap it; the loss is ``sum max(0, w - bound)^2 / (w + eps)`` over the fine intervals.
+    The fine weights are a target (detached): only the proposal learns from this loss.
+
+    Args:
+        fine_edges: (R, K+1) sorted edges of the K fine intervals. fine_weights: (R, K).
+        coarse_edges: (R, S+1) sorted edges of the S coarse intervals. coarse_weights: (R, S).
+    """
+    cumulative = torch.cumsum(coarse_weights, dim=-1)
+    cumulative = torch.cat([torch.zeros_like(cumulative[:, :1]), cumulative], dim=-1)  # (R, S+1)
+    last = coarse_edges.shape[-1] - 1
+    coarse_edges = coarse_edges.detach().contiguous()
+    lower = torch.searchsorted(coarse_edges, fine_edges[:, :-1].detach().contiguous(), right=True)
+    upper = torch.searchsorted(coarse_edges, fine_edges[:, 1:].detach().contiguous(), right=False)
+    lower, upper = (lower - 1).clamp(0, last), upper.clamp(0, last)
+    bound = cumulative.gather(-1, upper) - cumulative.gather(-1, lower)
+    target = fine_weights.detach()
+    return ((target - bound).clamp_min(0.0).square() / (target + eps)).sum(-1)
