@@ -181,8 +181,12 @@ def main() -> None:
     parser.add_argument("--lr", type=float, default=1e-2, help="Adam rate on --scene")
     parser.add_argument("--contraction", action="store_true", help="unbounded --scene")
     parser.add_argument("--samples", type=int, default=32, help="field samples per ray")
-    parser.add_argument("--proposal-samples", type=int, default=0,
-                        help="hash_grid: proposal samples per ray (0: stratified samples only)")
+    parser.add_argument(
+        "--proposal-samples",
+        type=int,
+        default=0,
+        help="hash_grid: proposal samples per ray (0: stratified samples only)",
+    )
     parser.add_argument("--skip-stores", action="store_true", help="only --scene's measurement")
     parser.add_argument("--workdir", help="where stores go (default: a temporary folder)")
     parser.add_argument("--rss-child", help=argparse.SUPPRESS)
