@@ -15,7 +15,7 @@ Along the way a task scores a fixed probe of the block's held-out-view rays at s
 import dataclasses
 import math
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -179,12 +179,16 @@ def train_block(
     task: BlockTask,
     device: torch.device | None = None,
     batches: Iterator[dict[str, torch.Tensor]] | None = None,
+    on_step: Callable[[int, Params, float], None] | None = None,
 ) -> BlockResult:
     """Train one block's module (resuming from its checkpoint); see the module docstring.
 
     Args:
         batches: where training rays come from; default the block's stream from the ray store
             (``bench/block_training.py`` passes rays held in memory to compare).
+        on_step: called after every step as ``on_step(step, params, training seconds so far)``
+            (``bench/field_table.py`` keeps snapshots at step and time marks); its own time is
+            not counted as training.
     """
     device = device or torch.device("cuda" if torch.cuda.is_available() else "cpu")
     cfg = task.cfg
@@ -229,6 +233,10 @@ def train_block(
         adam.zero_grad(set_to_none=True)
         loss.mean().backward()
         adam.step()
+        if on_step is not None:
+            paused = time.perf_counter()
+            on_step(step, params, paused - started)
+            started += time.perf_counter() - paused
         if step in scored:
             curve[step] = probe_psnr(task.field, params, probe)
         now = time.perf_counter()

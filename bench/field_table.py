@@ -1,0 +1,147 @@
+"""The block-field table: held-out full-image PSNR/SSIM of a capture's city model after minutes
+and after steps of block training, per field and init.
+
+One block training run per (field, init) of ``--steps-budget`` steps (its learning-rate
+schedule decays over that budget, as a user's run of that length), snapshots of the module at
+every step mark (``--at-steps``) and every time mark (``--at-minutes``, training time only: the
+snapshot's own time is not counted). After training, every snapshot is rendered on all held-out
+views of the scene (``holdout_every`` 8: every 8th view) and scored as the city job scores its
+model (:func:`~mclnf_dist.evaluation.city_images.score_city_images`). Prints ONE JSON line:
+
+    rows   [{field, init, mark ("256 steps" / "2 min"), step, seconds, psnr, ssim}, ...]
+
+Fields are the ``scene-quick`` recipe's field with ``kind`` set (``mlp``: its 4x64 ReLU+PE
+field, 32 samples; ``hash_grid``: the grid field's defaults, 32 samples), each at its own Adam
+rate (``--lr-mlp``, ``--lr-grid``). Inits: ``random`` (seeded), or ``meta`` from a completed
+run's ``theta_0`` (``--meta-init``, a file ``mclnf`` saved for the same field).
+
+    python bench/field_table.py --scene ../shared/scenes/fox --downscale 4 \\
+        --fields mlp,hash_grid --at-minutes 2,5 --at-steps 256,1000 --steps-budget 4000
+"""
+
+import argparse
+import dataclasses
+import json
+import os
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from common import machine  # noqa: E402
+
+from mclnf_dist.device import pick_device  # noqa: E402
+from mclnf_dist.distributed.block_training import BlockTask, train_block  # noqa: E402
+from mclnf_dist.evaluation.city_images import score_city_images  # noqa: E402
+from mclnf_dist.jobs.city import city_field  # noqa: E402
+from mclnf_dist.nerf.field import init_radiance_params  # noqa: E402
+from mclnf_dist.progress import ProgressLog  # noqa: E402
+from mclnf_dist.recipes import scene_quick  # noqa: E402
+from mclnf_dist.scenes.city_model import module_router  # noqa: E402
+
+
+def marks(text: str, kind: type) -> list:
+    return sorted(kind(v) for v in text.split(",") if v.strip())
+
+
+def train_with_snapshots(task: BlockTask, device, at_steps: list[int], at_seconds: list[float]):
+    """Run ``task``; return {mark: (step, seconds, params)} for every mark it reaches."""
+    snapshots: dict[str, tuple[int, float, dict]] = {}
+    pending = list(at_seconds)
+
+    def on_step(step: int, params: dict, seconds: float) -> None:
+        keep = [f"{step} steps"] if step in at_steps else []
+        while pending and seconds >= pending[0]:
+            keep.append(f"{pending.pop(0) / 60:g} min")
+        for mark in keep:
+            snapshots[mark] = (
+                step,
+                seconds,
+                {k: v.detach().cpu().clone() for k, v in params.items()},
+            )
+
+    train_block(task, device, on_step=on_step)
+    return snapshots
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--scene", default="../shared/scenes/fox")
+    parser.add_argument("--downscale", type=int, default=4)
+    parser.add_argument("--fields", default="mlp,hash_grid")
+    parser.add_argument("--inits", default="random", help="random and/or meta")
+    parser.add_argument("--meta-init", help="theta_0 state file for --inits meta")
+    parser.add_argument("--at-minutes", default="2,5,10,20")
+    parser.add_argument("--at-steps", default="256,1000,4000")
+    parser.add_argument("--steps-budget", type=int, default=4000)
+    parser.add_argument("--batch", type=int, default=1024)
+    parser.add_argument("--lr-mlp", type=float, default=5e-3)
+    parser.add_argument("--lr-grid", type=float, default=1e-2)
+    parser.add_argument("--device", default="auto")
+    parser.add_argument("--workdir", help="where the scene's ray store goes (default: temporary)")
+    args = parser.parse_args()
+    import ray
+
+    from mclnf_dist.jobs.city_data import prepare_city
+    from mclnf_dist.jobs.init_asset import KIND as INIT_KIND
+    from mclnf_dist.state import load_state
+
+    device = pick_device(args.device)
+    log = ProgressLog("bench")
+    work = args.workdir or tempfile.mkdtemp(prefix="field-table-")
+    recipe = scene_quick()
+    recipe.data.scene, recipe.data.downscale = args.scene, args.downscale
+    recipe.data.skip_missing_images, recipe.data.work_dir = True, os.path.join(work, "scene")
+    started = time.perf_counter()
+    ray.init(num_cpus=os.cpu_count(), include_dashboard=False, log_to_driver=False)
+    try:
+        city = prepare_city(recipe.data, log)
+    finally:
+        ray.shutdown()
+    test_scene = city.load_scene("test")
+    router = module_router(city.partition, city.block_order, modular=True)
+    at_steps = marks(args.at_steps, int)
+    at_seconds = [60.0 * m for m in marks(args.at_minutes, float)]
+    rows = []
+    for kind in args.fields.split(","):
+        recipe.field.kind = kind
+        field = city_field(recipe, city.load_scene("all"))
+        lr = args.lr_grid if kind == "hash_grid" else args.lr_mlp
+        steps = args.steps_budget
+        block = dataclasses.replace(recipe.block, steps=steps, lr=lr, batch_rays=args.batch,
+                                    checkpoint_every=10**9, curve_points=0)  # fmt: skip
+        for init_name in args.inits.split(","):
+            if init_name == "meta":
+                init = load_state(args.meta_init, INIT_KIND)["theta0"]
+            else:
+                init = init_radiance_params(field, 1, torch.Generator().manual_seed(0))
+            with tempfile.TemporaryDirectory() as root:
+                task = BlockTask(city.block_order[0], init_name, init, field, city.train_uri,
+                                 city.test_uri, block, root, seed=0)  # fmt: skip
+                snapshots = train_with_snapshots(task, device, at_steps, at_seconds)
+            for mark, (step, seconds, params) in snapshots.items():
+                scores = score_city_images(field, params, router, city.partition, test_scene,
+                                           None, mark)  # fmt: skip
+                rows.append({"field": kind, "init": init_name, "mark": mark, "step": step,
+                             "seconds": round(seconds, 1), "psnr": round(scores.psnr, 2),
+                             "ssim": round(scores.ssim, 3)})  # fmt: skip
+                print(json.dumps(rows[-1]), file=sys.stderr, flush=True)
+    summary = {
+        "bench": "field_table",
+        "machine": machine(),
+        "scene": args.scene,
+        "downscale": args.downscale,
+        "batch": args.batch,
+        "steps_budget": args.steps_budget,
+        "held_out_views": len(test_scene.frames),
+        "rows": rows,
+        "total_seconds": round(time.perf_counter() - started, 1),
+    }
+    print(json.dumps(summary))
+
+
+if __name__ == "__main__":
+    main()
