@@ -175,6 +175,11 @@ def probe_psnr(field: RadianceFieldConfig, params: Params, probe: tuple) -> floa
     return float(mse_to_psnr(per_sample_loss(prediction, y).mean()))
 
 
+def uses_bf16(cfg: BlockTrainingConfig, device: torch.device) -> bool:
+    """Whether block training runs its forward pass under bf16 autocast (``cfg.precision``)."""
+    return cfg.precision == "bf16" or (cfg.precision == "auto" and device.type == "cuda")
+
+
 def train_block(
     task: BlockTask,
     device: torch.device | None = None,
@@ -220,6 +225,7 @@ def train_block(
     for _ in range(start):  # continue the same stream where the checkpoint left it
         next(stream)
     probe = probe_batch(task, device)
+    bf16 = uses_bf16(cfg, device)
     scored = set(curve_steps(cfg.steps, cfg.curve_points))
     started = last_report = time.perf_counter()
     for step in range(start + 1, cfg.steps + 1):
@@ -227,7 +233,8 @@ def train_block(
         image = batch["image_id"] if task.field.appearance else None  # its own code
         rays = batch["origin"], batch["direction"], batch["near"], batch["far"]
         x = pack_rays(*rays, image)[None]
-        loss = sample_losses(task.field, params, x.to(device), batch["rgb"][None].to(device))
+        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
+            loss = sample_losses(task.field, params, x.to(device), batch["rgb"][None].to(device))
         for group in adam.param_groups:
             group["lr"] = lr_at(cfg, step)
         adam.zero_grad(set_to_none=True)

@@ -3,11 +3,13 @@ them (so the job's config classes load where Ray is not installed: config tools,
 checking one trial)."""
 
 from dataclasses import dataclass
-from typing import Annotated
+from typing import Annotated, Literal
 
 from mclnf_dist.config import NonNegativeInt, PositiveFloat, PositiveInt, Range
 from mclnf_dist.config_rules import cross_field_rule
 from mclnf_dist.errors import MclnfError
+
+Precision = Literal["auto", "fp32", "bf16"]
 
 
 @dataclass
@@ -66,6 +68,10 @@ class BlockTrainingConfig:
     """Held-out-view rays of the block scored along the way (the PSNR-vs-step curve)."""
     curve_points: NonNegativeInt = 8
     """Evenly spaced curve steps besides 1, 2, 4, ... (the curve's resolution)."""
+    precision: Precision = "auto"
+    """Arithmetic of the forward pass: ``bf16`` autocast (the networks' matrix products in
+    bfloat16, volume rendering and the optimiser in float32), ``fp32``, or ``auto``: bf16 on a
+    CUDA device, fp32 on a CPU (where bf16 matrix products are no faster on most cores)."""
 
 
 def check_workers(num_workers: int, blocks: list[int]) -> None:

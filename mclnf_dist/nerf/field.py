@@ -179,17 +179,22 @@ class RadianceFieldConfig:
     def network(
         self, params: Params, inputs: Tensor, cache: list[tuple[Tensor, Tensor]] | None = None
     ) -> Tensor:
-        """(M, P, :attr:`input_features`) -> (M, P, 4) raw outputs (see :func:`composite`)."""
+        """(M, P, :attr:`input_features`) -> (M, P, 4) raw outputs (see :func:`composite`), in
+        the inputs' dtype (under bf16 autocast the matrix products run in bf16; rendering
+        stays in float32)."""
         if self.kind == "hash_grid":
             unit = (inputs[..., :3] + 1.0) * 0.5  # the grid's [0, 1]^3
             codes = appearance_codes(params, inputs[..., 6]) if self.appearance else None
-            return grid_field_raw(self.grid, params, unit, inputs[..., 3:6], codes, cache)
-        return mlp_forward(self.mlp, params, inputs, cache)
+            raw = grid_field_raw(self.grid, params, unit, inputs[..., 3:6], codes, cache)
+        else:
+            raw = mlp_forward(self.mlp, params, inputs, cache)
+        return raw.to(inputs.dtype)
 
     def proposal_network(self, params: Params, inputs: Tensor) -> Tensor:
         """(M, P, >= 3) normalised points (``network_inputs``' first columns) -> (M, P) proposal
         densities (per normalised length, as the field's)."""
-        return proposal_density(self.grid, params, (inputs[..., :3] + 1.0) * 0.5)
+        density = proposal_density(self.grid, params, (inputs[..., :3] + 1.0) * 0.5)
+        return density.to(inputs.dtype)
 
     def network_inputs(
         self, points: Tensor, directions: Tensor, image: Tensor | None = None

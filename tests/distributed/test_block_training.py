@@ -89,6 +89,22 @@ def test_block_training_learns_on_streamed_rays(city, small_groups, tmp_path, mo
     assert rows_needed <= sum(decoded) <= rows_needed + window, (sum(decoded), block_rays)
 
 
+def test_bf16_autocast_block_training_learns_and_auto_stays_fp32_on_a_cpu(city, tmp_path):
+    """``precision=bf16`` (what ``auto`` picks on CUDA) runs the networks' products in bfloat16
+    and still learns about as fp32 does; ``auto`` on a CPU is fp32, bit for bit."""
+    assert not block_training.uses_bf16(BlockTrainingConfig(), torch.device("cpu"))
+    assert block_training.uses_bf16(BlockTrainingConfig(), torch.device("cuda"))
+    curves = {}
+    for precision in ("bf16", "fp32", "auto"):
+        task = make_task(city, tmp_path / precision, steps=30, precision=precision)
+        curves[precision] = train_block(task, torch.device("cpu")).curve
+    bf16, fp32 = curves["bf16"], curves["fp32"]
+    assert bf16[30] > bf16[1] + 1.0, bf16
+    assert abs(bf16[30] - fp32[30]) < 1.0, (bf16, fp32)
+    assert bf16 != fp32  # bf16 really ran
+    assert curves["auto"] == fp32
+
+
 def test_interrupted_block_resumes_exactly(city, tmp_path, monkeypatch):
     reference = train_block(make_task(city, tmp_path / "reference"), torch.device("cpu"))
 
