@@ -47,8 +47,13 @@ def marks(text: str, kind: type) -> list:
     return sorted(kind(v) for v in text.split(",") if v.strip())
 
 
+class MarksReached(Exception):
+    """Raised from the step callback once every mark is taken (the run's schedule unchanged)."""
+
+
 def train_with_snapshots(task: BlockTask, device, at_steps: list[int], at_seconds: list[float]):
-    """Run ``task``; return {mark: (step, seconds, params)} for every mark it reaches."""
+    """Run ``task``; return {mark: (step, seconds, params)} for every mark it reaches. The run
+    stops early once every mark is taken (its learning-rate schedule is still the budget's)."""
     snapshots: dict[str, tuple[int, float, dict]] = {}
     pending = list(at_seconds)
 
@@ -57,14 +62,40 @@ def train_with_snapshots(task: BlockTask, device, at_steps: list[int], at_second
         while pending and seconds >= pending[0]:
             keep.append(f"{pending.pop(0) / 60:g} min")
         for mark in keep:
-            snapshots[mark] = (
-                step,
-                seconds,
-                {k: v.detach().cpu().clone() for k, v in params.items()},
-            )
+            copy = {k: v.detach().cpu().clone() for k, v in params.items()}
+            snapshots[mark] = (step, seconds, copy)
+        if not pending and step >= max(at_steps, default=0):
+            raise MarksReached
 
-    train_block(task, device, on_step=on_step)
+    try:
+        train_block(task, device, on_step=on_step)
+    except MarksReached:
+        pass
     return snapshots
+
+
+def plot_rows(rows: list[dict], path: str) -> None:
+    """Held-out PSNR against training seconds, one line per (field, init), steps annotated."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6.5, 4.2))
+    for label in dict.fromkeys(f"{r['field']}, {r['init']}" for r in rows):
+        mine = sorted((r for r in rows if f"{r['field']}, {r['init']}" == label),
+                      key=lambda r: r["seconds"])  # fmt: skip
+        ax.plot([r["seconds"] for r in mine], [r["psnr"] for r in mine], marker="o", label=label)
+        for r in mine:
+            ax.annotate(str(r["step"]), (r["seconds"], r["psnr"]), fontsize=7,
+                        textcoords="offset points", xytext=(3, -9))  # fmt: skip
+    ax.set_xlabel("block-training seconds (2 CPUs); numbers: steps")
+    ax.set_ylabel("PSNR (dB), held-out full images")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
 
 
 def main() -> None:
@@ -77,12 +108,20 @@ def main() -> None:
     parser.add_argument("--at-minutes", default="2,5,10,20")
     parser.add_argument("--at-steps", default="256,1000,4000")
     parser.add_argument("--steps-budget", type=int, default=4000)
+    parser.add_argument("--contraction", action="store_true", help="unbounded: the room too")
+    parser.add_argument("--proposal-samples", type=int, default=0, help="hash_grid's proposal")
     parser.add_argument("--batch", type=int, default=1024)
     parser.add_argument("--lr-mlp", type=float, default=5e-3)
     parser.add_argument("--lr-grid", type=float, default=1e-2)
     parser.add_argument("--device", default="auto")
+    parser.add_argument("--plot", help="also draw PSNR against seconds into this PNG")
+    parser.add_argument("--plot-from", help="only draw --plot from this bench's JSON output")
     parser.add_argument("--workdir", help="where the scene's ray store goes (default: temporary)")
     args = parser.parse_args()
+    if args.plot_from:
+        with open(args.plot_from) as handle:
+            plot_rows(json.load(handle)["rows"], args.plot)
+        return
     import ray
 
     from mclnf_dist.jobs.city_data import prepare_city
@@ -98,7 +137,7 @@ def main() -> None:
     started = time.perf_counter()
     ray.init(num_cpus=os.cpu_count(), include_dashboard=False, log_to_driver=False)
     try:
-        city = prepare_city(recipe.data, log)
+        city = prepare_city(recipe.data, log, unbounded=args.contraction)
     finally:
         ray.shutdown()
     test_scene = city.load_scene("test")
@@ -107,7 +146,8 @@ def main() -> None:
     at_seconds = [60.0 * m for m in marks(args.at_minutes, float)]
     rows = []
     for kind in args.fields.split(","):
-        recipe.field.kind = kind
+        recipe.field.kind, recipe.field.contraction = kind, args.contraction
+        recipe.field.grid.proposal.samples = args.proposal_samples
         field = city_field(recipe, city.load_scene("all"))
         lr = args.lr_grid if kind == "hash_grid" else args.lr_mlp
         steps = args.steps_budget
@@ -136,11 +176,15 @@ def main() -> None:
         "downscale": args.downscale,
         "batch": args.batch,
         "steps_budget": args.steps_budget,
+        "contraction": args.contraction,
+        "proposal_samples": args.proposal_samples,
         "held_out_views": len(test_scene.frames),
         "rows": rows,
         "total_seconds": round(time.perf_counter() - started, 1),
     }
     print(json.dumps(summary))
+    if args.plot:
+        plot_rows(rows, args.plot)
 
 
 if __name__ == "__main__":
