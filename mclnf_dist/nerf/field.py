@@ -35,6 +35,7 @@ from mclnf_dist.config import AnyFloat, NonNegativeInt, PositiveInt, UnitFloat
 from mclnf_dist.config_rules import box_problem, cross_field_rule
 from mclnf_dist.fields.grid_field import (
     GridFieldConfig,
+    ProposalConfig,
     activate_density,
     grid_field_raw,
     init_appearance_codes,
@@ -514,6 +515,10 @@ def field_from_dict(data: dict) -> RadianceFieldConfig:
     if "grid" in data:
         grid = dict(data["grid"])
         grid["grid"] = HashGridConfig(**grid["grid"])
+        if "proposal" in grid:  # saved before proposals existed: none
+            proposal = dict(grid["proposal"])
+            proposal["grid"] = HashGridConfig(**proposal["grid"])
+            grid["proposal"] = ProposalConfig(**proposal)
         data["grid"] = GridFieldConfig(**grid)
     for key in ("scene_box",):
         if data.get(key) is not None:

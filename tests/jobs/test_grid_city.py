@@ -1,6 +1,7 @@
 """Every method of the city job on the grid block field, end to end (the smoke test of the
-field kind): meta-training on Ray Train, the continual phase with parameter matching, block
-training with appearance codes and blended seams, the saved city model and ``mclnf render``."""
+field kind): meta-training on Ray Train, the continual phase with parameter matching and the FIM
+loss, block training with appearance codes, a proposal network and blended seams, the saved city
+model and ``mclnf render``."""
 
 from pathlib import Path
 
@@ -21,6 +22,7 @@ def test_every_method_runs_on_the_grid_field(ray_local, tmp_path, mlflow_uri):
         "--recipe", "city-demo-tiny", "--field.kind", "hash_grid",
         "--field.grid.grid.log2-table-size", "10", "--field.grid.grid.levels", "4",
         "--field.grid.appearance-features", "4", "--field.seam-margin", "0.2",
+        "--field.grid.proposal.samples", "8", "--fim.fim-lambda", "1.0",
         "--methods", *METHODS, "--param-match", "--run-name", "grid",
         "--data.work-dir", str(tmp_path), "--tracking-uri", mlflow_uri,
     ]  # fmt: skip
@@ -32,6 +34,7 @@ def test_every_method_runs_on_the_grid_field(ray_local, tmp_path, mlflow_uri):
     model = load_city_model(str(run / "city_model"), "blocks-meta")
     assert model.field.kind == "hash_grid" and model.field.seam_margin == 0.2
     assert model.params["appearance_codes"].shape[1] > 1  # one code per training image
+    assert model.field.grid.proposal.samples == 8 and "proposal_tables" in model.params
     matched = load_city_model(str(run / "city_model"), "maml")  # one network, larger tables
     modules = load_city_model(str(run / "city_model"), "mod")
     assert matched.params["hash_tables"].shape[2] > modules.params["hash_tables"].shape[2]

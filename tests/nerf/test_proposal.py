@@ -202,3 +202,14 @@ def test_a_proposal_with_importance_samples_is_refused():
     field = dataclasses.replace(proposal_field(), num_importance_samples=4)
     problem = rule_problem(field, "field.")
     assert problem is not None and "num-importance-samples must be 0" in problem, problem
+
+
+def test_a_saved_field_with_a_proposal_reads_back_equal():
+    """What a saved city model stores (``dataclasses.asdict``) reads back as the same field."""
+    from mclnf_dist.nerf.field import field_from_dict
+
+    field = proposal_field()
+    assert field_from_dict(dataclasses.asdict(field)) == field
+    plain = dataclasses.asdict(RadianceFieldConfig(kind="hash_grid"))
+    del plain["grid"]["proposal"]  # a model saved before proposals existed
+    assert field_from_dict(plain).grid.proposal.samples == 0
