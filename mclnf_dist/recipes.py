@@ -186,8 +186,10 @@ def city_demo_tiny() -> CityExperimentConfig:
 
 
 def one_block(cfg: CityExperimentConfig, downscale: int) -> CityExperimentConfig:
-    """``cfg`` for a real capture read at ``downscale``: one block (an object), one Train worker."""
+    """``cfg`` for a real capture read at ``downscale``: one block (an object), one Train worker;
+    its runs go to ``runs/scene/`` (not the demo city's folder)."""
     cfg.data.blocks_x = cfg.data.blocks_y = 1
+    cfg.run_name = "scene"
     cfg.data.downscale = downscale
     cfg.train.num_workers = 1
     return cfg
