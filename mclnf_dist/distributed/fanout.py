@@ -46,6 +46,22 @@ def _with_threads(threads: int, fn: Callable[..., Any], args: tuple) -> Any:
     return fn(*args)
 
 
+def cpu_share(requested: int, calls: int) -> int:
+    """CPUs (and torch threads) of each of ``calls`` CPU tasks: the free CPUs split evenly
+    between them, at most one node's CPUs, at least ``requested``. One block or one method on
+    a 2-CPU machine gets both CPUs (as one 1-CPU task it ran at half the speed); six get one
+    each."""
+    import ray
+
+    free = int(ray.available_resources().get("CPU", 0))
+    largest_node = max(
+        (int(node["Resources"].get("CPU", 0)) for node in ray.nodes() if node.get("Alive")),
+        default=0,
+    )
+    share = min(largest_node, free // max(1, min(calls, free or 1)))
+    return max(requested, share)
+
+
 def run_tasks(
     fn: Callable[..., Any],
     calls: Sequence[tuple],
@@ -61,7 +77,8 @@ def run_tasks(
         fn: a module-level function (it is shipped to Ray workers by reference).
         calls: the argument tuples.
         parallel: fan out as Ray tasks; False runs them here, in order.
-        cpus_per_task: Ray CPUs of each task, and its torch threads.
+        cpus_per_task: Ray CPUs of each task, and its torch threads, at least: CPU tasks fewer
+            than the free CPUs share them all (:func:`cpu_share`).
         gpus_per_task: Ray GPUs of each task (fractions share a GPU).
         on_idle: called every ``idle_s`` seconds in which no task finished (progress lines of
             the running tasks).
@@ -73,6 +90,8 @@ def run_tasks(
     import ray
 
     ensure_ray()
+    if gpus_per_task == 0:
+        cpus_per_task = cpu_share(cpus_per_task, len(calls))
     remote = ray.remote(num_cpus=cpus_per_task, num_gpus=gpus_per_task)(_with_threads)
     pending = {remote.remote(cpus_per_task, fn, args): i for i, args in enumerate(calls)}
     try:
