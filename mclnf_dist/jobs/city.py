@@ -10,6 +10,7 @@ model, all tracked in MLflow.
 
 import dataclasses
 import hashlib
+import time
 from pathlib import Path
 
 import torch
@@ -396,7 +397,19 @@ def continual_phase(
     log.info(f"continual phase: {len(contexts)} methods over {fit.num_segments} blocks")
     calls = [(ctx, fit.to(device), score) for ctx in contexts]
     results: list[MethodResult | None] = [None] * len(calls)
-    for index, result in run_tasks(city_method, calls, parallel):
+    started = time.perf_counter()
+
+    def still_running() -> None:  # a heartbeat while methods adapt and score (minutes each)
+        done = sum(r is not None for r in results)
+        running = ", ".join(
+            c[0].spec.name for c, r in zip(calls, results, strict=True) if r is None
+        )
+        log.info(
+            f"continual phase: {done}/{len(calls)} methods done after "
+            f"{time.perf_counter() - started:.0f} s; adapting and scoring: {running}"
+        )
+
+    for index, result in run_tasks(city_method, calls, parallel, on_idle=still_running, idle_s=60):
         log.info(f"{result.method}: PSNR step1 {result.psnr_step1:.2f} best {result.best[0]:.2f}")
         results[index] = result
     return results
