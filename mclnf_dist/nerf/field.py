@@ -10,7 +10,8 @@ Ray layout, stated once: an input row is a packed ray of 8 floats (:func:`pack_r
     [ origin x, y, z | unit direction x, y, z | near | far ]      (world units, e.g. metres)
 
 and its target is the ray's rgb in [0, 1]. ``S`` stratified depths in ``[near, far)``, plus ``N``
-hierarchical ones when ``num_importance_samples = N > 0`` (``K = S + N``), give the sample points,
+hierarchical ones when ``num_importance_samples = N > 0`` (``K = S + N``), or ``S`` depths drawn
+from a proposal network's weights (a grid field's ``grid.proposal``), give the sample points,
 which are mapped to ``[-1, 1]^3`` with ``scene_box`` before the MLP (bounds should be clipped to the
 box, :func:`mclnf_dist.nerf.rays.near_far_from_box`). :func:`sample_points` and :func:`composite`
 are the one rendering path: training (:meth:`RadianceFieldConfig.mlp_inputs`) and images
