@@ -136,13 +136,7 @@ def init_grid_params(
     """
     params: Params = {"hash_tables": init_hash_tables(cfg.grid, num_modules, generator)}
     for name, sizes in mlp_layer_sizes(cfg).items():
-        for layer, (fan_in, fan_out) in enumerate(sizes):
-            last = layer == len(sizes) - 1
-            bound = (1.0 if last else 6.0**0.5) / fan_in**0.5
-            weight = torch.rand(num_modules, fan_in, fan_out, generator=generator) * 2 - 1
-            bias = torch.rand(num_modules, 1, fan_out, generator=generator) * 2 - 1
-            params[f"{name}_w{layer}"] = weight * bound
-            params[f"{name}_b{layer}"] = bias / fan_in**0.5
+        params.update(init_linear_layers(name, sizes, num_modules, generator))
     if cfg.proposal.samples > 0:
         params.update(init_proposal_params(cfg.proposal, num_modules, generator))
     return {k: v.to(device) for k, v in params.items()}
@@ -158,13 +152,26 @@ def init_proposal_params(
     """``proposal_tables`` (M, L, 2^T, F) and the ``proposal_w{l}``/``proposal_b{l}`` layers,
     initialised as the field's own (:func:`init_grid_params`)."""
     params: Params = {"proposal_tables": init_hash_tables(cfg.grid, num_modules, generator)}
-    sizes = proposal_layer_sizes(cfg)
+    params.update(init_linear_layers("proposal", proposal_layer_sizes(cfg), num_modules, generator))
+    return params
+
+
+def init_linear_layers(
+    name: str,
+    sizes: list[tuple[int, int]],
+    num_modules: int,
+    generator: torch.Generator | None,
+) -> Params:
+    """``{name}_w{l}`` (M, in, out) and ``{name}_b{l}`` (M, 1, out) of a stacked ReLU MLP:
+    hidden layers Kaiming-uniform U(+-sqrt(6 / in)), the output layer and biases
+    U(+-1 / sqrt(in)) (``nn.Linear``); drawn layer by layer, weight before bias."""
+    params: Params = {}
     for layer, (fan_in, fan_out) in enumerate(sizes):
         bound = (1.0 if layer == len(sizes) - 1 else 6.0**0.5) / fan_in**0.5
         weight = torch.rand(num_modules, fan_in, fan_out, generator=generator) * 2 - 1
         bias = torch.rand(num_modules, 1, fan_out, generator=generator) * 2 - 1
-        params[f"proposal_w{layer}"] = weight * bound
-        params[f"proposal_b{layer}"] = bias / fan_in**0.5
+        params[f"{name}_w{layer}"] = weight * bound
+        params[f"{name}_b{layer}"] = bias / fan_in**0.5
     return params
 
 
