@@ -1,19 +1,27 @@
-"""The block-field table: held-out full-image PSNR/SSIM of a capture's city model after minutes
+"""The block-field table: held-out full-image PSNR/SSIM of a scene's city model after minutes
 and after steps of block training, per field and init.
 
-One block training run per (field, init) of ``--steps-budget`` steps (its learning-rate
-schedule decays over that budget, as a user's run of that length), snapshots of the module at
-every step mark (``--at-steps``) and every time mark (``--at-minutes``, training time only: the
-snapshot's own time is not counted). After training, every snapshot is rendered on all held-out
-views of the scene (``holdout_every`` 8: every 8th view) and scored as the city job scores its
-model (:func:`~mclnf_dist.evaluation.city_images.score_city_images`). Prints ONE JSON line:
+One block-training run per (field, init) and block of ``--steps-budget`` steps (the
+learning-rate schedule decays over that budget, as a user's run of that length), snapshots of
+the module at every step mark (``--at-steps``) and every time mark (``--at-minutes``, training
+time only: the snapshot's own time is not counted). A city of B blocks trains its blocks one
+after the other, each alone on the machine; its time mark T is T/B of every block's training
+(the block phase's compute split evenly), its step mark S is S steps of every block. After
+training, every snapshot's city model (the blocks' modules stacked, routed as the city job
+routes them) is rendered on all held-out views and scored as the city job scores its model
+(:func:`~mclnf_dist.evaluation.city_images.score_city_images`), with every pixel assigned to
+the block of its ray's midpoint (the same pixels for every model). Prints ONE JSON line:
 
-    rows   [{field, init, mark ("256 steps" / "2 min"), step, seconds, psnr, ssim}, ...]
+    rows   [{field, init, mark ("256 steps" / "2 min"), step, seconds, psnr, ssim,
+             never_meta_trained_psnr (per block never meta-trained on)}, ...]
 
-Fields are the ``scene-quick`` recipe's field with ``kind`` set (``mlp``: its 4x64 ReLU+PE
-field, 32 samples; ``hash_grid``: the grid field's defaults, 32 samples), each at its own Adam
-rate (``--lr-mlp``, ``--lr-grid``). Inits: ``random`` (seeded), or ``meta`` from a completed
-run's ``theta_0`` (``--meta-init``, a file ``mclnf`` saved for the same field).
+Scenes: a capture (``--scene DIR``: the ``scene-quick`` recipe's data, one block) or
+``demo-city`` (the city job's generated 3x2 demo city; meta-trained on blocks 0-3). Fields are
+the recipe's field with ``kind`` set (``mlp``: the 4x64 ReLU+PE field, 32 samples;
+``hash_grid``: the grid field's defaults, 32 samples), each at its own Adam rate (``--lr-mlp``,
+``--lr-grid``). Inits: ``random`` (seeded), or ``meta`` from a completed run's ``theta_0`` for
+the same field (``--meta-init-mlp``, ``--meta-init-hash-grid``: ``theta0-mse.pt`` of a
+``city_model`` folder).
 
     python bench/field_table.py --scene ../shared/scenes/fox --downscale 4 \\
         --fields mlp,hash_grid --at-minutes 2,5 --at-steps 256,1000 --steps-budget 4000
@@ -35,11 +43,11 @@ from common import machine  # noqa: E402
 
 from mclnf_dist.device import pick_device  # noqa: E402
 from mclnf_dist.distributed.block_training import BlockTask, train_block  # noqa: E402
-from mclnf_dist.evaluation.city_images import score_city_images  # noqa: E402
+from mclnf_dist.evaluation.city_images import ray_midpoint_blocks, score_city_images  # noqa: E402
 from mclnf_dist.jobs.city import city_field  # noqa: E402
 from mclnf_dist.nerf.field import init_radiance_params  # noqa: E402
 from mclnf_dist.progress import ProgressLog  # noqa: E402
-from mclnf_dist.recipes import scene_quick  # noqa: E402
+from mclnf_dist.recipes import city_demo, scene_quick  # noqa: E402
 from mclnf_dist.scenes.city_model import module_router  # noqa: E402
 
 
@@ -51,16 +59,20 @@ class MarksReached(Exception):
     """Raised from the step callback once every mark is taken (the run's schedule unchanged)."""
 
 
-def train_with_snapshots(task: BlockTask, device, at_steps: list[int], at_seconds: list[float]):
-    """Run ``task``; return {mark: (step, seconds, params)} for every mark it reaches. The run
-    stops early once every mark is taken (its learning-rate schedule is still the budget's)."""
+def train_with_snapshots(
+    task: BlockTask, device, at_steps: list[int], at_seconds: list[tuple[str, float]]
+) -> dict[str, tuple[int, float, dict]]:
+    """Run ``task``; return {mark: (step, seconds, params)} for every mark it reaches: the step
+    marks (``"256 steps"``) and the time marks (``(label, seconds of this task's training)``).
+    The run stops early once every mark is taken (its learning-rate schedule is still the
+    budget's)."""
     snapshots: dict[str, tuple[int, float, dict]] = {}
     pending = list(at_seconds)
 
     def on_step(step: int, params: dict, seconds: float) -> None:
         keep = [f"{step} steps"] if step in at_steps else []
-        while pending and seconds >= pending[0]:
-            keep.append(f"{pending.pop(0) / 60:g} min")
+        while pending and seconds >= pending[0][1]:
+            keep.append(pending.pop(0)[0])
         for mark in keep:
             copy = {k: v.detach().cpu().clone() for k, v in params.items()}
             snapshots[mark] = (step, seconds, copy)
@@ -72,6 +84,25 @@ def train_with_snapshots(task: BlockTask, device, at_steps: list[int], at_second
     except MarksReached:
         pass
     return snapshots
+
+
+def train_city_with_snapshots(
+    tasks: list[BlockTask], device, at_steps: list[int], at_minutes: list[float]
+) -> dict[str, tuple[float, float, dict]]:
+    """Every block's task in turn (each alone on the machine); a time mark of T minutes is T/B
+    minutes of each of the B blocks (the city's block-training compute split evenly). Returns
+    {mark: (mean step over blocks, total seconds, the city's stacked params)} for the marks
+    every block reached."""
+    share = [(f"{m:g} min", 60.0 * m / len(tasks)) for m in at_minutes]
+    per_block = [train_with_snapshots(task, device, at_steps, share) for task in tasks]
+    city = {}
+    for mark in per_block[0]:
+        if all(mark in snaps for snaps in per_block):
+            taken = [snaps[mark] for snaps in per_block]
+            params = {k: torch.cat([t[2][k] for t in taken]) for k in taken[0][2]}
+            step = sum(t[0] for t in taken) / len(taken)
+            city[mark] = (step, sum(t[1] for t in taken), params)
+    return city
 
 
 def plot_rows(rows: list[dict], path: str) -> None:
@@ -100,11 +131,16 @@ def plot_rows(rows: list[dict], path: str) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--scene", default="../shared/scenes/fox")
+    parser.add_argument(
+        "--scene",
+        default="../shared/scenes/fox",
+        help="a capture's folder, or demo-city: the generated demo city",
+    )
     parser.add_argument("--downscale", type=int, default=4)
     parser.add_argument("--fields", default="mlp,hash_grid")
     parser.add_argument("--inits", default="random", help="random and/or meta")
-    parser.add_argument("--meta-init", help="theta_0 state file for --inits meta")
+    parser.add_argument("--meta-init-mlp", help="the MLP's theta_0 file for --inits meta")
+    parser.add_argument("--meta-init-hash-grid", help="the grid's theta_0 file, --inits meta")
     parser.add_argument("--at-minutes", default="2,5,10,20")
     parser.add_argument("--at-steps", default="256,1000,4000")
     parser.add_argument("--steps-budget", type=int, default=4000)
@@ -131,9 +167,13 @@ def main() -> None:
     device = pick_device(args.device)
     log = ProgressLog("bench")
     work = args.workdir or tempfile.mkdtemp(prefix="field-table-")
-    recipe = scene_quick()
-    recipe.data.scene, recipe.data.downscale = args.scene, args.downscale
-    recipe.data.skip_missing_images, recipe.data.work_dir = True, os.path.join(work, "scene")
+    if args.scene == "demo-city":
+        recipe = city_demo()
+    else:
+        recipe = scene_quick()
+        recipe.data.scene, recipe.data.downscale = args.scene, args.downscale
+        recipe.data.skip_missing_images = True
+    recipe.data.work_dir = os.path.join(work, "scene")
     started = time.perf_counter()
     ray.init(num_cpus=os.cpu_count(), include_dashboard=False, log_to_driver=False)
     try:
@@ -142,32 +182,37 @@ def main() -> None:
         ray.shutdown()
     test_scene = city.load_scene("test")
     router = module_router(city.partition, city.block_order, modular=True)
+    judged = city.non_meta_blocks  # never meta-trained on: where meta vs random is judged
     at_steps = marks(args.at_steps, int)
-    at_seconds = [60.0 * m for m in marks(args.at_minutes, float)]
     rows = []
     for kind in args.fields.split(","):
         recipe.field.kind, recipe.field.contraction = kind, args.contraction
         recipe.field.grid.proposal.samples = args.proposal_samples
         field = city_field(recipe, city.load_scene("all"))
+        pixel_blocks = ray_midpoint_blocks(field, city.partition, test_scene)
         lr = args.lr_grid if kind == "hash_grid" else args.lr_mlp
-        steps = args.steps_budget
-        block = dataclasses.replace(recipe.block, steps=steps, lr=lr, batch_rays=args.batch,
-                                    checkpoint_every=10**9, curve_points=0)  # fmt: skip
+        block = dataclasses.replace(recipe.block, steps=args.steps_budget, lr=lr,
+                                    batch_rays=args.batch, checkpoint_every=10**9,
+                                    curve_points=0)  # fmt: skip
         for init_name in args.inits.split(","):
             if init_name == "meta":
-                init = load_state(args.meta_init, INIT_KIND)["theta0"]
+                init = load_state(getattr(args, f"meta_init_{kind}"), INIT_KIND)["theta0"]
             else:
                 init = init_radiance_params(field, 1, torch.Generator().manual_seed(0))
             with tempfile.TemporaryDirectory() as root:
-                task = BlockTask(city.block_order[0], init_name, init, field, city.train_uri,
-                                 city.test_uri, block, root, seed=0)  # fmt: skip
-                snapshots = train_with_snapshots(task, device, at_steps, at_seconds)
+                tasks = [BlockTask(b, init_name, init, field, city.train_uri, city.test_uri,
+                                   block, root, seed=0) for b in city.block_order]  # fmt: skip
+                snapshots = train_city_with_snapshots(
+                    tasks, device, at_steps, marks(args.at_minutes, float)
+                )
             for mark, (step, seconds, params) in snapshots.items():
                 scores = score_city_images(field, params, router, city.partition, test_scene,
-                                           None, mark)  # fmt: skip
-                rows.append({"field": kind, "init": init_name, "mark": mark, "step": step,
-                             "seconds": round(seconds, 1), "psnr": round(scores.psnr, 2),
-                             "ssim": round(scores.ssim, 3)})  # fmt: skip
+                                           None, mark, fixed_blocks=pixel_blocks)  # fmt: skip
+                never = [scores.per_block[b] for b in judged if b in scores.per_block]
+                rows.append({"field": kind, "init": init_name, "mark": mark,
+                             "step": round(step), "seconds": round(seconds, 1),
+                             "psnr": round(scores.psnr, 2), "ssim": round(scores.ssim, 3),
+                             "never_meta_trained_psnr": [round(v, 2) for v in never]})  # fmt: skip
                 print(json.dumps(rows[-1]), file=sys.stderr, flush=True)
     summary = {
         "bench": "field_table",
@@ -179,6 +224,8 @@ def main() -> None:
         "contraction": args.contraction,
         "proposal_samples": args.proposal_samples,
         "held_out_views": len(test_scene.frames),
+        "blocks": city.block_order,
+        "never_meta_trained_blocks": judged,
         "rows": rows,
         "total_seconds": round(time.perf_counter() - started, 1),
     }
