@@ -2,11 +2,20 @@
 
 Every claim compares methods run with the same seeds, per section (a data set), through the paired
 difference of a metric (:func:`~mclnf_dist.evaluation.statistics.paired_difference`); a comparison
-"holds" only when the interval of the mean difference lies above zero. The baselines that start
-from a random init (``random``: one network; ``mod-random``: one module per segment) appear in
-every claim, so a gain can always be read against "no meta-learning at all".
+"holds" only when the interval of the mean difference lies above zero AND its p-value, corrected
+over every counted comparison of the report (Benjamini-Hochberg, false discovery rate 5 %), is
+below 0.05. The baselines that start from a random init (``random``: one network;
+``mod-random``: one module per segment) appear in every claim, so a gain can always be read
+against "no meta-learning at all".
+
+What a comparison is judged on is a :class:`Scope`: a section's runs restricted to what the claim
+is about (the city: the blocks never meta-trained on), the adaptation plan they ran under, and
+whether the one-network methods were widened to the modules' parameter count. A comparison of two
+methods that are one configuration in a section (``mim`` with the FIM weight at 0 is ``mod``)
+reads "not tested".
 """
 
+import dataclasses
 from dataclasses import dataclass
 from typing import Any
 
@@ -17,7 +26,14 @@ from mclnf_dist.evaluation.seeds import (
     finite_or_none,
     values_by_seed,
 )
-from mclnf_dist.evaluation.statistics import Interval, mean_ci, paired_difference, verdict
+from mclnf_dist.evaluation.statistics import (
+    CONFIDENCE,
+    Interval,
+    benjamini_hochberg,
+    mean_ci,
+    paired_difference,
+    verdict,
+)
 from mclnf_dist.evaluation.tables import format_table
 
 
@@ -32,6 +48,9 @@ class Claim:
     reference: tuple[tuple[str, str], ...] = ()
     """Pairs shown for scale (at AUC) that do not count towards the verdict."""
 
+
+OTHERS_THAN_MOD = ("random", "finetune", "ewc", "replay", "mod-random", "maml", "oml")
+"""Every method ``mod`` is an alternative to (``mim`` is ``mod`` plus the FIM loss: claim 2)."""
 
 CLAIMS = (
     Claim(
@@ -49,7 +68,7 @@ CLAIMS = (
     Claim(
         "overall",
         "modular + meta-learned init learns faster than every alternative",
-        (("mod", "random"), ("mod", "mod-random"), ("mod", "maml"), ("mod", "oml")),
+        tuple(("mod", other) for other in OTHERS_THAN_MOD),
         ("auc",),
     ),
     Claim(
@@ -67,23 +86,57 @@ FROZEN = ("mod", "mim", "mod-random")
 
 
 @dataclass(frozen=True)
+class Scope:
+    """The runs one section's claims are judged on, and what they are about."""
+
+    section: str
+    summaries: SeedSummaries
+    judged: str = "held-out data"
+    """What the numbers cover, in words, e.g. ``"blocks 4, 5 (never meta-trained on)"``."""
+    items: tuple[str, ...] = ()
+    """The blocks or signals judged, by name (``report.json``'s ``judged_items``)."""
+    counted: bool = True
+    """False: rows shown beside the counted ones for scale (e.g. the city's all-block numbers)."""
+    plan_view: str = "shared"
+    """``shared``: every method under the one adaptation plan; ``own``: each at its own best."""
+    param_matched: bool = False
+    """The one-network methods widened to the modules' parameter count (``--param-match``)."""
+    same_configuration: frozenset[frozenset[str]] = frozenset()
+    """Method pairs that are one configuration in this section: their comparisons are "not
+    tested" (e.g. ``{"mim", "mod"}`` when the FIM weight is 0)."""
+
+
+@dataclass(frozen=True)
 class Comparison:
-    """``better - worse`` on ``metric`` in one section, over the seeds both ran."""
+    """``better - worse`` on ``metric`` over the seeds both ran, judged on ``scope``."""
 
     claim: str
-    section: str
     better: str
     worse: str
     metric: str
     difference: Interval | None
     """None: one of the two methods did not run in this section."""
+    scope: Scope = dataclasses.field(repr=False)
     counted: bool = True
+    p_adjusted: float | None = None
+    """The p-value corrected over the report's counted comparisons (None: not in the family)."""
+
+    @property
+    def section(self) -> str:
+        return self.scope.section
+
+    @property
+    def tested(self) -> bool:
+        """False: the two methods are one configuration in this scope (verdict "not tested")."""
+        return frozenset((self.better, self.worse)) not in self.scope.same_configuration
 
     @property
     def verdict(self) -> str:
+        if not self.tested:
+            return "not tested"
         if self.difference is None:
             return "not measured"
-        return verdict(self.difference.lo, self.difference.hi)
+        return verdict(self.difference.lo, self.difference.hi, self.p_adjusted)
 
     def as_dict(self) -> dict[str, Any]:
         d = self.difference
@@ -96,13 +149,21 @@ class Comparison:
             "lo": None if d is None else finite_or_none(d.lo),
             "hi": None if d is None else finite_or_none(d.hi),
             "n": 0 if d is None else d.n,
+            "p": None if d is None else d.p,
+            "p_adjusted": self.p_adjusted,
             "verdict": self.verdict,
             "counted": self.counted,
+            "judged": self.scope.judged,
+            "judged_items": list(self.scope.items),
+            "plan_view": self.scope.plan_view,
+            "param_matched": self.scope.param_matched,
         }
 
 
-def judge(section: str, summaries: SeedSummaries) -> list[Comparison]:
-    """Every comparison of every claim in one section (the target PSNR plays no part)."""
+def judge(scope: Scope) -> list[Comparison]:
+    """Every comparison of every claim on one scope, unadjusted (the target PSNR plays no part);
+    :func:`judge_all` corrects a report's comparisons together."""
+    summaries = scope.summaries
     early = early_step(summaries)
     found = []
     for claim in CLAIMS:
@@ -112,17 +173,35 @@ def judge(section: str, summaries: SeedSummaries) -> list[Comparison]:
             a = values_by_seed(summaries, better, name, early, 0.0)
             b = values_by_seed(summaries, worse, name, early, 0.0)
             diff = paired_difference(a, b)
-            found.append(Comparison(claim.key, section, better, worse, name, diff, counted))
+            found.append(
+                Comparison(claim.key, better, worse, name, diff, scope, counted and scope.counted)
+            )
+    return found
+
+
+def in_family(c: Comparison) -> bool:
+    """Counted, tested and measured: what the multiplicity correction runs over."""
+    return c.counted and c.tested and c.difference is not None
+
+
+def judge_all(scopes: list[Scope]) -> list[Comparison]:
+    """Every scope's comparisons, the counted ones' p-values corrected together
+    (Benjamini-Hochberg over the whole report: one family)."""
+    found = [c for scope in scopes for c in judge(scope)]
+    family = [i for i, c in enumerate(found) if in_family(c)]
+    adjusted = benjamini_hochberg([found[i].difference.p for i in family])  # type: ignore[union-attr]
+    for i, p in zip(family, adjusted, strict=True):
+        found[i] = dataclasses.replace(found[i], p_adjusted=p)
     return found
 
 
 def combine(verdicts: list[str]) -> str:
     """A claim's verdict from its comparisons': "holds" only if every one holds, "reversed" if
     every one is reversed, "partly reversed" if any is, "partly holds" if some hold and the rest
-    are inconclusive; comparisons not measured are left out."""
-    found = [v for v in verdicts if v != "not measured"]
+    are inconclusive; comparisons not measured or not tested are left out."""
+    found = [v for v in verdicts if v not in ("not measured", "not tested")]
     if not found:
-        return "not measured"
+        return "not tested" if "not tested" in verdicts else "not measured"
     if all(v == "holds" for v in found):
         return "holds"
     if all(v == "reversed" for v in found):
@@ -157,11 +236,12 @@ def signed(value: float) -> str:
 def comparison_row(c: Comparison, early: dict[str, int]) -> list[str]:
     metric = {"psnr_step1": "PSNR@1", "psnr_at_16": f"PSNR@{early[c.section]}", "auc": "AUC"}
     d = c.difference
-    cells = ["-", "-", "-"] if d is None else [str(d.n), signed(d.mean)]
-    if d is not None:
+    cells = ["-", "-", "-", "-"] if d is None or not c.tested else [str(d.n), signed(d.mean)]
+    if d is not None and c.tested:
         cells.append(f"[{signed(d.lo)}, {signed(d.hi)}]")
+        cells.append("-" if c.p_adjusted is None else f"{c.p_adjusted:.3f}")
     label = c.verdict if c.counted else f"({c.verdict}; reference)"
-    return [c.section, f"{c.better} - {c.worse}", metric[c.metric], *cells, label]
+    return [c.section, c.scope.judged, f"{c.better} - {c.worse}", metric[c.metric], *cells, label]
 
 
 def forgetting_table(sections: list[tuple[str, SeedSummaries]]) -> tuple[str, list[str]]:
@@ -205,13 +285,16 @@ def forgetting_table(sections: list[tuple[str, SeedSummaries]]) -> tuple[str, li
     return format_table(["section", *methods], rows), sentence
 
 
-def claims(sections: list[tuple[str, SeedSummaries]]) -> list[str]:
+def claims(scopes: list[Scope]) -> list[str]:
     """The paper's claims per section over seeds, as markdown: an "In short" list, then a table
-    of every paired difference (mean, 95 % interval, verdict) per claim, then forgetting."""
-    comparisons = [c for name, summaries in sections for c in judge(name, summaries)]
-    early = {name: early_step(summaries) for name, summaries in sections}
+    of every paired difference (mean, 95 % interval, corrected p, verdict) per claim, then
+    forgetting."""
+    comparisons = judge_all(scopes)
+    early = {scope.section: early_step(scope.summaries) for scope in scopes}
     verdicts = claim_verdicts(comparisons)
-    forget_table, forget_sentence = forgetting_table(sections)
+    counted = [(scope.section, scope.summaries) for scope in scopes if scope.counted]
+    forget_table, forget_sentence = forgetting_table(counted)
+    family = sum(in_family(c) for c in comparisons)
     lines = ["In short (per section, over seeds):", ""]
     for claim in CLAIMS:
         lines.append(f"- {claim.key}. {claim.statement}: {in_short(verdicts.get(claim.key, {}))}")
@@ -219,16 +302,22 @@ def claims(sections: list[tuple[str, SeedSummaries]]) -> list[str]:
         f"- 3. forgetting: {forget_sentence}",
         "",
         "Each row is a paired difference over seeds (the same seed for both methods), dB: its mean "
-        "and 95 % Student-t interval. *holds*: the interval lies above 0; *reversed*: below 0; "
-        "*inconclusive*: it covers 0. One seed gives no interval, so a claim needs >= 2 seeds to "
+        "and 95 % Student-t interval, and the p-value of a paired t test corrected over all "
+        f"{family} counted rows of this report (Benjamini-Hochberg: at most 5 % of the rows "
+        "called *holds* or *reversed* are expected to be wrong). *holds*: the interval lies above "
+        f"0 and the corrected p is below {1 - CONFIDENCE:.2f}; *reversed*: the same below 0; "
+        "*inconclusive*: otherwise; *not tested*: the two methods are one configuration in that "
+        "section (no run made). One seed gives no interval, so a claim needs >= 2 seeds to "
         "be anything but inconclusive. A claim holds in a section only if every counted row "
         f"does. PSNR@{EARLY_STEP} is taken at the last checkpoint when the budget is smaller; AUC "
         "is the mean PSNR over the budget on a log2(step) axis (early steps weigh as much as "
         "late ones). `random` and `mod-random` start from a random init (one network; one module "
-        "per segment).",
+        "per segment). *judged on*: what the numbers cover; rows marked *reference* are shown "
+        "for scale and count towards nothing.",
         "",
     ]
-    header = ["section", "difference", "metric", "seeds", "mean", "95 % interval", "verdict"]
+    header = ["section", "judged on", "difference", "metric", "seeds", "mean", "95 % interval"]
+    header += ["p (corrected)", "verdict"]
     for claim in CLAIMS:
         rows = [comparison_row(c, early) for c in comparisons if c.claim == claim.key]
         title = f"{claim.key}. " if claim.key[0].isdigit() else f"{claim.key.capitalize()}: "
@@ -248,6 +337,6 @@ def claims(sections: list[tuple[str, SeedSummaries]]) -> list[str]:
     return lines
 
 
-def claims_json(sections: list[tuple[str, SeedSummaries]]) -> list[dict[str, Any]]:
+def claims_json(scopes: list[Scope]) -> list[dict[str, Any]]:
     """Every comparison as a JSON-ready dict (what report.json keeps next to the tables)."""
-    return [c.as_dict() for name, summaries in sections for c in judge(name, summaries)]
+    return [c.as_dict() for c in judge_all(scopes)]

@@ -58,9 +58,9 @@ def metric(summary: dict, name: str, early: int, target: float) -> float | None:
         return summary["curve"].get(str(early))
     if name == "auc":
         return curve_auc(summary["curve"])
-    if name == "steps_to_target":
+    if name == "steps_to_target":  # censored: a run that never reaches it counts as its budget
         reached = steps_to_target(summary["curve"], target)
-        return None if reached is None else float(reached)
+        return float(max(int(step) for step in summary["curve"]) if reached is None else reached)
     if name not in METRICS:
         raise MclnfError(f"metric must be one of: {', '.join(METRICS)}, got {name!r}")
     return summary.get(name)
@@ -92,8 +92,8 @@ def summarise(values: Sequence[float | None]) -> dict[str, Any]:
 def aggregate(summaries: SeedSummaries, target: float) -> dict[str, dict[str, dict[str, Any]]]:
     """method -> metric -> {"mean", "ci95", "values"} over the seeds (values in seed order).
 
-    ``steps_to_target`` averages the seeds that reached ``target`` and adds ``not_reached``, the
-    number that did not.
+    ``steps_to_target`` is over every seed, a seed that never reached ``target`` counted as its
+    budget (censored: the mean is then a lower bound), and adds ``not_reached``, how many did not.
     """
     early = early_step(summaries)
     out: dict[str, dict[str, dict[str, Any]]] = {}
@@ -104,6 +104,38 @@ def aggregate(summaries: SeedSummaries, target: float) -> dict[str, dict[str, di
             values = [metric(by_seed[s], name, early, target) for s in seeds]
             entry = summarise(values)
             if name == "steps_to_target":
-                entry["not_reached"] = sum(v is None for v in values)
+                entry["not_reached"] = sum(
+                    steps_to_target(by_seed[s]["curve"], target) is None for s in seeds
+                )
             out[method][name] = entry
     return out
+
+
+def on_segments(summary: dict, positions: Sequence[int]) -> dict:
+    """``summary`` as judged on some of its segments only (e.g. the city's never-meta-trained
+    blocks, by their position in the block order): the curve is the mean PSNR of those segments
+    at every checkpoint (``segment_curve``), forgetting the mean drop of those of them learned
+    before the last (``segment_matrix``), SSIM dropped (it is of whole images)."""
+    curve = {
+        step: sum(values[i] for i in positions) / len(positions)
+        for step, values in summary["segment_curve"].items()
+    }
+    matrix = summary.get("segment_matrix")
+    forgetting = None
+    if matrix is not None and len(matrix) >= 2:
+        last = len(matrix) - 1
+        drops = [
+            max(matrix[i][j] for i in range(j, last)) - matrix[last][j]
+            for j in positions
+            if j < last
+        ]
+        forgetting = sum(drops) / len(drops) if drops else None
+    steps = sorted(curve, key=int)
+    return {
+        **summary,
+        "curve": curve,
+        "psnr_step1": curve[steps[0]],
+        "psnr_last": curve[steps[-1]],
+        "ssim_last": None,
+        "forgetting": forgetting,
+    }

@@ -21,12 +21,14 @@ CONFIDENCE = 0.95
 
 
 class Interval(NamedTuple):
-    """A mean and its 95 % interval [lo, hi] over ``n`` seeds."""
+    """A mean and its 95 % interval [lo, hi] over ``n`` seeds, and the two-sided p-value of a
+    Student t test of mean 0 (1.0 when ``n`` is 1: one seed proves nothing)."""
 
     mean: float
     lo: float
     hi: float
     n: int
+    p: float = 1.0
 
     @property
     def half_width(self) -> float:
@@ -64,13 +66,37 @@ def paired_difference(
     seeds = sorted(s for s in a if s in b and a[s] is not None and b[s] is not None)
     if not seeds:
         return None
-    mean, half = mean_ci([a[s] - b[s] for s in seeds])  # type: ignore[operator]
-    return Interval(mean, mean - half, mean + half, len(seeds))
+    differences = [a[s] - b[s] for s in seeds]  # type: ignore[operator]
+    mean, half = mean_ci(differences)
+    return Interval(mean, mean - half, mean + half, len(seeds), t_test_p(differences))
 
 
-def verdict(lo: float, hi: float) -> Verdict:
+def t_test_p(values: Sequence[float]) -> float:
+    """Two-sided p-value of a one-sample Student t test of mean 0 (a paired test when ``values``
+    are paired differences). One value: 1.0. Identical values: 0.0 unless they are all 0."""
+    data = np.asarray(values, dtype=float)
+    if data.size < 2:
+        return 1.0
+    mean = float(data.mean())
+    if float(np.ptp(data)) <= 1e-9 * max(1.0, abs(mean)):  # no spread (up to rounding): the
+        return 1.0 if mean == 0.0 else 0.0  # mean is the answer (scipy gives nan or noise)
+    return float(stats.ttest_1samp(data, 0.0).pvalue)
+
+
+def benjamini_hochberg(p_values: Sequence[float]) -> list[float]:
+    """Benjamini-Hochberg adjusted p-values (same order as given): comparisons whose adjusted p
+    is below q are discoveries at false discovery rate q over the whole family."""
+    if not p_values:
+        return []
+    return [float(p) for p in stats.false_discovery_control(np.asarray(p_values, dtype=float))]
+
+
+def verdict(lo: float, hi: float, p_adjusted: float | None = None) -> Verdict:
     """ "holds" when the interval of a difference lies above zero, "reversed" below zero,
-    "inconclusive" when it covers zero (or is undefined: nan)."""
+    "inconclusive" when it covers zero (or is undefined: nan); with ``p_adjusted`` (corrected
+    for multiplicity), a side is only taken when it is also below ``1 - CONFIDENCE``."""
+    if p_adjusted is not None and not p_adjusted < 1 - CONFIDENCE:
+        return "inconclusive"
     if lo > 0:
         return "holds"
     if hi < 0:

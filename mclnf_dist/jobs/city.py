@@ -43,7 +43,7 @@ from mclnf_dist.jobs.city_inits import init_key, key_field
 from mclnf_dist.jobs.city_outputs import held_out_psnr, render_and_save, write_city_outputs
 from mclnf_dist.jobs.city_preflight import preflight_city
 from mclnf_dist.jobs.init_asset import load_init, save_init
-from mclnf_dist.meta.methods import MethodSpec, get_method
+from mclnf_dist.meta.methods import MethodSpec, distinct_methods
 from mclnf_dist.nerf.field import (
     RadianceFieldConfig,
     field_for_scene,
@@ -66,11 +66,15 @@ def main(argv: list[str]) -> None:
 def run_city(cfg: CityExperimentConfig) -> dict:
     """Run the whole city job; returns the JSON-able report."""
     check_config(cfg)  # configs built in code skip the command line's checks
-    specs = [get_method(name) for name in cfg.methods]
+    specs, twins = distinct_methods(cfg.methods, cfg.fim.fim_lambda)
     device = pick_device(cfg.run.device)
     quiet_logs(cfg.run.verbose)
     print(describe(cfg), flush=True)
     log = ProgressLog("city")
+    for name, twin in twins.items():
+        log.info(
+            f"{name} is {twin} with --fim.fim-lambda 0: not run (its comparison is not tested)"
+        )
     storage = cfg.storage_uri or str(Path(cfg.data.work_dir) / "runs")
 
     check_store(storage, "--storage-uri")  # an unusable s3:// store: one line, before any work

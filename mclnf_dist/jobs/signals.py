@@ -22,7 +22,7 @@ from mclnf_dist.evaluation.tables import results_table
 from mclnf_dist.fields.sizing import matched_width
 from mclnf_dist.fields.stacked_mlp import FieldConfig, init_params
 from mclnf_dist.jobs.signals_config import SignalsConfig, loader_options
-from mclnf_dist.meta.methods import MethodSpec, get_method
+from mclnf_dist.meta.methods import MethodSpec, distinct_methods
 from mclnf_dist.meta.outer_loop import meta_train
 from mclnf_dist.progress import ProgressLog, quiet_logs
 from mclnf_dist.recipes import recipes_for
@@ -50,7 +50,10 @@ def main(argv: list[str]) -> None:
 def validate(cfg: SignalsConfig) -> list[MethodSpec]:
     """The config's checks (configs built in code skip the command line's) and its methods."""
     check_config(cfg)
-    return [get_method(name) for name in cfg.methods]
+    specs, twins = distinct_methods(cfg.methods, cfg.fim.fim_lambda)
+    for name, twin in twins.items():
+        print(f"{name} is {twin} with --fim.fim-lambda 0: not run (its comparison is not tested)")
+    return specs
 
 
 def run_signals(cfg: SignalsConfig) -> dict:

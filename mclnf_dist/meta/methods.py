@@ -9,7 +9,8 @@ meets the segments at test time, and its loss/regulariser. Everything else (meta
 adaptation, evaluation) reads these fields, so there are no per-method code branches to drift.
 """
 
-from dataclasses import dataclass
+from collections.abc import Sequence
+from dataclasses import dataclass, replace
 from typing import Literal
 
 from mclnf_dist.errors import MclnfError
@@ -103,3 +104,28 @@ def get_method(name: str) -> MethodSpec:
         raise MclnfError(
             f"unknown method {name!r} (expected one of: {', '.join(METHODS)})"
         ) from None
+
+
+def one_configuration(a: MethodSpec, b: MethodSpec, fim_lambda: float) -> bool:
+    """True when ``a`` and ``b`` train exactly alike: they differ at most in the FIM loss, and
+    its weight is 0 (``mim`` with ``--fim.fim-lambda 0`` is ``mod``)."""
+    strip = {"name": "mod", "description": "", "fim": False}
+    same_rest = replace(a, **strip) == replace(b, **strip)
+    return same_rest and (a.fim == b.fim or fim_lambda == 0.0)
+
+
+def distinct_methods(
+    names: Sequence[str], fim_lambda: float
+) -> tuple[list[MethodSpec], dict[str, str]]:
+    """The methods of ``names`` worth running, and the others: name -> the earlier method of the
+    list it is one configuration with (:func:`one_configuration`; its run would repeat that one's,
+    so a comparison of the two is "not tested", not an A/A difference of noise)."""
+    kept: list[MethodSpec] = []
+    skipped: dict[str, str] = {}
+    for spec in (get_method(name) for name in names):
+        twin = next((k for k in kept if one_configuration(k, spec, fim_lambda)), None)
+        if twin is None:
+            kept.append(spec)
+        else:
+            skipped[spec.name] = twin.name
+    return kept, skipped
