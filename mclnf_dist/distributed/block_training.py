@@ -29,6 +29,7 @@ from mclnf_dist.fields.stacked_mlp import Params, evaluate
 from mclnf_dist.meta.inner_loop import per_sample_loss, sample_losses
 from mclnf_dist.meta.meta_learning import mse_to_psnr
 from mclnf_dist.nerf.field import RadianceFieldConfig, pack_rays
+from mclnf_dist.nerf.sampling import seeded_jitter
 from mclnf_dist.progress import ProgressLog
 from mclnf_dist.raystore.stream import stream_block_rays
 from mclnf_dist.state import Fingerprint, content_digest, fingerprint, load_state, save_state
@@ -195,6 +196,18 @@ def train_block(
             (``bench/field_table.py`` keeps snapshots at step and time marks); its own time is
             not counted as training.
     """
+    with seeded_jitter(task.seed) as jitter:  # the samples' jitter: one stream per block task
+        return train_block_with(task, jitter, device, batches, on_step)
+
+
+def train_block_with(
+    task: BlockTask,
+    jitter: torch.Generator,
+    device: torch.device | None,
+    batches: Iterator[dict[str, torch.Tensor]] | None,
+    on_step: Callable[[int, Params, float], None] | None,
+) -> BlockResult:
+    """:func:`train_block` with its jitter stream (restored from and saved to checkpoints)."""
     device = device or torch.device("cuda" if torch.cuda.is_available() else "cpu")
     cfg = task.cfg
     state = load_checkpoint(task)
@@ -209,9 +222,8 @@ def train_block(
     if state is not None:
         adam.load_state_dict(state["adam"])
         curve = dict(state["curve"])
-        torch.set_rng_state(state["torch_rng"])
-    else:
-        torch.manual_seed(task.seed)  # the sample jitter
+        if "jitter" in state:
+            jitter.set_state(state["jitter"])
     stream = batches or stream_block_rays(
         task.train_uri,
         task.block,
@@ -262,7 +274,7 @@ def train_block(
                     "params": {k: v.detach().cpu() for k, v in params.items()},
                     "adam": adam.state_dict(),
                     "curve": curve,
-                    "torch_rng": torch.get_rng_state(),
+                    "jitter": jitter.get_state(),
                 },
             )
     trained = {k: v.detach().cpu() for k, v in params.items()}

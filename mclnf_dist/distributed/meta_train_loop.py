@@ -22,6 +22,7 @@ from mclnf_dist.meta.fim import FimConfig
 from mclnf_dist.meta.meta_learning import MetaConfig
 from mclnf_dist.meta.outer_loop import meta_train_loop
 from mclnf_dist.nerf.field import RadianceFieldConfig
+from mclnf_dist.nerf.sampling import seeded_jitter
 
 
 @dataclass
@@ -90,7 +91,6 @@ def train_loop_per_worker(config: dict) -> None:
     context = ray.train.get_context()
     rank, world = context.get_world_rank(), context.get_world_size()
     torch.set_num_threads(job.cpus_per_worker)
-    torch.manual_seed(worker_seed(job.seed, rank))  # the radiance field's sample jitter
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     mine = assigned_blocks(job.blocks, rank, world)
     episodes = BlockRayEpisodes(
@@ -108,7 +108,8 @@ def train_loop_per_worker(config: dict) -> None:
     def on_round(done: int, metrics: dict[str, float]) -> None:
         ray.train.report({"round": done, **metrics})  # progress: the driver polls the server
 
-    meta_train_loop(job.field, job.meta, job.fim, store, episodes, job.rounds, on_round)
+    with seeded_jitter(worker_seed(job.seed, rank)):  # the radiance field's sample jitter
+        meta_train_loop(job.field, job.meta, job.fim, store, episodes, job.rounds, on_round)
 
 
 def maybe_fail(job: WorkerJob, rank: int, version: int) -> None:

@@ -39,6 +39,7 @@ from mclnf_dist.meta.ewc import EwcPenalty
 from mclnf_dist.meta.fim import FimConfig
 from mclnf_dist.meta.meta_learning import MetaConfig, head_keys
 from mclnf_dist.meta.methods import MethodSpec
+from mclnf_dist.nerf.sampling import seeded_jitter
 from mclnf_dist.progress import ProgressLog
 from mclnf_dist.signals.signal_set import SignalSet
 
@@ -129,6 +130,9 @@ class MethodContext:
     fim: FimConfig
     adapt: AdaptConfig
     log: ProgressLog | None = None
+    seed: int = 0
+    """The run's seed: its minibatch draws and its sample-jitter stream (:func:`seeded_jitter`),
+    so two methods of one configuration and seed train identically."""
 
     def report(self, step: int, psnr: float, elapsed: float, work_done: float) -> None:
         """A progress line at the larger checkpoints: PSNR so far and the ETA."""
@@ -221,7 +225,8 @@ def evaluate_method(
     runner = {"modular": _modular, "offline": _offline, "sequential": _sequential}
     ctx.log = log
     scorer = SignalScorer(score or signals) if not hasattr(score, "measure") else score
-    result = runner[ctx.spec.test_schedule](ctx, signals, scorer)
+    with seeded_jitter(ctx.seed):
+        result = runner[ctx.spec.test_schedule](ctx, signals, scorer)
     reference = getattr(scorer, "score", None)
     if (
         reference is not None
@@ -305,6 +310,7 @@ def adapt_all_at_once(
         ctx.trainable(),
         on_step=record,
         batch_size=rows_per_step,
+        seed=ctx.seed,
     )
     return final, recorder, last[0]
 
@@ -357,7 +363,7 @@ def run_sequence(
     params = expand_params(ctx.init, num)
     ewc = EwcPenalty(ctx.adapt.ewc_lambda) if ctx.spec.regulariser == "ewc" else None
     replay_x, replay_y = [], []
-    generator = torch.Generator().manual_seed(0)
+    generator = torch.Generator().manual_seed(ctx.seed)
     rows = [] if scorer is not None else None
     batch = ctx.rows_per_step(signals.num_segments, whole_signal=False)
     for segment in range(signals.num_segments):
@@ -375,6 +381,7 @@ def run_sequence(
             ctx.trainable(),
             ewc=ewc,
             batch_size=batch,
+            seed=ctx.seed + segment,
         )
         if ewc is not None:
             ewc.consolidate(ctx.field, params, x, y, ctx.adapt.ewc_rows)

@@ -396,7 +396,9 @@ def continual_phase(
         key = init_key(cfg, spec)
         init = {k: v.to(device) for k, v in inits[key].items()}
         field = key_field(field_cfg, key, fit.num_segments)
-        contexts.append(MethodContext(spec, field, init, cfg.meta, cfg.fim, cfg.adapt))
+        contexts.append(
+            MethodContext(spec, field, init, cfg.meta, cfg.fim, cfg.adapt, seed=cfg.run.seed)
+        )
     parallel = cfg.workers > 1 or (cfg.workers == -1 and device.type == "cpu")
     log.info(f"continual phase: {len(contexts)} methods over {fit.num_segments} blocks")
     calls = [(ctx, fit.to(device), score) for ctx in contexts]

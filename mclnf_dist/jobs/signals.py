@@ -164,7 +164,7 @@ def run_method(
         )
         bar.close()
     started = time.perf_counter()
-    ctx = MethodContext(spec, field_cfg, init, cfg.meta, cfg.fim, cfg.adapt)
+    ctx = MethodContext(spec, field_cfg, init, cfg.meta, cfg.fim, cfg.adapt, seed=cfg.run.seed)
     result = evaluate_method(ctx, test, log)
     log.info(f"evaluated in {time.perf_counter() - started:.1f}s")
     return result, history

@@ -5,9 +5,41 @@ one to ``far``), which is how :func:`mclnf_dist.nerf.rendering.volume_render` we
 ``perturb=False`` stratified samples sit at the *start* of ``S`` equal bins, so those intervals tile
 ``[near, far)`` exactly and the quadrature of a constant density is exact; with ``perturb=True``
 each sample is uniform in its bin (unbiased training signal, NeRF's "stratified sampling").
+
+The jitter of a run comes from its own generator (:func:`seeded_jitter`), not from torch's global
+one: two runs of one configuration and seed draw the same jitter whatever ran before them in the
+process (a Ray worker runs many tasks), so their difference is 0, not noise.
 """
 
+from collections.abc import Iterator
+from contextlib import contextmanager
+from contextvars import ContextVar
+
 import torch
+
+_JITTER: ContextVar[torch.Generator | None] = ContextVar("sample_jitter", default=None)
+
+
+@contextmanager
+def seeded_jitter(seed: int) -> Iterator[torch.Generator]:
+    """Inside, every sample jitter not given a generator is drawn from one CPU generator seeded
+    with ``seed`` (one stream per run; nested uses get their own stream and restore the outer
+    one). Yields it, e.g. to checkpoint its state (``get_state``/``set_state``)."""
+    generator = torch.Generator().manual_seed(seed)
+    token = _JITTER.set(generator)
+    try:
+        yield generator
+    finally:
+        _JITTER.reset(token)
+
+
+def uniform(shape: tuple[int, ...], generator: torch.Generator | None, device) -> torch.Tensor:
+    """U[0, 1) of ``shape`` on ``device``: from ``generator``, else the run's jitter stream
+    (:func:`seeded_jitter`, drawn on the CPU), else torch's global generator."""
+    source = generator if generator is not None else _JITTER.get()
+    if source is None or source.device.type == torch.device(device).type:
+        return torch.rand(shape, generator=source, device=device)
+    return torch.rand(shape, generator=source, device=source.device).to(device)
 
 
 def stratified_samples(
@@ -38,7 +70,7 @@ def stratified_samples(
     far_t = far_t.to(device).reshape(-1).expand(num_rays)[:, None]
     fractions = torch.arange(num_samples, dtype=torch.float32, device=device) / num_samples
     if perturb:
-        jitter = torch.rand(num_rays, num_samples, generator=generator, device=device)
+        jitter = uniform((num_rays, num_samples), generator, device)
         fractions = fractions + jitter / num_samples  # (R, S)
     return near_t + (far_t - near_t) * fractions
 
@@ -72,7 +104,7 @@ def sample_pdf(
     cdf = torch.cat([torch.zeros_like(cdf[:, :1]), cdf.clamp(max=1.0)], dim=-1)  # (R, B+1)
     rays = weights.shape[0]
     if perturb:
-        levels = torch.rand(rays, num_samples, generator=generator, device=weights.device)
+        levels = uniform((rays, num_samples), generator, weights.device)
         levels = (torch.arange(num_samples, device=weights.device) + levels) / num_samples
     else:
         levels = (torch.arange(num_samples, device=weights.device) + 0.5) / num_samples

@@ -41,6 +41,7 @@ from mclnf_dist.jobs.city_config import CityExperimentConfig
 from mclnf_dist.jobs.signals_config import SignalsConfig
 from mclnf_dist.meta.methods import get_method
 from mclnf_dist.meta.outer_loop import LocalStore, meta_train_loop
+from mclnf_dist.nerf.sampling import seeded_jitter
 from mclnf_dist.progress import ProgressLog, quiet_logs
 from mclnf_dist.recipes import recipes_for
 from mclnf_dist.signals.loading import default_source
@@ -137,8 +138,10 @@ def choose_plan(
         aucs = {}
         for name, task in tasks.items():
             init = inits[task.init_key()]
-            ctx = MethodContext(task.spec, task.field, init, target.meta, target.fim, adapt)
-            torch.manual_seed(target.run.seed + 1)  # a radiance field's sample jitter
+            seed = target.run.seed + 1  # the validation's own minibatch and jitter streams
+            ctx = MethodContext(
+                task.spec, task.field, init, target.meta, target.fim, adapt, seed=seed
+            )
             aucs[name] = curve_auc(evaluate_method(ctx, task.fit, None, task.score).curve)
         mean = sum(aucs.values()) / len(aucs)
         candidates.append({"adam_lr": lr, "sgd_steps": sgd, "auc": aucs, "mean_auc": mean})
@@ -189,12 +192,12 @@ def meta_trained(task: MetaTask, rounds: int, log: ProgressLog) -> Params:
     cfg = task.cfg
     if not task.spec.meta_learned:
         return task.init()
-    torch.manual_seed(task.seed)  # the radiance field's sample jitter uses the global generator
     store = LocalStore(task.init(), cfg.meta.outer_lr, cfg.meta.grad_clip)
     episodes = task.episodes(torch.Generator().manual_seed(cfg.run.seed), 0)
     bar = log.bar(f"meta-train {task.init_key()}", rounds)
-    meta_train_loop(
-        task.field, cfg.meta, task.fim, store, episodes, rounds, lambda *_: bar.update(1)
-    )
+    with seeded_jitter(task.seed):
+        meta_train_loop(
+            task.field, cfg.meta, task.fim, store, episodes, rounds, lambda *_: bar.update(1)
+        )
     bar.close()
     return store.params()

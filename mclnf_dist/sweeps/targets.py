@@ -94,7 +94,15 @@ class MetaTask:
         """Adapt fresh modules from ``theta0`` for ``adapt_step`` steps on the validation data
         (curve at steps 1, 2, 4, ..., ``adapt_step``)."""
         adapt = dataclasses.replace(self.cfg.adapt, max_steps=adapt_step)
-        ctx = MethodContext(self.spec, self.field, theta0, self.cfg.meta, self.cfg.fim, adapt)
+        ctx = MethodContext(
+            self.spec,
+            self.field,
+            theta0,
+            self.cfg.meta,
+            self.cfg.fim,
+            adapt,
+            seed=self.cfg.run.seed + 1,
+        )  # validation's own streams: how often it runs leaves meta-training alone
         return evaluate_method(ctx, self.fit, None, self.score)
 
 

@@ -27,6 +27,7 @@ from mclnf_dist.config import load_yaml_config
 from mclnf_dist.device import pick_device
 from mclnf_dist.errors import MclnfError
 from mclnf_dist.meta.outer_loop import LocalStore, meta_train_loop
+from mclnf_dist.nerf.sampling import seeded_jitter
 from mclnf_dist.progress import ProgressLog
 from mclnf_dist.recipes import recipes_for
 from mclnf_dist.state import load_state, save_state
@@ -77,16 +78,12 @@ def meta_train_and_validate(
     device = device or torch.device("cpu")
     task = prepared.task(cfg, device)
     metric, rounds = space.metric, space.rounds(cfg)
-    torch.manual_seed(task.seed)  # the radiance field's sample jitter uses the global generator
     store = LocalStore(task.init(), cfg.meta.outer_lr, cfg.meta.grad_clip)
     generator = torch.Generator().manual_seed(cfg.run.seed)
     last: dict[str, float] = {}
     if state is not None:
         store.load_state_dict(state["store"])
         generator.set_state(state["generator"])
-        torch.set_rng_state(state["torch_rng"])
-        if device.type == "cuda" and "cuda_rng" in state:
-            torch.cuda.set_rng_state(state["cuda_rng"], device)
         last = state["metrics"]
     episodes = task.episodes(generator, store.version)
     outer_psnr: list[float] = []
@@ -97,10 +94,7 @@ def meta_train_and_validate(
         outer_psnr.append(metrics["outer_psnr"])
         if round_ % metric.every and round_ != rounds:
             return
-        # validation draws from a forked state: how often it runs leaves meta-training alone
-        with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
-            torch.manual_seed(cfg.run.seed + 1)
-            result = task.validate(store.params(), metric.adapt_step)
+        result = task.validate(store.params(), metric.adapt_step)  # its own streams
         last = {
             "round": round_,
             "val_psnr": result.curve[metric.adapt_step],
@@ -119,12 +113,14 @@ def meta_train_and_validate(
             "metrics": last,
             "store": store.state_dict(),
             "generator": generator.get_state(),
-            "torch_rng": torch.get_rng_state(),
-            **({"cuda_rng": torch.cuda.get_rng_state(device)} if device.type == "cuda" else {}),
+            "jitter": jitter.get_state(),
         }
         on_report(last, snapshot)
 
-    meta_train_loop(task.field, cfg.meta, task.fim, store, episodes, rounds, on_round)
+    with seeded_jitter(task.seed) as jitter:  # the radiance field's sample jitter: one stream
+        if state is not None and "jitter" in state:
+            jitter.set_state(state["jitter"])
+        meta_train_loop(task.field, cfg.meta, task.fim, store, episodes, rounds, on_round)
     return last
 
 
