@@ -183,3 +183,33 @@ def blender_scene_factory():
     """``blender_scene(root, {"train": 5, "test": 3}, size=16) -> root``: a Blender-format object
     scene (per-split files only, RGBA, ``file_path`` without extension, no box, no near/far)."""
     return blender_scene
+
+
+def meta_training_pixel_leaks(report: dict, train_uri: str, avoid: bool = True) -> tuple[int, int]:
+    """(rays drawn, rays drawn whose (image, pixel) is also stored in a held-out block) over the
+    first rounds of every meta block's episode stream, seeded as the city job's Train workers
+    seed them (``report``: a city ``results.json``). Independent of the streams' geometric filter:
+    it only compares pixel ids with what ingest stored in the held-out blocks. ``avoid=False``:
+    the same streams without the filter (they must leak, or the check could see nothing)."""
+    from mclnf_dist.distributed.block_episodes import episode_stream, worker_seed
+    from mclnf_dist.raystore.stream import read_block_rays
+
+    held_out, meta = report["blocks"]["held_out"], report["blocks"]["meta_trained"]
+    train = report["config"]["train"]
+    stored = set()
+    for block in held_out:
+        ids = read_block_rays(train_uri, block, ["image_id", "pixel"])
+        stored |= set(zip(ids["image_id"].tolist(), ids["pixel"].tolist(), strict=True))
+    drawn = leaks = 0
+    for index, block in enumerate(meta):
+        seed = worker_seed(report["config"]["run"]["seed"], index % train["num_workers"])
+        avoided = held_out if avoid else []
+        stream = episode_stream(
+            train_uri, block, avoided, train["rays_per_task"], seed, ("image_id", "pixel")
+        )
+        for _ in range(min(train["rounds"], 8)):
+            batch = next(stream)
+            ids = zip(batch["image_id"].tolist(), batch["pixel"].tolist(), strict=True)
+            drawn += len(batch["pixel"])
+            leaks += sum(pair in stored for pair in ids)
+    return drawn, leaks

@@ -83,11 +83,18 @@ class BlockRayEpisodes:
 
 
 def episode_stream(
-    data_uri: str, block: int, avoid_blocks: Sequence[int], rays_per_task: int, seed: int
+    data_uri: str,
+    block: int,
+    avoid_blocks: Sequence[int],
+    rays_per_task: int,
+    seed: int,
+    extra_columns: Sequence[str] = (),
 ) -> RaysAvoiding:
     """The stream of ``block`` that :class:`BlockRayEpisodes` draws from: batches of
-    ``2 * rays_per_task`` rays, none crossing ``avoid_blocks``."""
-    return RaysAvoiding(data_uri, block, avoid_blocks, 2 * rays_per_task, seed, EPISODE_COLUMNS)
+    ``2 * rays_per_task`` rays, none crossing ``avoid_blocks``. ``extra_columns`` (e.g. the rays'
+    ``image_id`` and ``pixel``, to check them) are read too; the draws are the same."""
+    columns = [*EPISODE_COLUMNS, *extra_columns]
+    return RaysAvoiding(data_uri, block, avoid_blocks, 2 * rays_per_task, seed, columns)
 
 
 def meta_training_overlap(

@@ -82,7 +82,8 @@ CLAIMS = (
 FORGETTERS = ("finetune", "ewc", "replay", "oml")
 """One network learns the segments in order: what it forgets is a learning result."""
 FROZEN = ("mod", "mim", "mod-random")
-"""One frozen module per segment: forgetting is 0 by construction."""
+"""One frozen module per segment: forgetting is 0 unless a prediction reads later modules
+(measured, :func:`~mclnf_dist.evaluation.protocol.arrival_matrix`)."""
 
 
 @dataclass(frozen=True)
@@ -270,10 +271,12 @@ def forgetting_table(sections: list[tuple[str, SeedSummaries]]) -> tuple[str, li
                     forgets.append(f"{method} on {section}")
         rows.append(row)
     frozen = (
-        "mod, mim and mod-random forget 0 by construction (their modules are frozen once "
-        "their segment has passed; not a learning result)"
+        "mod, mim and mod-random forget 0 (measured: every earlier segment re-scored after each "
+        "later one arrived; their modules are frozen and no prediction reads a later module)"
         if not nonzero_frozen
-        else f"the frozen-module methods DO forget on {', '.join(nonzero_frozen)} (a bug to find)"
+        else "the frozen-module methods' earlier segments change after later ones arrive on "
+        f"{', '.join(nonzero_frozen)} (measured by re-scoring: a prediction there reads later "
+        "modules too, e.g. a city ray crossing a later block)"
     )
     lose = (
         "not measured" if worst is None else f"lose up to {worst[0]:.2f} dB on average ({worst[1]})"

@@ -322,9 +322,32 @@ def _modular(ctx: MethodContext, signals: SignalSet, scorer: Scorer) -> MethodRe
     y = values.reshape(num * segments, *values.shape[2:])
     rows = ctx.rows_per_step(segments, whole_signal=False)
     final, recorder, measured = adapt_all_at_once(ctx, x, y, scorer, rows)
-    learned = recorder.segment_curve[ctx.adapt.max_steps]  # frozen after its own training
-    matrix = [[learned[j] if j <= i else None for j in range(segments)] for i in range(segments)]
+    matrix = arrival_matrix(
+        ctx, final, scorer, segments, recorder.segment_curve[ctx.adapt.max_steps]
+    )
     return recorder.result(count_parameters(ctx.init) * segments, matrix, measured, final)
+
+
+def arrival_matrix(
+    ctx: MethodContext, final: Params, scorer: Scorer, segments: int, last_row: list[float]
+) -> list[list[float | None]]:
+    """R[i][j] of modular params, measured: every segment j <= i re-scored with the model as it
+    stood once segment i had arrived (modules of segments 0..i trained, later ones still at the
+    init). Frozen modules alone do not make forgetting 0: where a prediction reads several
+    modules (routed rendering: a ray crosses later blocks), a later module changes an earlier
+    segment's score, and this shows it. ``last_row``: the final model's scores (all arrived)."""
+    module_segment = torch.arange(next(iter(final.values())).shape[0]) % segments
+    init = expand_params(ctx.init, len(module_segment))
+    rows = []
+    for i in range(segments - 1):
+        arrived = (module_segment <= i).to(next(iter(final.values())).device)
+        params = {
+            k: torch.where(arrived.view(-1, *[1] * (v.dim() - 1)), v, init[k])
+            for k, v in final.items()
+        }
+        scores = scorer.measure(ctx, params).segments
+        rows.append([scores[j] if j <= i else None for j in range(segments)])
+    return [*rows, list(last_row)]
 
 
 def _offline(ctx: MethodContext, signals: SignalSet, scorer: Scorer) -> MethodResult:

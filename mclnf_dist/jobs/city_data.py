@@ -6,9 +6,11 @@ segments, a ray (8 numbers, see :mod:`mclnf_dist.nerf.field`) is a coordinate an
 colour the value. Training-view rays are what methods fit; held-out-view rays are what is scored.
 """
 
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import numpy as np
 import torch
 
 from mclnf_dist.config import NonNegativeInt, PositiveInt
@@ -98,6 +100,9 @@ class CityData:
     block_order: list[int]
     scene_options: dict = field(default_factory=dict)
     """How the scene was read at ingest (downscale, hold-out, box): read it the same way again."""
+    val_uri: str | None = None
+    """Rays of the scene's validation views, when it has views that are neither training nor
+    test views (the generated city's ``val`` split); None: it has none."""
 
     def load_scene(self, split: str) -> Scene:
         """The scene's ``split`` as the ray stores hold it (same downscale, hold-out and box)."""
@@ -167,7 +172,10 @@ def prepare_city(
     # downscale and hold-out apply to a given scene; the demo city is made at its size, with splits
     options = scene_options(cfg, scene_box) if cfg.scene else {"scene_box": scene_box}
     uris = {}
-    for split in ("train", "test"):
+    splits = (
+        ("train", "test", "val") if has_own_validation(scene_root, options) else ("train", "test")
+    )
+    for split in splits:
         uris[split] = f"{root}/{split}"
         ingest = IngestOptions(
             blocks_x=cfg.blocks_x,
@@ -191,7 +199,22 @@ def prepare_city(
         if block not in blocks:
             raise MclnfError(f"block {block} has no training rays (blocks with rays: {blocks})")
     partition = manifest.partition
-    return CityData(scene_root, uris["train"], uris["test"], partition, meta, order, options)
+    return CityData(
+        scene_root, uris["train"], uris["test"], partition, meta, order, options, uris.get("val")
+    )
+
+
+def has_own_validation(scene_root: str, options: dict) -> bool:
+    """Whether the scene has validation views apart from its training and test views (a scene
+    that only holds out every n-th view has ``val`` = ``test``: not its own)."""
+    try:
+        val = load_scene(scene_root, "val", **options).frames
+    except MclnfError:  # no split information and no hold-out: no val split at all
+        return False
+    others = load_scene(scene_root, "train", **options).frames
+    others += load_scene(scene_root, "test", **options).frames
+    taken = {frame.file_path for frame in others}
+    return bool(val) and not any(frame.file_path in taken for frame in val)
 
 
 def check_scene(scene_root: str, **options) -> Scene:
@@ -214,32 +237,70 @@ def check_scene(scene_root: str, **options) -> Scene:
     return scene
 
 
+RAY_COLUMNS = ["origin", "direction", "near", "far", "rgb"]
+
+
+def block_draws(
+    uri: str,
+    blocks: list[int],
+    rays_per_block: int,
+    seed: int,
+    skip: int = 0,
+    exclude: np.ndarray | None = None,
+) -> Iterator[tuple[dict[str, torch.Tensor], torch.Tensor]]:
+    """Per block of ``blocks`` in order: (its rays, the indices of ``rays_per_block`` of them,
+    drawn from one generator seeded with ``seed``). ``skip``: leave out the first ``skip`` of
+    each block's seeded permutation; ``exclude``: pixel keys (:func:`pixel_keys`) never drawn."""
+    generator = torch.Generator().manual_seed(seed)
+    for block in blocks:
+        rays = read_block_rays(uri, block, [*RAY_COLUMNS, "image_id", "pixel"])
+        total = rays["rgb"].shape[0]
+        if total == 0:
+            raise MclnfError(f"block {block} of {uri} has no rays (expected some to fit/score)")
+        order = torch.randperm(total, generator=generator)
+        if exclude is not None:
+            order = order[~torch.from_numpy(np.isin(pixel_keys(rays)[order.numpy()], exclude))]
+        if skip and len(order) < skip + rays_per_block:
+            raise MclnfError(
+                f"block {block} of {uri} has {len(order)} rays to draw from (expected at least "
+                f"{skip} + {rays_per_block} to draw disjoint fitting and validation rays)"
+            )
+        pick = order[skip : skip + rays_per_block]
+        if total < rays_per_block:  # small blocks: sample with replacement
+            pick = torch.randint(0, total, (rays_per_block,), generator=generator)
+        yield rays, pick
+
+
+def pixel_keys(rays: dict[str, torch.Tensor]) -> np.ndarray:
+    """One int64 per ray naming its pixel of its image (the same pixel in every block)."""
+    return rays["image_id"].numpy().astype(np.int64) << 32 | rays["pixel"].numpy().astype(np.int64)
+
+
+def drawn_pixels(uri: str, blocks: list[int], rays_per_block: int, seed: int) -> np.ndarray:
+    """The pixel keys of what :func:`blocks_as_segments` draws with the same arguments."""
+    draws = block_draws(uri, blocks, rays_per_block, seed)
+    return np.concatenate([pixel_keys(rays)[pick.numpy()] for rays, pick in draws])
+
+
 def blocks_as_segments(
-    uri: str, blocks: list[int], rays_per_block: int, seed: int, name: str, skip: int = 0
+    uri: str,
+    blocks: list[int],
+    rays_per_block: int,
+    seed: int,
+    name: str,
+    skip: int = 0,
+    exclude: np.ndarray | None = None,
 ) -> SignalSet:
     """``rays_per_block`` random rays of each block (in ``blocks`` order) as one SignalSet.
 
     coords (T*n, 8) packed rays, values (1, T*n, 3) colours, segment t = block ``blocks[t]``.
     ``skip``: leave out the first ``skip`` rays of each block's seeded draw, so a second call
-    with the same seed and ``skip`` = the first call's ``rays_per_block`` gets disjoint rays
-    (a sweep's validation pixels of the training views, never the held-out views).
+    with the same seed and ``skip`` = the first call's ``rays_per_block`` gets other rays of
+    each block; ``exclude`` (:func:`drawn_pixels` of the first call): and no pixel the first
+    call drew in any block (a ray is stored in every block it crosses).
     """
-    generator = torch.Generator().manual_seed(seed)
     coords, values = [], []
-    for block in blocks:
-        rays = read_block_rays(uri, block, ["origin", "direction", "near", "far", "rgb"])
-        total = rays["rgb"].shape[0]
-        if total == 0:
-            raise MclnfError(f"block {block} of {uri} has no rays (expected some to fit/score)")
-        order = torch.randperm(total, generator=generator)
-        if skip and total < skip + rays_per_block:
-            raise MclnfError(
-                f"block {block} of {uri} has {total} rays (expected at least {skip} + "
-                f"{rays_per_block} to draw disjoint fitting and validation rays)"
-            )
-        pick = order[skip : skip + rays_per_block]
-        if total < rays_per_block:  # small blocks: sample with replacement
-            pick = torch.randint(0, total, (rays_per_block,), generator=generator)
+    for rays, pick in block_draws(uri, blocks, rays_per_block, seed, skip, exclude):
         coords.append(
             pack_rays(
                 rays["origin"][pick], rays["direction"][pick], rays["near"][pick], rays["far"][pick]

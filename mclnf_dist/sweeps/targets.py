@@ -31,6 +31,7 @@ from mclnf_dist.jobs.city_data import (
     CityData,
     blocks_as_segments,
     check_scene,
+    drawn_pixels,
     prepare_city,
     scene_options,
 )
@@ -109,6 +110,21 @@ class MetaTask:
 # ----------------------------------------------------------------------------------------- city
 
 
+def validation_rays(cfg: Any, city: CityData, blocks: list[int]) -> SignalSet:
+    """What a city trial or plan is validated on, never a test view and never a fitted pixel:
+    the scene's own validation views when it has them (the generated city's ``val`` split),
+    else other pixels of the training views, none of which any block's fit draw holds (a ray is
+    stored in every block it crosses, so "other rays of this block" is not enough)."""
+    n = cfg.data.score_rays_per_block
+    if city.val_uri is not None:
+        return blocks_as_segments(city.val_uri, blocks, n, cfg.run.seed, "validation views")
+    fitted = drawn_pixels(city.train_uri, blocks, cfg.data.fit_rays_per_block, cfg.run.seed)
+    skip = cfg.data.fit_rays_per_block
+    return blocks_as_segments(
+        city.train_uri, blocks, n, cfg.run.seed, "validation pixels", skip=skip, exclude=fitted
+    )
+
+
 class CityTask(MetaTask):
     """Meta-train on the meta blocks' rays streamed exactly as the city job's one worker would
     (:class:`BlockRayEpisodes`, rank 0 of 1), validate on the held-out blocks."""
@@ -127,15 +143,7 @@ class CityTask(MetaTask):
         fit = blocks_as_segments(
             city.train_uri, held_out, cfg.data.fit_rays_per_block, cfg.run.seed, "train views"
         )
-        # validation: other pixels of the same training views (held-out views are test data)
-        score = blocks_as_segments(
-            city.train_uri,
-            held_out,
-            cfg.data.score_rays_per_block,
-            cfg.run.seed,
-            "validation pixels",
-            skip=cfg.data.fit_rays_per_block,
-        )
+        score = validation_rays(cfg, city, held_out)
         super().__init__(cfg, field, fit, score, device, spec)
         self.data_uri, self.meta_blocks = city.train_uri, city.meta_blocks
         self.avoid_blocks = city.non_meta_blocks

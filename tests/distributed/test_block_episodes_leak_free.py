@@ -142,3 +142,33 @@ def test_a_meta_block_left_without_rays_is_one_error_line(city, tmp_path):
         next(stream)
     assert "\n" not in str(error.value)
     assert stream.rays_read == load_manifest(uri).block_rows[0] > 0
+
+
+def ray_rows(signals) -> set[tuple[float, ...]]:
+    """Each drawn ray by its origin and direction (one pixel's ray is the same in every block)."""
+    return {tuple(round(v, 5) for v in row[:6].tolist()) for row in signals.coords}
+
+
+def test_validation_never_scores_a_test_view_or_a_fitted_pixel(city):
+    from mclnf_dist.jobs.city import CityExperimentConfig
+    from mclnf_dist.jobs.city_data import blocks_as_segments, has_own_validation
+    from mclnf_dist.sweeps.targets import validation_rays
+
+    cfg = CityExperimentConfig()
+    cfg.data.fit_rays_per_block, cfg.data.score_rays_per_block = 256, 128
+    held = city.held_out
+    assert len(held) == 2
+    # the demo city has views of its own for validation: neither training nor test views
+    assert city.val_uri is not None and has_own_validation(city.scene_root, city.scene_options)
+    val = {f.file_path for f in city.load_scene("val").frames}
+    others = city.load_scene("train").frames + city.load_scene("test").frames
+    assert val and not val & {f.file_path for f in others}
+    assert load_manifest(city.val_uri).source["frames"] == len(val)
+    # a scene without them: other pixels of the training views, none that any block fits
+    fit = blocks_as_segments(city.train_uri, held, 256, cfg.run.seed, "fit")
+    no_val = dataclasses.replace(city, val_uri=None)
+    score = validation_rays(cfg, no_val, held)
+    assert score.coords.shape[0] == 2 * 128 and not ray_rows(score) & ray_rows(fit)
+    # "other rays of the same block" alone would score some pixels the other block fits
+    other = blocks_as_segments(city.train_uri, held, 128, cfg.run.seed, "v", skip=256)
+    assert ray_rows(other) & ray_rows(fit)

@@ -15,6 +15,7 @@ import time
 from pathlib import Path
 
 import pytest
+from conftest import meta_training_pixel_leaks
 from mlflow.tracking import MlflowClient
 
 from mclnf_dist.cli import run_with_clean_errors
@@ -77,8 +78,12 @@ def check_outputs(work: Path, rounds: int, methods: list[str], keys: list[str]) 
     assert [r["method"] for r in report["results"]] == methods
     assert set(report["held_out_blocks"]) == set(methods)
     assert report["blocks"]["held_out"]  # some blocks were never meta-trained on
-    # no meta-training ray crosses a held-out block, though many stored meta-block rays do
-    assert report["overlap_fraction"] == 0.0
+    # no pixel meta-training draws is stored in a held-out block, though unfiltered streams would
+    data = report["config"]["data"]
+    train_uri = f"{data['data_uri'] or Path(data['work_dir'], 'rays')}".rstrip("/") + "/train"
+    drawn, leaks = meta_training_pixel_leaks(report, train_uri)
+    assert drawn > 0 and leaks == 0
+    assert meta_training_pixel_leaks(report, train_uri, avoid=False)[1] > 0
     assert 0.1 < report["meta_training_rays"]["excluded_fraction"] < 0.9
     for name in ("psnr_curves.png", "novel_views.png"):
         assert (work / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n", name

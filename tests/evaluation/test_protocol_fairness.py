@@ -77,4 +77,31 @@ def test_mod_random_is_modular_from_a_random_init():
     one_network = evaluate_method(context("random", adapt), signals)
     assert result.params_per_signal == 4 * one_network.params_per_signal
     assert result.curve[32] > result.curve[1] + 3.0  # it learns
-    assert result.forgetting == 0.0  # frozen modules, by construction
+    # measured: each earlier segment re-scored once every later one had arrived
+    matrix = result.segment_matrix
+    assert all(matrix[i][j] == matrix[j][j] for j in range(4) for i in range(j, 4))
+    assert result.forgetting == 0.0
+
+
+class ReadsTheNextModule(SignalScorer):
+    """A fault on purpose: segment j is predicted by the sum of modules j and j+1, as a routed
+    render reads a later block's module for a ray that crosses it."""
+
+    def measure(self, ctx, params):
+        per_segment = {k: v.view(-1, 4, *v.shape[1:]) for k, v in params.items()}
+        shifted = {
+            k: torch.roll(v, -1, dims=1).reshape(-1, *v.shape[2:]) for k, v in per_segment.items()
+        }
+        mixed = {k: (params[k] + shifted[k]) / 2 for k in params}
+        return super().measure(ctx, mixed)
+
+
+def test_modular_forgetting_is_measured_so_a_later_module_that_leaks_shows():
+    signals = tiny_signals()
+    adapt = AdaptConfig(max_steps=16, adam_lr=1e-2)
+    result = evaluate_method(
+        context("mod-random", adapt), signals, None, ReadsTheNextModule(signals)
+    )
+    assert result.forgetting != 0.0
+    matrix = result.segment_matrix
+    assert matrix[3][0] != matrix[0][0]  # segment 0's score moved when segment 1 arrived
