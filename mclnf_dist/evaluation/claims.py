@@ -105,6 +105,19 @@ class Scope:
     same_configuration: frozenset[frozenset[str]] = frozenset()
     """Method pairs that are one configuration in this section: their comparisons are "not
     tested" (e.g. ``{"mim", "mod"}`` when the FIM weight is 0)."""
+    claims: frozenset[str] | None = None
+    """The claims judged on this scope (None: every claim)."""
+    reference_claims: frozenset[str] = frozenset()
+    """Claims judged here for scale only (e.g. 1b at unequal parameters, when an
+    equal-parameter scope judges it)."""
+
+    @property
+    def where(self) -> str:
+        """The section and view a verdict is about: ``faces``, ``faces (own plans)``,
+        ``faces (equal parameters)``."""
+        views = ["own plans"] if self.plan_view == "own" else []
+        views += ["equal parameters"] if self.param_matched else []
+        return f"{self.section} ({', '.join(views)})" if views else self.section
 
 
 @dataclass(frozen=True)
@@ -168,15 +181,16 @@ def judge(scope: Scope) -> list[Comparison]:
     early = early_step(summaries)
     found = []
     for claim in CLAIMS:
-        rows = [(p, m, True) for p in claim.pairs for m in claim.metrics]
+        if scope.claims is not None and claim.key not in scope.claims:
+            continue
+        counts = scope.counted and claim.key not in scope.reference_claims
+        rows = [(p, m, counts) for p in claim.pairs for m in claim.metrics]
         rows += [(p, "auc", False) for p in claim.reference]
         for (better, worse), name, counted in rows:
             a = values_by_seed(summaries, better, name, early, 0.0)
             b = values_by_seed(summaries, worse, name, early, 0.0)
             diff = paired_difference(a, b)
-            found.append(
-                Comparison(claim.key, better, worse, name, diff, scope, counted and scope.counted)
-            )
+            found.append(Comparison(claim.key, better, worse, name, diff, scope, counted))
     return found
 
 
@@ -213,12 +227,40 @@ def combine(verdicts: list[str]) -> str:
 
 
 def claim_verdicts(comparisons: list[Comparison]) -> dict[str, dict[str, str]]:
-    """claim -> section -> the claim's combined verdict there (counted comparisons only)."""
+    """claim -> where (section and view) -> the claim's combined verdict there (counted
+    comparisons only)."""
     grouped: dict[str, dict[str, list[str]]] = {}
     for c in comparisons:
         if c.counted:
-            grouped.setdefault(c.claim, {}).setdefault(c.section, []).append(c.verdict)
+            grouped.setdefault(c.claim, {}).setdefault(c.scope.where, []).append(c.verdict)
     return {k: {s: combine(v) for s, v in by.items()} for k, by in grouped.items()}
+
+
+def plan_sensitivity(scopes: list[Scope], verdicts: dict[str, dict[str, str]]) -> str:
+    """In words, which claims' verdicts change between the shared plan and each method's own
+    best plan (both chosen on validation data), per section."""
+    own = [s for s in scopes if s.plan_view == "own" and s.counted]
+    if not own:
+        return "not measured (only the shared plan was run)"
+    changes, same = [], 0
+    for scope in own:
+        shared = dataclasses.replace(scope, plan_view="shared").where
+        for claim in CLAIMS:
+            by_where = verdicts.get(claim.key, {})
+            if scope.where not in by_where or shared not in by_where:
+                continue
+            if by_where[scope.where] == by_where[shared]:
+                same += 1
+            else:
+                changes.append(
+                    f"{claim.key} on {scope.section} ({by_where[shared]} under the shared plan, "
+                    f"{by_where[scope.where]} at each method's own)"
+                )
+    if not changes:
+        return f"no verdict changes with the plan ({same} compared)"
+    return f"{len(changes)} of {len(changes) + same} verdicts change with the plan: " + "; ".join(
+        changes
+    )
 
 
 def in_short(by_section: dict[str, str]) -> str:
@@ -242,7 +284,14 @@ def comparison_row(c: Comparison, early: dict[str, int]) -> list[str]:
         cells.append(f"[{signed(d.lo)}, {signed(d.hi)}]")
         cells.append("-" if c.p_adjusted is None else f"{c.p_adjusted:.3f}")
     label = c.verdict if c.counted else f"({c.verdict}; reference)"
-    return [c.section, c.scope.judged, f"{c.better} - {c.worse}", metric[c.metric], *cells, label]
+    return [
+        c.scope.where,
+        c.scope.judged,
+        f"{c.better} - {c.worse}",
+        metric[c.metric],
+        *cells,
+        label,
+    ]
 
 
 def forgetting_table(sections: list[tuple[str, SeedSummaries]]) -> tuple[str, list[str]]:
@@ -295,7 +344,11 @@ def claims(scopes: list[Scope]) -> list[str]:
     comparisons = judge_all(scopes)
     early = {scope.section: early_step(scope.summaries) for scope in scopes}
     verdicts = claim_verdicts(comparisons)
-    counted = [(scope.section, scope.summaries) for scope in scopes if scope.counted]
+    counted = [
+        (scope.section, scope.summaries)
+        for scope in scopes
+        if scope.counted and scope.plan_view == "shared" and not scope.param_matched
+    ]
     forget_table, forget_sentence = forgetting_table(counted)
     family = sum(in_family(c) for c in comparisons)
     lines = ["In short (per section, over seeds):", ""]
@@ -303,6 +356,7 @@ def claims(scopes: list[Scope]) -> list[str]:
         lines.append(f"- {claim.key}. {claim.statement}: {in_short(verdicts.get(claim.key, {}))}")
     lines += [
         f"- 3. forgetting: {forget_sentence}",
+        f"- plan sensitivity: {plan_sensitivity(scopes, verdicts)}",
         "",
         "Each row is a paired difference over seeds (the same seed for both methods), dB: its mean "
         "and 95 % Student-t interval, and the p-value of a paired t test corrected over all "

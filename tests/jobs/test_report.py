@@ -89,6 +89,19 @@ def test_report_runs_end_to_end_with_every_method_in_every_table(ray_local, tmp_
         for claim in entry["claims"]:
             assert {"p_adjusted", "plan_view", "param_matched", "judged_items"} <= set(claim)
             assert claim["judged_items"], (name, claim)
+        views = {(c["plan_view"], c["param_matched"]) for c in entry["claims"]}
+        assert views == {("shared", False), ("own", False), ("shared", True)}, (name, views)
+        for claim in entry["claims"]:  # 1b counts at equal parameters only, and only 1b is there
+            if claim["param_matched"]:
+                assert claim["claim"] == "1b" and claim["counted"], claim
+            elif claim["claim"] == "1b":
+                assert not claim["counted"], claim
+        plans = entry["own_plan_runs"][0]["plans"]
+        assert set(plans) == set(ran[name]) and all("rerun" in p for p in plans.values())
+        matched = entry["matched_runs"][0]["results"]
+        assert {r["method"] for r in matched} == {"random", "maml", "oml"}
+        mod = next(r for r in entry["runs"][0]["results"] if r["method"] == "mod")
+        assert all(r["params_per_signal"] >= 0.8 * mod["params_per_signal"] for r in matched)
         fim = [c["verdict"] for c in entry["claims"] if c["difference"] == "mim - mod"]
         assert (set(fim) == {"not tested"}) == (name == "city"), (name, fim)
     never = [c for c in raw["city"]["claims"] if c["counted"]]
