@@ -240,6 +240,7 @@ def train_block_with(
     bf16 = uses_bf16(cfg, device)
     scored = set(curve_steps(cfg.steps, cfg.curve_points))
     started = last_report = time.perf_counter()
+    local_log = ProgressLog("blocks")  # lines of a block trained in this process (no actor)
     for step in range(start + 1, cfg.steps + 1):
         batch = next(stream)
         image = batch["image_id"] if task.field.appearance else None  # its own code
@@ -262,7 +263,7 @@ def train_block_with(
         if now - last_report >= task.report_every_s and step < cfg.steps:
             line = progress_line(task, step, start, now - started, curve)
             if task.progress is None:
-                ProgressLog("blocks").info(line)
+                local_log.info(line)
             else:
                 task.progress.update.remote(f"{task.init_name}-{task.block:06d}", line)
             last_report = now

@@ -78,6 +78,7 @@ def test_blender_object_as_one_block_runs_end_to_end(ray_local, tmp_path, blende
     train, test = load_manifest(str(work / "rays/train")), load_manifest(str(work / "rays/test"))
     assert train.partition.num_blocks == 1 and train.source["frames"] == 10
     assert test.source["frames"] == 3  # its held-out views are the test
+    assert load_manifest(str(work / "rays/val")).source["frames"] == 2  # its own validation views
     assert sum(test.block_rows.values()) > 0
     assert report["held_out_blocks"]["maml"]["params"] > 0
 
@@ -92,6 +93,7 @@ def test_real_fox_downscaled_runs_end_to_end(ray_local, tmp_path, fox_scene):
     assert train.source["frames"] == 43 and train.source["pixels"] == 43 * 67 * 120
     assert train.options["downscale"] == 16
     assert load_manifest(str(work / "rays/test")).source["frames"] == 7
+    assert not (work / "rays" / "val").exists()  # its "val" would be its test views: none
     params = json.loads(Path(report["run_folder"], "results.json").read_text())["config"]["data"]
     assert params["downscale"] == 16
 
