@@ -229,6 +229,7 @@ def run_section(
     elif view:
         config.methods = (view.removeprefix("own-"),)
         config.adapt = dataclasses.replace(config.adapt, **(plan or {}))
+    check_config(config)
     if view and section.pipeline == "city":
         config.render_views, config.block.steps = 0, 1
     if section.pipeline == "city":
@@ -266,6 +267,7 @@ def own_plan_run(
     results = {r["method"]: r for r in main["results"]}
     plans = {m: {**shared, "rerun": False} for m in results}
     for method, plan in own_plans(section).items():
+        plan["sgd_steps"] = min(plan["sgd_steps"], adapt["max_steps"])  # a smaller budget's
         if method not in results or plan == shared:
             continue
         log.info(f"section {section.name}: {method} at its own plan {plan} (seed {seed})")
