@@ -182,7 +182,9 @@ def main() -> None:
         ray.shutdown()
     test_scene = city.load_scene("test")
     router = module_router(city.partition, city.block_order, modular=True)
-    judged = city.non_meta_blocks  # never meta-trained on: where meta vs random is judged
+    # never meta-trained on, where meta vs random is judged: the demo city's held-out blocks; a
+    # capture's every block (its theta_0 comes from elsewhere, e.g. the demo city)
+    judged = city.non_meta_blocks if args.scene == "demo-city" else city.block_order
     at_steps = marks(args.at_steps, int)
     rows = []
     for kind in args.fields.split(","):
