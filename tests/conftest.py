@@ -213,3 +213,10 @@ def meta_training_pixel_leaks(report: dict, train_uri: str, avoid: bool = True) 
             drawn += len(batch["pixel"])
             leaks += sum(pair in stored for pair in ids)
     return drawn, leaks
+
+
+@pytest.fixture(scope="session")
+def pixel_leaks():
+    """:func:`meta_training_pixel_leaks`: an independent check that meta-training never drew a
+    pixel that ingest stored in a held-out block."""
+    return meta_training_pixel_leaks

@@ -9,7 +9,6 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import meta_training_pixel_leaks
 
 from mclnf_dist.config import parse_config
 from mclnf_dist.jobs.city import CityExperimentConfig, run_city
@@ -18,7 +17,7 @@ STEPS = 32
 
 
 @pytest.mark.timeout(900)
-def test_meta_learned_init_beats_random_on_held_out_blocks(ray_local, tmp_path):
+def test_meta_learned_init_beats_random_on_held_out_blocks(ray_local, tmp_path, pixel_leaks):
     argv = [
         "--data.work-dir", str(tmp_path),
         "--data.image-size", "32",
@@ -35,7 +34,7 @@ def test_meta_learned_init_beats_random_on_held_out_blocks(ray_local, tmp_path):
     report = run_city(parse_config(CityExperimentConfig, argv))
     assert report["blocks"]["held_out"] == [4, 5]
     saved = json.loads(Path(report["run_folder"], "results.json").read_text())
-    drawn, leaks = meta_training_pixel_leaks(saved, str(tmp_path / "rays" / "train"))
+    drawn, leaks = pixel_leaks(saved, str(tmp_path / "rays" / "train"))
     assert drawn > 0 and leaks == 0  # theta_0 never saw a pixel stored in blocks 4 or 5
     held = report["held_out_blocks"]
     random, mod = held["random"], held["mod"]
