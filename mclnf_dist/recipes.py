@@ -45,7 +45,8 @@ def image() -> SignalsConfig:
 def photos() -> SignalsConfig:
     """Real photo tiles (scikit-image), with the ``image`` budgets; tiles of one photo stay on
     one side of the split. Plan (``docs/results/plans/image-photos.json``): Adam at 1e-3 from the
-    first step; the FIM loss: the faces' study's winner (photos had no study of their own)."""
+    first step; MSE: in the photos' own FIM study (``tune_spaces/fim_photos.yaml``) no
+    ``fim_lambda`` in 0.25..4 beat it on validation tiles."""
     cfg = image()
     cfg.data.source = "builtin:photos"
     return cfg
@@ -70,8 +71,7 @@ def video() -> SignalsConfig:
     (``docs/results/plans/video-clips.json``): Adam at 1e-3 from the first step."""
     return SignalsConfig(
         data=DataConfig(modality="video", num_train=12, num_test=4),
-        meta=MetaConfig(meta_batch_size=2),
-        fim=FimConfig(fim_lambda=1.0, apply_to="both"),  # the FIM study's video winner
+        meta=MetaConfig(meta_batch_size=2),  # MSE: the video FIM study's winner
         adapt=AdaptConfig(max_steps=256),
     )
 

@@ -105,8 +105,14 @@ def fim_study_markdown(results_paths: dict[str, Path]) -> list[str]:
         for lam in sorted({s.fim_lambda for s in configs}):
             cells = [by_cell[(lam, p)].cell() if (lam, p) in by_cell else "-" for p in PLACEMENTS]
             rows.append([f"{lam:g}", *cells])
+        largest = max((s.fim_lambda for s in configs), default=0.0)
+        edge = (
+            f"; at the edge of the grid (the largest fim_lambda, {largest:g}): widen it"
+            if best is not None and best.fim_lambda == largest
+            else ""
+        )
         verdict = (
-            f"winner: {best.name} ({best.mean:.2f} dB vs MSE {baseline.mean:.2f} dB)"
+            f"winner: {best.name} ({best.mean:.2f} dB vs MSE {baseline.mean:.2f} dB){edge}"
             if best is not None
             else f"winner: MSE (no fim_lambda > 0 beats MSE's {baseline.mean:.2f} dB by more "
             "than the seed spread)"

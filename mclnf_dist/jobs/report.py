@@ -207,8 +207,10 @@ def section_config(section: Section, cfg: ReportConfig, seed: int, view: str = "
     suffix = f"-{view}" if view else ""
     work = str(Path(cfg.work_dir) / section.name / f"seed-{seed}{suffix}")
     if section.pipeline == "city":
-        config.data.work_dir = work
-        config.run_name = f"report-{cfg.mode}-seed-{seed}{suffix}"  # unique Ray run/actor names
+        # a view re-uses its seed's generated city and ray stores (ingest is idempotent); its
+        # run has a folder of its own (runs/<run name>/<id>) and unique Ray run/actor names
+        config.data.work_dir = str(Path(cfg.work_dir) / section.name / f"seed-{seed}")
+        config.run_name = f"report-{cfg.mode}-seed-{seed}{suffix}"
     else:
         config.data.source = section.source or config.data.source
         config.output_dir = work

@@ -63,9 +63,9 @@ class SignalsConfig:
     data: DataConfig = default(default_factory=DataConfig)
     field: FieldConfig = default(default_factory=FieldConfig)
     meta: MetaConfig = default(default_factory=MetaConfig)
-    fim: FimConfig = default(default_factory=lambda: FimConfig(fim_lambda=1.0, apply_to="both"))
-    """The ``image`` winner of the FIM study (``tune_spaces/fim_image.yaml``,
-    ``docs/results/fim_sweep``): beat MSE by more than the seed spread on validation faces."""
+    fim: FimConfig = default(default_factory=FimConfig)
+    """MSE (``fim_lambda`` 0): in the ``image`` FIM study (``tune_spaces/fim_image.yaml``,
+    ``docs/results/fim_sweep``) no ``fim_lambda`` in 0.25..4 beat MSE on validation faces."""
     adapt: AdaptConfig = default(default_factory=AdaptConfig)
     methods: tuple[MethodName, ...] = tuple(METHODS)
     """Methods to run (all eight by default)."""

@@ -61,6 +61,11 @@ class PlanSearch:
     """Adam learning rates tried."""
     sgd_steps: tuple[int, ...] = (0, -1)
     """SGD steps at the inner-loop rate before Adam; -1 stands for ``meta.inner_steps``."""
+    methods: tuple[str, ...] = SELECTION_METHODS
+    """The methods whose mean validation AUC picks the winner; e.g. ``ewc`` alone to choose
+    its penalty weight (with ``ewc_lambdas``) at the modality's plan."""
+    ewc_lambdas: tuple[float, ...] = ()
+    """EWC penalty weights tried (``adapt.ewc_lambda``); empty: the config's only."""
     output: str = ""
     """The selection's JSON; empty: ``docs/results/plans/<modality>-<data>.json``."""
 
@@ -124,17 +129,18 @@ def choose_plan(
     device = pick_device(target.run.device)
     prepared = pipeline.prepare(target, log)
     started = time.perf_counter()
-    tasks = {name: prepared.task(target, device, get_method(name)) for name in SELECTION_METHODS}
+    search = cfg.search
+    tasks = {name: prepared.task(target, device, get_method(name)) for name in search.methods}
     inits: dict[str, Params] = {}
     for task in tasks.values():
         key = task.init_key()
         if key not in inits:
             inits[key] = meta_trained(task, get_path(target, pipeline.budget_key), log)
     candidates = []
-    search = cfg.search
-    for lr, sgd in itertools.product(search.adam_lrs, search.sgd_steps):
+    ewc_lambdas = search.ewc_lambdas or (target.adapt.ewc_lambda,)
+    for lr, sgd, ewc in itertools.product(search.adam_lrs, search.sgd_steps, ewc_lambdas):
         sgd = target.meta.inner_steps if sgd == -1 else sgd
-        adapt = dataclasses.replace(target.adapt, adam_lr=lr, sgd_steps=sgd)
+        adapt = dataclasses.replace(target.adapt, adam_lr=lr, sgd_steps=sgd, ewc_lambda=ewc)
         aucs = {}
         for name, task in tasks.items():
             init = inits[task.init_key()]
@@ -144,9 +150,14 @@ def choose_plan(
             )
             aucs[name] = curve_auc(evaluate_method(ctx, task.fit, None, task.score).curve)
         mean = sum(aucs.values()) / len(aucs)
-        candidates.append({"adam_lr": lr, "sgd_steps": sgd, "auc": aucs, "mean_auc": mean})
+        plan = {"adam_lr": lr, "sgd_steps": sgd}
+        if search.ewc_lambdas:
+            plan["ewc_lambda"] = ewc
+        candidates.append({**plan, "auc": aucs, "mean_auc": mean})
         log.info(
-            f"plan adam_lr={lr:g}, sgd_steps={sgd}: validation AUC "
+            "plan "
+            + ", ".join(f"{k}={v:g}" for k, v in plan.items())
+            + ": validation AUC "
             + ", ".join(f"{k} {v:.2f}" for k, v in aucs.items())
             + f" (mean {mean:.2f} dB)"
         )
@@ -170,18 +181,20 @@ def choose_plan(
         "meta_rounds": get_path(target, pipeline.budget_key),
         "max_steps": target.adapt.max_steps,
         "batch_size": target.adapt.batch_size,
-        "methods": list(SELECTION_METHODS),
+        "methods": list(search.methods),
         "inits": sorted(inits),
-        "winner": {"adam_lr": winner["adam_lr"], "sgd_steps": winner["sgd_steps"]},
+        "winner": {k: v for k, v in winner.items() if k not in ("auc", "mean_auc")},
         "candidates": candidates,
         "wall_s": time.perf_counter() - started,
     }
-    out = Path(search.output or f"docs/results/plans/{name}.json")
+    suffix = "" if tuple(search.methods) == SELECTION_METHODS else "-" + "-".join(search.methods)
+    out = Path(search.output or f"docs/results/plans/{name}{suffix}.json")
     out.parent.mkdir(parents=True, exist_ok=True)
     write_atomic(out, json.dumps(result, indent=1))
     log.info(
-        f"chosen plan: adam_lr={winner['adam_lr']:g}, sgd_steps={winner['sgd_steps']} "
-        f"(mean validation AUC {winner['mean_auc']:.2f} dB); wrote {out}"
+        "chosen: "
+        + ", ".join(f"{k}={v:g}" for k, v in result["winner"].items())
+        + f" (mean validation AUC {winner['mean_auc']:.2f} dB); wrote {out}"
     )
     return result
 

@@ -55,7 +55,10 @@ def test_mse_wins_when_no_fim_config_clears_the_spread(tmp_path):
     lines = fim_study_markdown({"audio": audio, "image": image})
     verdicts = [line for line in lines if line.startswith("winner")]
     assert verdicts[0].startswith("winner: MSE (no fim_lambda > 0 beats MSE's 30.30 dB")
-    assert verdicts[1] == "winner: fim_lambda=1, apply_to=both (30.55 dB vs MSE 30.00 dB)"
+    assert verdicts[1] == (
+        "winner: fim_lambda=1, apply_to=both (30.55 dB vs MSE 30.00 dB); at the edge of the grid "
+        "(the largest fim_lambda, 1): widen it"
+    )
     assert lines.index("## image") > lines.index("## audio")
 
 

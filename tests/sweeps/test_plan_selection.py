@@ -66,3 +66,25 @@ def test_param_match_is_refused_before_any_work(tmp_path):
     with pytest.raises(MclnfError, match="--signals.param-match: choose-plan adapts the module"):
         choose_plan(ChoosePlanConfig(signals=signals, search=search))
     assert not (tmp_path / "p.json").exists()
+
+
+def test_ewc_penalty_weight_is_chosen_on_validation_for_ewc_alone(tmp_path):
+    """``--search.methods ewc --search.ewc-lambdas ...``: EWC's weight is a default chosen on
+    validation signals like the plan; an enormous weight pins the network to the first segment,
+    so later segments (and the AUC) suffer and the search must see it."""
+    signals = recipe("image-tiny")
+    signals.data.num_train, signals.data.num_test = 10, 4
+    signals.adapt.max_steps = 16
+    search = PlanSearch(
+        adam_lrs=(1e-2,),
+        sgd_steps=(0,),
+        methods=("ewc",),
+        ewc_lambdas=(0.0, 1e9),
+        output=str(tmp_path / "ewc.json"),
+    )
+    result = choose_plan(ChoosePlanConfig(signals=signals, search=search))
+    assert result["methods"] == ["ewc"] and result["inits"] == ["random"]
+    means = {c["ewc_lambda"]: c["mean_auc"] for c in result["candidates"]}
+    assert all(set(c["auc"]) == {"ewc"} for c in result["candidates"])
+    assert result["winner"] == {"adam_lr": 1e-2, "sgd_steps": 0, "ewc_lambda": 0.0}
+    assert means[0.0] > means[1e9] + 0.5
