@@ -27,23 +27,21 @@ def plan_study_markdown(folder: Path = PLANS_DIR) -> list[str]:
         "not loaded; for the city: pixels of the training views, never the held-out views), as "
         "the best mean area under the PSNR-vs-log-step curve (AUC, dB) of `random`, "
         "`mod-random`, `maml` and `mod`, and is recorded in the recipes (the city's: in its "
-        "config's defaults).",
+        "config's defaults). EWC's penalty weight `ewc_lambda` was chosen the same way, for "
+        "`ewc` alone at the modality's plan (`--search.methods ewc --search.ewc-lambdas ...`, "
+        "the `*-ewc` tables), and is the default of every recipe.",
         "",
     ]
     for path in files:
         study = json.loads(path.read_text())
         methods = study["methods"]
-        winner = study["winner"]
+        winner = study["winner"]  # the plan's keys (and ``ewc_lambda`` in an EWC study)
         rows = []
         for cand in study["candidates"]:
-            chosen = (cand["adam_lr"], cand["sgd_steps"]) == (
-                winner["adam_lr"],
-                winner["sgd_steps"],
-            )
+            chosen = all(cand[key] == value for key, value in winner.items())
             rows.append(
                 [
-                    f"{cand['adam_lr']:g}",
-                    str(cand["sgd_steps"]),
+                    *(f"{cand[key]:g}" for key in winner),
                     *(f"{cand['auc'][m]:.2f}" for m in methods),
                     f"{cand['mean_auc']:.2f}" + (" **chosen**" if chosen else ""),
                 ]
@@ -63,7 +61,7 @@ def plan_study_markdown(folder: Path = PLANS_DIR) -> list[str]:
             f"batch {study['batch_size'] or 'all rows'} per "
             + ("block" if "validation_blocks" in study else "signal"),
             "",
-            format_table(["adam_lr", "sgd_steps", *methods, "mean AUC"], rows),
+            format_table([*winner, *methods, "mean AUC"], rows),
             "",
         ]
     return lines

@@ -42,11 +42,12 @@ class AdaptConfig:
     sgd_steps: NonNegativeInt = 0
     """Every method's first steps: plain SGD at the inner-loop rate ``meta.inner_lr`` (the regime
     a meta-learned init was trained for), then Adam; 0: Adam from the first step."""
-    ewc_lambda: NonNegativeFloat = 1.0
+    ewc_lambda: NonNegativeFloat = 10.0
     """Strength of EWC's penalty ``lambda/2 sum_k F_k (theta_k - theta*_k)^2`` with the
-    Gauss-Newton Fisher (:mod:`mclnf_dist.meta.ewc`; 2 is the old MSE's own curvature). 8 held-out
-    lfw faces, 4 segments, 256 Adam steps each, 4x64 SIREN: final PSNR 24.4 dB at 1, 24.0 at 10,
-    20.2 at 100, 14.8 at 1e3 (the new segments stop learning), fine-tuning 14.5."""
+    Gauss-Newton Fisher (:mod:`mclnf_dist.meta.ewc`). Chosen on validation data, for ``ewc``
+    at each modality's plan, over 0.01..100 (``mclnf choose-plan --recipe <modality>-quick
+    --search.methods ewc --search.ewc-lambdas 0.01 0.1 1 10 100``): 10 won on faces, photos,
+    audio and video, inside the grid (``docs/results/plans/*-ewc.json``)."""
     ewc_rows: PositiveInt = 2048
     """Rows per module (random, the same for all) that estimate EWC's Fisher after a segment;
     its cost is C backward passes over these rows, so it stays bounded on large signals."""
