@@ -219,17 +219,23 @@ def section_config(section: Section, cfg: ReportConfig, seed: int, view: str = "
 
 
 def run_section(
-    section: Section, cfg: ReportConfig, seed: int, view: str = "", plan: dict | None = None
+    section: Section,
+    cfg: ReportConfig,
+    seed: int,
+    view: str = "",
+    plan: dict | None = None,
+    methods: tuple[str, ...] = (),
 ) -> dict:
     """Run the section's pipeline at ``seed``; returns the pipeline's JSON report. ``view``:
     ``matched`` (the one-network methods of claim 1b at the modules' parameter count), or
-    ``own-<method>`` (that method alone at ``plan``, its own best adaptation plan); both in
-    folders of their own, without the pictures and the city's block phase (not compared)."""
+    ``own`` (``methods`` at ``plan``, their own best adaptation plan); both in folders of their
+    own, without the pictures and the city's block phase (not compared)."""
+    view = f"own-{'-'.join(methods)}" if view == "own" else view
     config = section_config(section, cfg, seed, view)
     if view == "matched":
         config.param_match, config.methods = True, MATCHED_METHODS
     elif view:
-        config.methods = (view.removeprefix("own-"),)
+        config.methods = methods
         config.adapt = dataclasses.replace(config.adapt, **(plan or {}))
     check_config(config)
     if view and section.pipeline == "city":
@@ -261,21 +267,27 @@ def own_plan_run(
     section: Section, cfg: ReportConfig, seed: int, main: dict, log: ProgressLog
 ) -> dict:
     """The section at ``seed`` with every method at its own best plan: the plan study's methods
-    whose own plan differs from the shared one re-run alone at it, the others (the same plan, or
-    not in the study) taken from ``main``. ``plans``: method -> the plan it ran, and whether it
-    was re-run."""
+    whose own plan differs from the shared one re-run at it (the methods that share a plan in
+    one run, so one meta-training serves them), the others (the same plan, or not in the study)
+    taken from ``main``. ``plans``: method -> the plan it ran, and whether it was re-run."""
     adapt = main["config"]["adapt"]
     shared = {"adam_lr": adapt["adam_lr"], "sgd_steps": adapt["sgd_steps"]}
     results = {r["method"]: r for r in main["results"]}
     plans = {m: {**shared, "rerun": False} for m in results}
+    groups: dict[tuple, list[str]] = {}
     for method, plan in own_plans(section).items():
         plan["sgd_steps"] = min(plan["sgd_steps"], adapt["max_steps"])  # a smaller budget's
-        if method not in results or plan == shared:
-            continue
-        log.info(f"section {section.name}: {method} at its own plan {plan} (seed {seed})")
-        run = run_section(section, cfg, seed, f"own-{method}", plan)
-        results[method] = next(r for r in run["results"] if r["method"] == method)
-        plans[method] = {**plan, "rerun": True}
+        if method in results and plan != shared:
+            groups.setdefault(tuple(sorted(plan.items())), []).append(method)
+    for key, methods in groups.items():
+        plan = dict(key)
+        log.info(
+            f"section {section.name}: {', '.join(methods)} at their own plan {plan} (seed {seed})"
+        )
+        run = run_section(section, cfg, seed, "own", plan, tuple(methods))
+        for method in methods:
+            results[method] = next(r for r in run["results"] if r["method"] == method)
+            plans[method] = {**plan, "rerun": True}
     return {**main, "results": list(results.values()), "plans": plans}
 
 

@@ -105,7 +105,8 @@ def test_report_runs_end_to_end_with_every_method_in_every_table(ray_local, tmp_
 @pytest.mark.timeout(1200)
 def test_views_rerun_own_plans_and_claim_1b_at_equal_parameters(ray_local, tmp_path):
     """Audio: three of its plan study's methods prefer another plan than the shared one, so they
-    re-run alone at it; random, maml and oml re-run at the modules' size for claim 1b."""
+    re-run at it (those sharing one plan together); random, maml and oml re-run at the
+    modules' size for claim 1b."""
     out = tmp_path / "results.md"
     cfg = ReportConfig(
         tiny=True,
@@ -133,6 +134,9 @@ def test_views_rerun_own_plans_and_claim_1b_at_equal_parameters(ray_local, tmp_p
         for result in own["results"]:  # the others are the shared plan's very numbers
             same = result == main[result["method"]]
             assert same != (result["method"] in rerun), result["method"]
+    # methods that share their own plan re-run together (one meta-training serves them)
+    own_runs = sorted(p.name for p in (tmp_path / "work" / "audio").glob("seed-0-own-*"))
+    assert own_runs == ["seed-0-own-mod-random", "seed-0-own-random-maml"], own_runs
     matched = entry["matched_runs"][0]["results"]
     assert {r["method"] for r in matched} == {"random", "maml", "oml"}
     mod = next(r for r in entry["runs"][0]["results"] if r["method"] == "mod")
