@@ -38,13 +38,16 @@ class CityExperimentConfig:
     beat it by more than the seed spread."""
     adapt: AdaptConfig = default(
         default_factory=lambda: AdaptConfig(
-            max_steps=64, batch_size=2048, adam_lr=1e-2, sgd_steps=2
+            max_steps=64, batch_size=2048, adam_lr=1e-2, sgd_steps=2, ewc_lambda=0.1
         )
     )
     """The one plan of every method: 2 SGD steps at the inner-loop rate, then Adam at 1e-2, chosen
     on validation pixels of the training views by ``mclnf choose-plan --recipe city-demo-quick``
     (``docs/results/plans/city-demo.json``: 80 meta-rounds, 32 steps; the same plan won at 120
-    rounds and 64 steps)."""
+    rounds and 64 steps). EWC's weight 0.1 won the same way for ``ewc`` alone
+    (``docs/results/plans/city-demo-ewc.json``), though 0.01..10 lie within 0.1 dB of it. The
+    outer rate 1e-2, ``field.density_bias`` -3 and the meta budget:
+    ``docs/results/defaults/city.md`` (``tune_spaces/city_defaults.yaml``)."""
     train: TrainConfig = default(default_factory=TrainConfig)
     block: BlockTrainingConfig = default(default_factory=BlockTrainingConfig)
     methods: tuple[MethodName, ...] = ("random", "mod-random", "maml", "mod", "mim")

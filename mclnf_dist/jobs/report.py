@@ -37,6 +37,8 @@ from mclnf_dist.run_settings import RunField, run_settings
 from mclnf_dist.storage import write_atomic
 
 FIM_SWEEPS = Path("docs/results/fim_sweep")
+DEFAULT_STUDIES = Path("docs/results/defaults")
+"""Studies of other defaults chosen on validation data (one markdown file each, shown as is)."""
 """The FIM-loss sweeps' results (``<modality>.csv``), shown in the report."""
 SectionName = Literal["faces", "photos", "audio", "video", "city"]
 SECTION_NAMES = get_args(SectionName)
@@ -180,7 +182,8 @@ def run_report(cfg: ReportConfig) -> Path:
 
 def studies() -> list[str]:
     """The saved studies that chose the recipes' settings on validation data: the adaptation
-    plan per modality and the FIM-loss sweep (:mod:`mclnf_dist.jobs.report_studies`)."""
+    plan per modality, the FIM-loss sweep (:mod:`mclnf_dist.jobs.report_studies`) and the other
+    defaults' studies (``docs/results/defaults/*.md``)."""
     sweeps = {path.stem: path for path in sorted(FIM_SWEEPS.glob("*.csv"))}
     lines = plan_study_markdown()
     if sweeps:
@@ -194,6 +197,10 @@ def studies() -> list[str]:
             "",
             *[line.replace("## ", "### ", 1) for line in fim_study_markdown(sweeps)],
         ]
+    for path in sorted(DEFAULT_STUDIES.glob("*.md")):  # other defaults, e.g. the city's
+        text = path.read_text().strip().splitlines()
+        lines += [line.replace("# ", "## ", 1) if line.startswith("# ") else line for line in text]
+        lines += ["", f"(`{path}`)", ""]
     return lines
 
 

@@ -117,8 +117,9 @@ class RadianceFieldConfig:
     """Colour behind the volume (the city's sky); white as in Blender by default."""
     density_bias: AnyFloat = -3.0
     """Added to the raw density before the softplus: an untrained field starts nearly transparent
-    (a few % opacity through a city box), i.e. renders the sky, instead of saturating early
-    (held-out PSNR of a 600-step block fit: +0.6 to +1.8 dB over a bias of -1)."""
+    (a few % opacity through a city box), i.e. renders the sky, instead of saturating early.
+    Chosen on the demo city's validation views with the outer rate
+    (``docs/results/defaults/city.md``): -3 and -1 tie, -5 trails by ~0.5 dB."""
 
     seam_margin: UnitFloat = 0.0
     """Blended block seams in routed rendering (Mega-NeRF): a sample whose distance to another
