@@ -24,7 +24,7 @@ def test_every_method_runs_two_steps_and_is_tracked(
         "--workers", str(workers),
         "--modality", modality, "--data.num-train", "4", "--data.num-test", "2",
         "--meta.outer-steps", "2", "--meta.meta-batch-size", "2", "--adapt.max-steps", "2",
-        "--adapt.sgd-steps", "1",
+        "--adapt.sgd-steps", "1", "--fim.fim-lambda", "0.5",  # mim is not mod: every method runs
         "--field.width", "16", "--output-dir", str(tmp_path / "out"),
         "--tracking-uri", mlflow_uri, "--experiment", f"smoke-{modality}",
     ]  # fmt: skip
