@@ -34,7 +34,6 @@ from mclnf_dist.jobs.city_config import CityExperimentConfig
 from mclnf_dist.jobs.city_data import (
     CityData,
     blocks_as_segments,
-    check_scene,
     prepare_city,
     scene_options,
 )
@@ -52,7 +51,7 @@ from mclnf_dist.nerf.field import (
 from mclnf_dist.progress import ProgressLog, quiet_logs
 from mclnf_dist.recipes import recipes_for
 from mclnf_dist.runs import RunFolders, RunLock, mark_complete, open_run
-from mclnf_dist.scenes.scene import Scene
+from mclnf_dist.scenes.scene import Scene, check_scene
 from mclnf_dist.storage import check_store, write_atomic
 from mclnf_dist.tracking import Tracker
 

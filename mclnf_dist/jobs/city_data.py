@@ -22,7 +22,7 @@ from mclnf_dist.raystore.store import IngestOptions, load_manifest
 from mclnf_dist.raystore.stream import read_block_rays
 from mclnf_dist.scenes.city import CityConfig, make_city
 from mclnf_dist.scenes.partition import BlockPartition
-from mclnf_dist.scenes.scene import Scene, load_scene
+from mclnf_dist.scenes.scene import Scene, check_scene, load_scene
 from mclnf_dist.signals.signal_set import SignalSet
 
 
@@ -215,26 +215,6 @@ def has_own_validation(scene_root: str, options: dict) -> bool:
     others += load_scene(scene_root, "test", **options).frames
     taken = {frame.file_path for frame in others}
     return bool(val) and not any(frame.file_path in taken for frame in val)
-
-
-def check_scene(scene_root: str, **options) -> Scene:
-    """The whole scene (split ``all``), read and checked before any work; raises a one-line
-    :class:`MclnfError` naming the file and frame of the first problem (a missing or wrongly
-    sized image, a bad pose or lens, no box to be had, no train or no test views).
-
-    Args:
-        options: :func:`load_scene` arguments (``downscale``, ``holdout_every``, ``scene_box``).
-    """
-    path = Path(scene_root)
-    if not path.is_file() and not (path / "transforms.json").exists():
-        if not any(path.glob("transforms_*.json")):
-            raise MclnfError(
-                f"scene {scene_root} has no transforms.json (expected a posed-image scene)"
-            )
-    scene = load_scene(scene_root, "all", **options)
-    for split in ("train", "test"):
-        load_scene(scene_root, split, **options)
-    return scene
 
 
 RAY_COLUMNS = ["origin", "direction", "near", "far", "rgb"]

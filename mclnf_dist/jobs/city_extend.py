@@ -21,13 +21,14 @@ import numpy as np
 from mclnf_dist.errors import MclnfError
 from mclnf_dist.fields.stacked_mlp import Params
 from mclnf_dist.jobs.city_blocks import block_phase
-from mclnf_dist.jobs.city_data import check_scene, prepare_city, scene_options
+from mclnf_dist.jobs.city_data import prepare_city, scene_options
 from mclnf_dist.jobs.city_world import check_same_world
 from mclnf_dist.jobs.init_asset import load_init, save_init
 from mclnf_dist.progress import ProgressLog
 from mclnf_dist.runs import RunFolders, city_model_folder
 from mclnf_dist.scenes.city_model import CityModel, load_city_model
 from mclnf_dist.scenes.partition import BlockPartition, ground_axes, load_partition
+from mclnf_dist.scenes.scene import check_scene
 
 
 def model_location(path: str) -> tuple[str, str]:

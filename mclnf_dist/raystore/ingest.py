@@ -31,7 +31,7 @@ from mclnf_dist.raystore.store import (
 )
 from mclnf_dist.runtime import worker_env
 from mclnf_dist.scenes.partition import PARTITION_FILE, BlockPartition
-from mclnf_dist.scenes.scene import load_frame_image, load_scene
+from mclnf_dist.scenes.scene import check_scene, load_frame_image, load_scene
 from mclnf_dist.storage import (
     filesystem_for,
     join,
@@ -221,11 +221,10 @@ def ingest_scene(
     return manifest
 
 
-def check_scene(scene_root: str, opts: IngestOptions) -> None:
+def check_ingest_scene(scene_root: str, opts: IngestOptions) -> None:
     """Read the whole scene (split ``all``) and the split to ingest, as the ingest will: a bad
     file or frame is one :class:`MclnfError` line before any work (and before Ray starts)."""
-    load_scene(scene_root, "all", **scene_options(opts))
-    load_scene(scene_root, opts.split, **scene_options(opts))
+    check_scene(scene_root, (opts.split,), **scene_options(opts))
 
 
 def scene_options(opts: IngestOptions) -> dict:

@@ -30,7 +30,6 @@ from mclnf_dist.jobs.city import CityExperimentConfig, city_field
 from mclnf_dist.jobs.city_data import (
     CityData,
     blocks_as_segments,
-    check_scene,
     drawn_pixels,
     prepare_city,
     scene_options,
@@ -42,7 +41,7 @@ from mclnf_dist.meta.methods import MethodSpec, get_method
 from mclnf_dist.meta.outer_loop import EpisodeSource, SignalEpisodes
 from mclnf_dist.nerf.field import init_radiance_params
 from mclnf_dist.progress import ProgressLog
-from mclnf_dist.scenes.scene import Scene
+from mclnf_dist.scenes.scene import Scene, check_scene
 from mclnf_dist.signals.signal_set import SignalSet
 
 VALIDATION_FRACTION = 0.2
