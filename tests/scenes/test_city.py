@@ -117,7 +117,7 @@ def test_crash_leaves_no_complete_looking_scene(tmp_path, monkeypatch):
     make_city(target, replace(SMALL, seed=3))  # an old complete scene
     written = []
 
-    def failing_write(fs, path, image):
+    def failing_write(path, image, fs):
         if len(written) == 5:
             raise OSError("disk full")
         written.append(path)
