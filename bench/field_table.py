@@ -48,6 +48,7 @@ from mclnf_dist.jobs.city import city_field  # noqa: E402
 from mclnf_dist.nerf.field import init_radiance_params  # noqa: E402
 from mclnf_dist.progress import ProgressLog  # noqa: E402
 from mclnf_dist.recipes import city_demo, scene_quick  # noqa: E402
+from mclnf_dist.runtime import ensure_ray  # noqa: E402
 from mclnf_dist.scenes.city_model import module_router  # noqa: E402
 
 
@@ -175,7 +176,7 @@ def main() -> None:
         recipe.data.skip_missing_images = True
     recipe.data.work_dir = os.path.join(work, "scene")
     started = time.perf_counter()
-    ray.init(num_cpus=os.cpu_count(), include_dashboard=False, log_to_driver=False)
+    ensure_ray()
     try:
         city = prepare_city(recipe.data, log, unbounded=args.contraction)
     finally:

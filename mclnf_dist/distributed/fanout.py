@@ -7,36 +7,10 @@ task asking Ray for ``cpus`` CPUs also uses exactly ``cpus`` torch threads.
 Ray is joined at ``RAY_ADDRESS`` when set (``ray job submit``, a cluster), else started embedded.
 """
 
-import os
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
-from mclnf_dist.runtime import worker_env
-
-
-def ensure_ray(worker_logs: bool = False) -> None:
-    """Join the cluster at ``RAY_ADDRESS``, or start an embedded local Ray (laptop default).
-
-    Args:
-        worker_logs: forward what Ray's workers and actors print (Ray Train's controller and
-            per-round reports among them) to this driver. Off by default: the driver prints the
-            progress people need; ``--verbose`` turns it on.
-    """
-    import ray
-
-    if ray.is_initialized():
-        return
-    quiet = {"log_to_driver": worker_logs, "logging_level": "INFO" if worker_logs else "WARNING"}
-    if os.environ.get("RAY_ADDRESS"):
-        # The cluster's workers predate this driver's S3 endpoint settings (MinIO, a test's S3
-        # server): hand on the endpoint and region, never credentials (the dashboard shows a
-        # runtime env; workers get credentials from their nodes). A submitted job's own runtime
-        # env already carries its settings.
-        env = {} if "RAY_JOB_CONFIG_JSON_ENV_VAR" in os.environ else worker_env()
-        runtime_env = {"env_vars": env} if env else None
-        ray.init(address=os.environ["RAY_ADDRESS"], runtime_env=runtime_env, **quiet)
-    else:
-        ray.init(num_cpus=os.cpu_count(), include_dashboard=False, **quiet)
+from mclnf_dist.runtime import ensure_ray
 
 
 def _with_threads(threads: int, fn: Callable[..., Any], args: tuple) -> Any:

@@ -19,7 +19,7 @@ from mclnf_dist.config import check_config, describe, json_ready, parse_config, 
 from mclnf_dist.device import pick_device
 from mclnf_dist.distributed.block_episodes import meta_training_overlap
 from mclnf_dist.distributed.checkpoints import CheckpointStore
-from mclnf_dist.distributed.fanout import ensure_ray, run_tasks
+from mclnf_dist.distributed.fanout import run_tasks
 from mclnf_dist.distributed.meta_train_loop import WorkerJob
 from mclnf_dist.distributed.meta_trainer import meta_train_distributed
 from mclnf_dist.distributed.train_config import check_workers
@@ -51,6 +51,7 @@ from mclnf_dist.nerf.field import (
 from mclnf_dist.progress import ProgressLog, quiet_logs
 from mclnf_dist.recipes import recipes_for
 from mclnf_dist.runs import RunFolders, RunLock, mark_complete, open_run
+from mclnf_dist.runtime import ensure_ray
 from mclnf_dist.scenes.scene import Scene, check_scene
 from mclnf_dist.storage import check_store, write_atomic
 from mclnf_dist.tracking import Tracker

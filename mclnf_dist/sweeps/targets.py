@@ -22,7 +22,6 @@ from typing import Any
 import torch
 
 from mclnf_dist.distributed.block_episodes import BlockRayEpisodes, worker_seed
-from mclnf_dist.distributed.fanout import ensure_ray
 from mclnf_dist.errors import MclnfError
 from mclnf_dist.evaluation.protocol import MethodContext, MethodResult, evaluate_method
 from mclnf_dist.fields.stacked_mlp import Params, init_params
@@ -41,6 +40,7 @@ from mclnf_dist.meta.methods import MethodSpec, get_method
 from mclnf_dist.meta.outer_loop import EpisodeSource, SignalEpisodes
 from mclnf_dist.nerf.field import init_radiance_params
 from mclnf_dist.progress import ProgressLog
+from mclnf_dist.runtime import ensure_ray
 from mclnf_dist.scenes.scene import Scene, check_scene
 from mclnf_dist.signals.signal_set import SignalSet
 
