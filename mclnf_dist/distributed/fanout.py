@@ -7,10 +7,20 @@ task asking Ray for ``cpus`` CPUs also uses exactly ``cpus`` torch threads.
 Ray is joined at ``RAY_ADDRESS`` when set (``ray job submit``, a cluster), else started embedded.
 """
 
+import os
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
 from mclnf_dist.runtime import ensure_ray
+
+
+def fan_out(workers: int, device_type: str) -> bool:
+    """The one rule for running independent jobs (methods, blocks) as parallel Ray tasks:
+    ``workers`` > 1 asks for it, 0 or 1 runs them in this process, -1 (auto) fans out on a
+    multi-core CPU and not on a GPU (one device runs one job at a time best)."""
+    if workers == -1:
+        return device_type == "cpu" and (os.cpu_count() or 1) > 1
+    return workers > 1
 
 
 def _with_threads(threads: int, fn: Callable[..., Any], args: tuple) -> Any:

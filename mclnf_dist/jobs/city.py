@@ -19,7 +19,7 @@ from mclnf_dist.config import check_config, describe, json_ready, parse_config, 
 from mclnf_dist.device import pick_device
 from mclnf_dist.distributed.block_episodes import meta_training_overlap
 from mclnf_dist.distributed.checkpoints import CheckpointStore
-from mclnf_dist.distributed.fanout import run_tasks
+from mclnf_dist.distributed.fanout import fan_out, run_tasks
 from mclnf_dist.distributed.meta_train_loop import WorkerJob
 from mclnf_dist.distributed.meta_trainer import meta_train_distributed
 from mclnf_dist.distributed.train_config import check_workers
@@ -200,7 +200,7 @@ def run_extension(
     cfg: CityExperimentConfig, run: RunFolders, device: torch.device, log: ProgressLog
 ) -> dict:
     """The ``--extend`` run: new blocks added to a saved city model, tracked like a full run."""
-    parallel = cfg.workers > 1 or (cfg.workers == -1 and device.type == "cpu")
+    parallel = fan_out(cfg.workers, device.type)
     name = f"{cfg.run_name}-extend-{run.run_id}"
     tags = {"job": "city_extend", "run": run.label}
     with Tracker(cfg.run.experiment, name, cfg.run.tracking_uri or None, tags) as tracker:
@@ -240,7 +240,7 @@ def run_block_phase(
     block_inits = {"meta": inits["mse"]} if "mse" in inits else {}
     block_inits["random"] = inits["random"]
     root = f"{storage.rstrip('/')}/blocks"
-    parallel = cfg.workers > 1 or (cfg.workers == -1 and device.type == "cpu")
+    parallel = fan_out(cfg.workers, device.type)
     seed = cfg.run.seed
     return block_phase(cfg.block, block_inits, field_cfg, city, root, out, seed, parallel, log)
 
@@ -399,7 +399,7 @@ def continual_phase(
         contexts.append(
             MethodContext(spec, field, init, cfg.meta, cfg.fim, cfg.adapt, seed=cfg.run.seed)
         )
-    parallel = cfg.workers > 1 or (cfg.workers == -1 and device.type == "cpu")
+    parallel = fan_out(cfg.workers, device.type)
     log.info(f"continual phase: {len(contexts)} methods over {fit.num_segments} blocks")
     calls = [(ctx, fit.to(device), score) for ctx in contexts]
     results: list[MethodResult | None] = [None] * len(calls)

@@ -6,7 +6,6 @@ table, write ``results.json`` + PNG plots, and track it all in MLflow.
 """
 
 import json
-import os
 import time
 from pathlib import Path
 
@@ -14,7 +13,7 @@ import torch
 
 from mclnf_dist.config import check_config, describe, json_ready, parse_config, to_dict
 from mclnf_dist.device import machine_info, pick_device
-from mclnf_dist.distributed.fanout import run_tasks
+from mclnf_dist.distributed.fanout import fan_out, run_tasks
 from mclnf_dist.errors import MclnfError
 from mclnf_dist.evaluation.plots import plot_psnr_curves, plot_reconstructions
 from mclnf_dist.evaluation.protocol import MethodContext, MethodResult, evaluate_method
@@ -127,9 +126,7 @@ def method_field(cfg: SignalsConfig, spec: MethodSpec, signals: SignalSet) -> Fi
 
 def use_ray(cfg: SignalsConfig, device: torch.device) -> bool:
     """Fan methods out as Ray tasks (``workers=-1``: on CPU yes, on one GPU no)."""
-    if cfg.workers == -1:
-        return device.type == "cpu" and (os.cpu_count() or 1) > 1
-    return cfg.workers > 1
+    return fan_out(cfg.workers, device.type)
 
 
 def run_method(
