@@ -27,7 +27,7 @@ from mclnf_dist.meta.meta_learning import MetaConfig
 from mclnf_dist.nerf.field import RadianceFieldConfig
 from mclnf_dist.raystore.store import IngestOptions
 from mclnf_dist.run_settings import RunSettings
-from mclnf_dist.scenes.city import CityConfig
+from mclnf_dist.scenes.demo_city import CityConfig
 from mclnf_dist.sweeps.driver import SweepConfig
 from mclnf_dist.sweeps.space import MetricSpec
 

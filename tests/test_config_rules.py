@@ -17,7 +17,7 @@ from mclnf_dist.errors import MclnfError
 from mclnf_dist.jobs.city_config import CityExperimentConfig
 from mclnf_dist.jobs.signals_config import SignalsConfig
 from mclnf_dist.raystore.store import IngestOptions
-from mclnf_dist.scenes.city import CityConfig
+from mclnf_dist.scenes.demo_city import CityConfig
 from mclnf_dist.sweeps.driver import SweepConfig
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -20,7 +20,7 @@ from mclnf_dist.nerf.field import pack_rays
 from mclnf_dist.raystore.ingest import ingest_scene
 from mclnf_dist.raystore.store import IngestOptions, load_manifest
 from mclnf_dist.raystore.stream import read_block_rays
-from mclnf_dist.scenes.city import CityConfig, make_city
+from mclnf_dist.scenes.demo_city import CityConfig, make_city
 from mclnf_dist.scenes.partition import BlockPartition
 from mclnf_dist.scenes.scene import Scene, check_scene, load_scene
 from mclnf_dist.signals.signal_set import SignalSet

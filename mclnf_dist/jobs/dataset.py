@@ -23,7 +23,7 @@ from mclnf_dist.preflight import check_writable
 from mclnf_dist.raystore.ingest import check_ingest_scene, ingest_scene
 from mclnf_dist.raystore.store import IngestOptions, load_manifest, verify_store
 from mclnf_dist.runtime import ensure_ray
-from mclnf_dist.scenes.city import CityConfig, make_city
+from mclnf_dist.scenes.demo_city import CityConfig, make_city
 from mclnf_dist.storage import check_store
 
 if TYPE_CHECKING:

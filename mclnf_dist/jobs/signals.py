@@ -1,4 +1,4 @@
-"""Meta-train and evaluate every method on image, audio or video signals (issue: the core).
+"""Meta-train and evaluate every method on image, audio or video signals.
 
 ``python pipelines/signals.py --modality image`` (or ``mclnf signals ...``): load real signals,
 meta-train the meta-learned methods, evaluate all methods on held-out signals, print a results

@@ -14,8 +14,8 @@ from mclnf_dist.jobs.city import CityExperimentConfig, run_city
 from mclnf_dist.jobs.init_asset import save_init
 from mclnf_dist.nerf.field import field_for_scene, init_radiance_params
 from mclnf_dist.runs import COMPLETE
-from mclnf_dist.scenes.city import CityConfig, make_city
 from mclnf_dist.scenes.city_model import load_city_model, save_city_model
+from mclnf_dist.scenes.demo_city import CityConfig, make_city
 from mclnf_dist.scenes.partition import BlockPartition, load_partition
 from mclnf_dist.scenes.scene import load_scene
 
