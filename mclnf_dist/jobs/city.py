@@ -38,11 +38,11 @@ from mclnf_dist.jobs.city_data import (
     scene_options,
 )
 from mclnf_dist.jobs.city_extend import extend_city
-from mclnf_dist.jobs.city_inits import init_key, key_field
+from mclnf_dist.jobs.city_inits import key_field
 from mclnf_dist.jobs.city_outputs import held_out_psnr, render_and_save, write_city_outputs
 from mclnf_dist.jobs.city_preflight import preflight_city
 from mclnf_dist.jobs.init_asset import load_init, save_init
-from mclnf_dist.meta.methods import MethodSpec, distinct_methods
+from mclnf_dist.meta.methods import MSE, RANDOM, InitKey, MethodSpec, distinct_methods, init_key
 from mclnf_dist.nerf.field import (
     RadianceFieldConfig,
     field_for_scene,
@@ -227,7 +227,7 @@ def run_extension(
 
 def run_block_phase(
     cfg: CityExperimentConfig,
-    inits: dict[str, Params],
+    inits: dict[InitKey, Params],
     field_cfg: RadianceFieldConfig,
     city: CityData,
     storage: str,
@@ -237,8 +237,8 @@ def run_block_phase(
 ) -> dict:
     """Block training from the meta-learned ``theta_0`` (``mse``, when meta-trained) and from the
     random init, same budget; each city model saved and scored on full held-out images."""
-    block_inits = {"meta": inits["mse"]} if "mse" in inits else {}
-    block_inits["random"] = inits["random"]
+    block_inits = {"meta": inits[MSE]} if MSE in inits else {}
+    block_inits["random"] = inits[RANDOM]
     root = f"{storage.rstrip('/')}/blocks"
     parallel = fan_out(cfg.workers, device.type)
     seed = cfg.run.seed
@@ -276,17 +276,18 @@ def meta_train_all(
     run: RunFolders,
     tracker: Tracker,
     log: ProgressLog,
-) -> dict[str, Params]:
+) -> dict[InitKey, Params]:
     """Every init the methods need (``random`` and each meta-objective, per field), the
     meta-learned ones meta-trained on Ray Train."""
 
     blocks = len(city.block_order)
     inits = {}
-    for key in sorted({init_key(cfg, s) for s in specs} | {"random"}):
+    keys = {init_key(s, cfg.fim.fim_lambda, True, cfg.param_match) for s in specs} | {RANDOM}
+    for key in sorted(keys, key=str):
         field = key_field(field_cfg, key, blocks)
         generator = torch.Generator().manual_seed(cfg.run.seed)
         random_init = init_radiance_params(field, 1, generator)
-        if key.startswith("random"):
+        if not key.meta_learned:
             inits[key] = random_init
             continue
         if cfg.meta.init_from:
@@ -300,7 +301,7 @@ def meta_train_all(
 
 def meta_train_objective(
     cfg: CityExperimentConfig,
-    key: str,
+    key: InitKey,
     field_cfg: RadianceFieldConfig,
     city: CityData,
     storage: str,
@@ -329,22 +330,22 @@ def meta_train_objective(
     return theta0
 
 
-def loaded_init(cfg: CityExperimentConfig, key: str, like: Params, log: ProgressLog) -> Params:
+def loaded_init(cfg: CityExperimentConfig, key: InitKey, like: Params, log: ProgressLog) -> Params:
     """``theta_0`` of the ``key`` objective from ``--meta.init-from`` (its ``mse`` init when the
     source has none for ``key``), instead of meta-training."""
     try:
         theta0 = load_init(cfg.meta.init_from, key, like, cfg.run.tracking_uri)
     except MclnfError:
-        if key == "mse":
+        if key == MSE:
             raise
-        theta0, key = load_init(cfg.meta.init_from, "mse", like, cfg.run.tracking_uri), "mse"
+        theta0, key = load_init(cfg.meta.init_from, MSE, like, cfg.run.tracking_uri), MSE
     log.info(f"theta_0 from {cfg.meta.init_from} ({key} objective): not meta-training")
     return theta0
 
 
 def worker_job(
     cfg: CityExperimentConfig,
-    key: str,
+    key: InitKey,
     field_cfg: RadianceFieldConfig,
     city: CityData,
     storage: str,
@@ -358,7 +359,7 @@ def worker_job(
     return WorkerJob(
         field=field_cfg,
         meta=cfg.meta,
-        fim=cfg.fim if key.startswith("fim") else None,
+        fim=cfg.fim if key.uses_fim else None,
         data_uri=city.train_uri,
         blocks=city.meta_blocks,
         rays_per_task=cfg.train.rays_per_task,
@@ -369,7 +370,7 @@ def worker_job(
         seed=cfg.run.seed,
         fail_at_round=cfg.train.fail_at_round,
         fail_marker=f"{storage.rstrip('/')}/{run_name}/worker-failed-once",
-        schedule="sequential" if key.startswith("oml") else "modular",
+        schedule=key.schedule,
         label=f"meta-train {key}",
         avoid_blocks=city.non_meta_blocks,
     )
@@ -384,7 +385,7 @@ def continual_phase(
     cfg: CityExperimentConfig,
     specs: list[MethodSpec],
     field_cfg: RadianceFieldConfig,
-    inits: dict[str, Params],
+    inits: dict[InitKey, Params],
     fit,
     score,
     device: torch.device,
@@ -393,7 +394,7 @@ def continual_phase(
     """Blocks arrive in order; every method adapts to each block for up to ``max_steps``."""
     contexts = []
     for spec in specs:
-        key = init_key(cfg, spec)
+        key = init_key(spec, cfg.fim.fim_lambda, True, cfg.param_match)
         init = {k: v.to(device) for k, v in inits[key].items()}
         field = key_field(field_cfg, key, fit.num_segments)
         contexts.append(

@@ -14,9 +14,9 @@ import torch
 
 from mclnf_dist.errors import MclnfError
 from mclnf_dist.jobs.city_config import CityExperimentConfig
-from mclnf_dist.jobs.city_inits import MATCHED, init_key, key_field
+from mclnf_dist.jobs.city_inits import key_field
 from mclnf_dist.jobs.init_asset import load_init
-from mclnf_dist.meta.methods import get_method
+from mclnf_dist.meta.methods import MSE, get_method, init_key
 from mclnf_dist.nerf.field import init_radiance_params
 from mclnf_dist.preflight import check_writable
 
@@ -37,14 +37,14 @@ def check_init_from(cfg: CityExperimentConfig) -> None:
     :func:`mclnf_dist.jobs.city.loaded_init` will (a missing objective falls back to ``mse``)."""
     blocks = len(cfg.data.block_order)  # a matched width needs the block count: when given
     for spec in (get_method(name) for name in cfg.methods):
-        key = init_key(cfg, spec)
-        if not spec.meta_learned or (key.endswith(MATCHED) and not blocks):
+        key = init_key(spec, cfg.fim.fim_lambda, blocks_are_tasks=True, param_match=cfg.param_match)
+        if not key.meta_learned or (key.matched and not blocks):
             continue
         like = init_radiance_params(key_field(cfg.field, key, blocks), 1, torch.Generator())
         try:
             load_init(cfg.meta.init_from, key, like, cfg.run.tracking_uri)
         except MclnfError:
-            if key == "mse":
+            if key == MSE:
                 raise
             load_init(cfg.meta.init_from, "mse", like, cfg.run.tracking_uri)
 

@@ -39,7 +39,7 @@ from mclnf_dist.evaluation.statistics import curve_auc
 from mclnf_dist.fields.stacked_mlp import Params
 from mclnf_dist.jobs.city_config import CityExperimentConfig
 from mclnf_dist.jobs.signals_config import SignalsConfig
-from mclnf_dist.meta.methods import get_method
+from mclnf_dist.meta.methods import InitKey, get_method
 from mclnf_dist.meta.outer_loop import LocalStore, meta_train_loop
 from mclnf_dist.nerf.sampling import seeded_jitter
 from mclnf_dist.progress import ProgressLog, quiet_logs
@@ -131,7 +131,7 @@ def choose_plan(
     started = time.perf_counter()
     search = cfg.search
     tasks = {name: prepared.task(target, device, get_method(name)) for name in search.methods}
-    inits: dict[str, Params] = {}
+    inits: dict[InitKey, Params] = {}
     for task in tasks.values():
         key = task.init_key()
         if key not in inits:
@@ -182,7 +182,7 @@ def choose_plan(
         "max_steps": target.adapt.max_steps,
         "batch_size": target.adapt.batch_size,
         "methods": list(search.methods),
-        "inits": sorted(inits),
+        "inits": sorted(str(key) for key in inits),
         "winner": {k: v for k, v in winner.items() if k not in ("auc", "mean_auc")},
         "candidates": candidates,
         "wall_s": time.perf_counter() - started,
