@@ -42,6 +42,7 @@ from mclnf_dist.jobs.city_inits import key_field
 from mclnf_dist.jobs.city_outputs import held_out_psnr, render_and_save, write_city_outputs
 from mclnf_dist.jobs.city_preflight import preflight_city
 from mclnf_dist.jobs.init_asset import load_init, save_init
+from mclnf_dist.jobs.recipes import recipes_for
 from mclnf_dist.meta.methods import MSE, RANDOM, InitKey, MethodSpec, distinct_methods, init_key
 from mclnf_dist.nerf.field import (
     RadianceFieldConfig,
@@ -49,7 +50,6 @@ from mclnf_dist.nerf.field import (
     init_radiance_params,
 )
 from mclnf_dist.progress import ProgressLog, quiet_logs
-from mclnf_dist.recipes import recipes_for
 from mclnf_dist.runs import RunFolders, RunLock, mark_complete, open_run
 from mclnf_dist.runtime import ensure_ray
 from mclnf_dist.scenes.scene import Scene, check_scene

@@ -20,11 +20,11 @@ from mclnf_dist.evaluation.protocol import MethodContext, MethodResult, evaluate
 from mclnf_dist.evaluation.tables import results_table
 from mclnf_dist.fields.sizing import matched_width
 from mclnf_dist.fields.stacked_mlp import FieldConfig, init_params
+from mclnf_dist.jobs.recipes import recipes_for
 from mclnf_dist.jobs.signals_config import SignalsConfig, loader_options
 from mclnf_dist.meta.methods import MethodSpec, distinct_methods
 from mclnf_dist.meta.outer_loop import meta_train
 from mclnf_dist.progress import ProgressLog, quiet_logs
-from mclnf_dist.recipes import recipes_for
 from mclnf_dist.signals.loading import (
     default_source,
     load_signal_set,

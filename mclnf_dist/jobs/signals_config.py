@@ -1,8 +1,8 @@
-"""The signals job's config (apart from the job, so :mod:`mclnf_dist.recipes` can build it and
+"""The signals job's config (apart from the job, so :mod:`mclnf_dist.jobs.recipes` can build it and
 the job can read recipes without an import cycle).
 
 The defaults are the ``image`` recipe; ``audio`` and ``video`` (and every ``-quick``/``-tiny``
-budget) are complete configs in :mod:`mclnf_dist.recipes`.
+budget) are complete configs in :mod:`mclnf_dist.jobs.recipes`.
 """
 
 from dataclasses import dataclass
