@@ -80,7 +80,7 @@ def scene_probe(args: argparse.Namespace, work: str, device: torch.device) -> di
     """Train the block field on a real capture (one block) and report speed and probe PSNR."""
     import ray
 
-    from mclnf_dist.jobs.city_data import CityDataConfig, prepare_city
+    from mclnf_dist.city.data import CityDataConfig, prepare_city
     from mclnf_dist.nerf.field import field_for_scene
     from mclnf_dist.progress import ProgressLog
 

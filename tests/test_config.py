@@ -6,6 +6,7 @@ import typing
 
 import pytest
 
+from mclnf_dist.city.data import CityDataConfig
 from mclnf_dist.config import (
     PositiveInt,
     check_config,
@@ -17,7 +18,6 @@ from mclnf_dist.distributed.train_config import TrainConfig
 from mclnf_dist.errors import MclnfError
 from mclnf_dist.fields.stacked_mlp import FieldConfig
 from mclnf_dist.jobs.city import CityExperimentConfig
-from mclnf_dist.jobs.city_data import CityDataConfig
 from mclnf_dist.jobs.report import ReportConfig
 from mclnf_dist.jobs.signals import SignalsConfig
 from mclnf_dist.jobs.signals_config import DataConfig

@@ -20,8 +20,8 @@ from mclnf_dist.nerf.field import RadianceFieldConfig
 from mclnf_dist.nerf.rays import frame_rays, near_far_from_box
 from mclnf_dist.nerf.render import RouteFn, render_view_outputs
 from mclnf_dist.progress import ProgressLog
-from mclnf_dist.scenes.city_model import module_router
 from mclnf_dist.scenes.partition import BlockPartition
+from mclnf_dist.scenes.routing import module_router
 from mclnf_dist.scenes.scene import Scene, load_frame_image
 
 

@@ -15,6 +15,18 @@ from pathlib import Path
 
 import torch
 
+from mclnf_dist.city.blocks import block_phase
+from mclnf_dist.city.data import (
+    CityData,
+    blocks_as_segments,
+    city_field,
+    prepare_city,
+    scene_options,
+)
+from mclnf_dist.city.extend import extend_city
+from mclnf_dist.city.init_asset import load_init, save_init
+from mclnf_dist.city.inits import key_field
+from mclnf_dist.city.outputs import held_out_psnr, render_and_save, write_city_outputs
 from mclnf_dist.config import check_config, describe, json_ready, parse_config, to_dict
 from mclnf_dist.device import pick_device
 from mclnf_dist.distributed.block_episodes import meta_training_overlap
@@ -29,30 +41,18 @@ from mclnf_dist.evaluation.protocol import MethodContext, MethodResult, evaluate
 from mclnf_dist.evaluation.tables import results_table
 from mclnf_dist.fields.stacked_mlp import Params
 from mclnf_dist.interrupts import install_signal_handlers, on_interrupt
-from mclnf_dist.jobs.city_blocks import block_phase
 from mclnf_dist.jobs.city_config import CityExperimentConfig
-from mclnf_dist.jobs.city_data import (
-    CityData,
-    blocks_as_segments,
-    prepare_city,
-    scene_options,
-)
-from mclnf_dist.jobs.city_extend import extend_city
-from mclnf_dist.jobs.city_inits import key_field
-from mclnf_dist.jobs.city_outputs import held_out_psnr, render_and_save, write_city_outputs
 from mclnf_dist.jobs.city_preflight import preflight_city
-from mclnf_dist.jobs.init_asset import load_init, save_init
 from mclnf_dist.jobs.recipes import recipes_for
 from mclnf_dist.meta.methods import MSE, RANDOM, InitKey, MethodSpec, distinct_methods, init_key
 from mclnf_dist.nerf.field import (
     RadianceFieldConfig,
-    field_for_scene,
     init_radiance_params,
 )
 from mclnf_dist.progress import ProgressLog, quiet_logs
 from mclnf_dist.runs import RunFolders, RunLock, mark_complete, open_run
 from mclnf_dist.runtime import ensure_ray
-from mclnf_dist.scenes.scene import Scene, check_scene
+from mclnf_dist.scenes.scene import check_scene
 from mclnf_dist.storage import check_store, write_atomic
 from mclnf_dist.tracking import Tracker
 
@@ -115,7 +115,7 @@ def run_full(
     leakage = meta_training_leakage(cfg, city, log)  # a meta block left with no ray stops here
 
     scene = city.load_scene("all")
-    field_cfg = city_field(cfg, scene)
+    field_cfg = city_field(cfg.field, scene)
     if field_cfg.appearance:  # a code per training image (ray image ids index the train split)
         images = len(city.load_scene("train").frames)
         field_cfg = dataclasses.replace(field_cfg, appearance_images=images)
@@ -255,17 +255,6 @@ def log_block_phase(tracker: Tracker, blocks: dict) -> None:
         )
         for step, psnr in scores["probe_curve"].items():
             tracker.log_metrics({f"blocks_{name}_probe_psnr": psnr}, step=int(step))
-
-
-def city_field(cfg: CityExperimentConfig, scene: Scene) -> RadianceFieldConfig:
-    """The job's radiance field (and its sweep trials'): every setting of ``--field``, with the
-    scene's box (unless ``--field.scene-box`` is given) and background."""
-    taken = {
-        f.name: getattr(cfg.field, f.name)
-        for f in dataclasses.fields(cfg.field)
-        if f.name not in ("scene_box", "background")
-    }
-    return field_for_scene(scene, scene_box=cfg.field.scene_box, **taken)
 
 
 def meta_train_all(

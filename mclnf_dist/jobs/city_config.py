@@ -5,11 +5,11 @@ from dataclasses import dataclass
 from dataclasses import field as default
 from typing import Annotated
 
+from mclnf_dist.city.data import CityDataConfig, blocks_problem
 from mclnf_dist.config import NonNegativeInt, Range
 from mclnf_dist.config_rules import cross_field_rule, name_problem
 from mclnf_dist.distributed.train_config import BlockTrainingConfig, TrainConfig
 from mclnf_dist.fields.stacked_mlp import FieldConfig
-from mclnf_dist.jobs.city_data import CityDataConfig, blocks_problem
 from mclnf_dist.meta.adaptation import AdaptConfig
 from mclnf_dist.meta.fim import FimConfig
 from mclnf_dist.meta.meta_learning import MetaConfig, meta_problem

@@ -7,15 +7,15 @@ The config's own choices, ranges and cross-field rules are checked by the parse
 * ``--meta.init-from`` loads and has the parameter shapes of the job's field (the shapes follow
   from the config's MLP alone, not from the scene);
 * ``--extend``: the saved model loads, is modular, its ``theta_0`` fits it, and the new capture
-  can belong to its world (:mod:`mclnf_dist.jobs.city_world`) and lies in its box.
+  can belong to its world (:mod:`mclnf_dist.city.world`) and lies in its box.
 """
 
 import torch
 
+from mclnf_dist.city.init_asset import load_init
+from mclnf_dist.city.inits import key_field
 from mclnf_dist.errors import MclnfError
 from mclnf_dist.jobs.city_config import CityExperimentConfig
-from mclnf_dist.jobs.city_inits import key_field
-from mclnf_dist.jobs.init_asset import load_init
 from mclnf_dist.meta.methods import MSE, get_method, init_key
 from mclnf_dist.nerf.field import init_radiance_params
 from mclnf_dist.preflight import check_writable
@@ -51,6 +51,6 @@ def check_init_from(cfg: CityExperimentConfig) -> None:
 
 def check_extension(cfg: CityExperimentConfig) -> None:
     """The ``--extend`` model and its ``theta_0`` load and fit; the new capture fits the model."""
-    from mclnf_dist.jobs.city_extend import open_extension
+    from mclnf_dist.city.extend import open_extension
 
     open_extension(cfg)

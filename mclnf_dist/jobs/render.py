@@ -16,6 +16,7 @@ import av
 import numpy as np
 from PIL import Image
 
+from mclnf_dist.city.model import load_city_model
 from mclnf_dist.config import PositiveFloat, PositiveInt, check_config, describe, parse_config
 from mclnf_dist.device import Device, pick_device
 from mclnf_dist.errors import MclnfError
@@ -24,7 +25,6 @@ from mclnf_dist.preflight import check_writable
 from mclnf_dist.progress import ProgressLog
 from mclnf_dist.runs import city_model_folder
 from mclnf_dist.scenes.camera_paths import flyover_frames, orbit_frames, scaled
-from mclnf_dist.scenes.city_model import load_city_model
 from mclnf_dist.scenes.scene import Frame, Scene, load_scene
 from mclnf_dist.storage import write_png
 

@@ -21,18 +21,19 @@ from typing import Any
 
 import torch
 
-from mclnf_dist.distributed.block_episodes import BlockRayEpisodes, worker_seed
-from mclnf_dist.errors import MclnfError
-from mclnf_dist.evaluation.protocol import MethodContext, MethodResult, evaluate_method
-from mclnf_dist.fields.stacked_mlp import Params, init_params
-from mclnf_dist.jobs.city import CityExperimentConfig, city_field
-from mclnf_dist.jobs.city_data import (
+from mclnf_dist.city.data import (
     CityData,
     blocks_as_segments,
+    city_field,
     drawn_pixels,
     prepare_city,
     scene_options,
 )
+from mclnf_dist.distributed.block_episodes import BlockRayEpisodes, worker_seed
+from mclnf_dist.errors import MclnfError
+from mclnf_dist.evaluation.protocol import MethodContext, MethodResult, evaluate_method
+from mclnf_dist.fields.stacked_mlp import Params, init_params
+from mclnf_dist.jobs.city_config import CityExperimentConfig
 from mclnf_dist.jobs.signals import SignalsConfig, load_data, validate
 from mclnf_dist.meta.fim import FimConfig
 from mclnf_dist.meta.methods import InitKey, MethodSpec, get_method, init_key
@@ -139,7 +140,7 @@ class CityTask(MetaTask):
     ) -> None:
 
         city = prepared.city
-        field = city_field(cfg, prepared.scene)
+        field = city_field(cfg.field, prepared.scene)
         held_out = city.held_out or city.block_order[-1:]
         fit = blocks_as_segments(
             city.train_uri, held_out, cfg.data.fit_rays_per_block, cfg.run.seed, "train views"

@@ -6,6 +6,7 @@ segments, a ray (8 numbers, see :mod:`mclnf_dist.nerf.field`) is a coordinate an
 colour the value. Training-view rays are what methods fit; held-out-view rays are what is scored.
 """
 
+import dataclasses
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -16,7 +17,7 @@ import torch
 from mclnf_dist.config import NonNegativeInt, PositiveInt
 from mclnf_dist.config_rules import cross_field_rule, duplicates
 from mclnf_dist.errors import MclnfError
-from mclnf_dist.nerf.field import pack_rays
+from mclnf_dist.nerf.field import RadianceFieldConfig, field_for_scene, pack_rays
 from mclnf_dist.raystore.ingest import ingest_scene
 from mclnf_dist.raystore.store import IngestOptions, load_manifest
 from mclnf_dist.raystore.stream import read_block_rays
@@ -296,3 +297,14 @@ def blocks_as_segments(
         grid_shape=(len(blocks) * n,),
         segment_index=torch.arange(len(blocks) * n).reshape(-1, n),
     )
+
+
+def city_field(field_cfg: RadianceFieldConfig, scene: Scene) -> RadianceFieldConfig:
+    """The job's radiance field (and its sweep trials'): every setting of ``--field``, with the
+    scene's box (unless ``--field.scene-box`` is given) and background."""
+    taken = {
+        f.name: getattr(field_cfg, f.name)
+        for f in dataclasses.fields(field_cfg)
+        if f.name not in ("scene_box", "background")
+    }
+    return field_for_scene(scene, scene_box=field_cfg.scene_box, **taken)
