@@ -45,7 +45,7 @@ from mclnf_dist.city.data import city_field  # noqa: E402
 from mclnf_dist.device import pick_device  # noqa: E402
 from mclnf_dist.distributed.block_training import BlockTask, train_block  # noqa: E402
 from mclnf_dist.evaluation.city_images import ray_midpoint_blocks, score_city_images  # noqa: E402
-from mclnf_dist.jobs.recipes import city_demo, scene_quick  # noqa: E402
+from mclnf_dist.experiments.recipes import city_demo, scene_quick  # noqa: E402
 from mclnf_dist.nerf.field import init_radiance_params  # noqa: E402
 from mclnf_dist.progress import ProgressLog  # noqa: E402
 from mclnf_dist.runtime import ensure_ray  # noqa: E402

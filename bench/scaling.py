@@ -63,7 +63,7 @@ def main() -> None:
     from mclnf_dist.distributed.meta_train_loop import WorkerJob
     from mclnf_dist.distributed.meta_trainer import meta_train_distributed
     from mclnf_dist.distributed.train_config import TrainConfig
-    from mclnf_dist.jobs.city import CityExperimentConfig
+    from mclnf_dist.experiments.city_config import CityExperimentConfig
     from mclnf_dist.nerf.field import field_for_scene, init_radiance_params
     from mclnf_dist.progress import ProgressLog
     from mclnf_dist.runtime import ensure_ray

@@ -98,3 +98,17 @@ def test_top_level_helpers_sit_below_every_package():
         if package_of(module) == "mclnf_dist" and module != "mclnf_dist"
     }
     assert {m: t for m, t in upward.items() if t} == {}
+
+
+def test_only_entry_points_import_the_jobs():
+    """``jobs/`` holds the entry points' code; the library (``sweeps/`` included) and the
+    benchmarks import the library, not a job."""
+    graph = import_graph()
+    library = {
+        module: sorted(t for t in targets if package_of(t) == "mclnf_dist.jobs")
+        for module, targets in graph.items()
+        if package_of(module) not in ("mclnf_dist.jobs", "mclnf_dist")
+    }
+    assert {m: t for m, t in library.items() if t} == {}
+    benches = sorted((ROOT.parent / "bench").glob("*.py"))
+    assert benches and not [b.name for b in benches if "mclnf_dist.jobs" in b.read_text()]

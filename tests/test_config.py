@@ -16,11 +16,11 @@ from mclnf_dist.config import (
 )
 from mclnf_dist.distributed.train_config import TrainConfig
 from mclnf_dist.errors import MclnfError
+from mclnf_dist.experiments.signals_config import DataConfig
 from mclnf_dist.fields.stacked_mlp import FieldConfig
 from mclnf_dist.jobs.city import CityExperimentConfig
 from mclnf_dist.jobs.report import ReportConfig
 from mclnf_dist.jobs.signals import SignalsConfig
-from mclnf_dist.jobs.signals_config import DataConfig
 from mclnf_dist.meta.adaptation import AdaptConfig
 from mclnf_dist.meta.fim import FimConfig
 from mclnf_dist.meta.meta_learning import MetaConfig

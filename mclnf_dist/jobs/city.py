@@ -39,11 +39,11 @@ from mclnf_dist.errors import MclnfError
 from mclnf_dist.evaluation.city_images import RenderedCityScorer, spread_views
 from mclnf_dist.evaluation.protocol import MethodContext, MethodResult, evaluate_method
 from mclnf_dist.evaluation.tables import results_table
+from mclnf_dist.experiments.city_config import CityExperimentConfig
+from mclnf_dist.experiments.recipes import recipes_for
 from mclnf_dist.fields.stacked_mlp import Params
 from mclnf_dist.interrupts import install_signal_handlers, on_interrupt
-from mclnf_dist.jobs.city_config import CityExperimentConfig
 from mclnf_dist.jobs.city_preflight import preflight_city
-from mclnf_dist.jobs.recipes import recipes_for
 from mclnf_dist.meta.methods import MSE, RANDOM, InitKey, MethodSpec, distinct_methods, init_key
 from mclnf_dist.nerf.field import (
     RadianceFieldConfig,

@@ -15,7 +15,7 @@ import torch
 from mclnf_dist.city.init_asset import load_init
 from mclnf_dist.city.inits import key_field
 from mclnf_dist.errors import MclnfError
-from mclnf_dist.jobs.city_config import CityExperimentConfig
+from mclnf_dist.experiments.city_config import CityExperimentConfig
 from mclnf_dist.meta.methods import MSE, get_method, init_key
 from mclnf_dist.nerf.field import init_radiance_params
 from mclnf_dist.preflight import check_writable

@@ -17,7 +17,7 @@ the sweeps' (:mod:`mclnf_dist.sweeps.targets`), so nothing here sees test data:
   the training views (the held-out views are the city's test images).
 
 The winner is written to a JSON file the report shows, and is recorded by hand in the recipe
-(:mod:`mclnf_dist.jobs.recipes`, or the city config's default), where the file is cited.
+(:mod:`mclnf_dist.experiments.recipes`, or the city config's default), where the file is cited.
 """
 
 import dataclasses
@@ -36,10 +36,10 @@ from mclnf_dist.device import pick_device
 from mclnf_dist.errors import MclnfError
 from mclnf_dist.evaluation.protocol import MethodContext, evaluate_method
 from mclnf_dist.evaluation.statistics import curve_auc
+from mclnf_dist.experiments.city_config import CityExperimentConfig
+from mclnf_dist.experiments.recipes import recipes_for
+from mclnf_dist.experiments.signals_config import SignalsConfig
 from mclnf_dist.fields.stacked_mlp import Params
-from mclnf_dist.jobs.city_config import CityExperimentConfig
-from mclnf_dist.jobs.recipes import recipes_for
-from mclnf_dist.jobs.signals_config import SignalsConfig
 from mclnf_dist.meta.methods import InitKey, get_method
 from mclnf_dist.meta.outer_loop import LocalStore, meta_train_loop
 from mclnf_dist.nerf.sampling import seeded_jitter

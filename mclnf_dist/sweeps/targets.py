@@ -32,9 +32,9 @@ from mclnf_dist.city.data import (
 from mclnf_dist.distributed.block_episodes import BlockRayEpisodes, worker_seed
 from mclnf_dist.errors import MclnfError
 from mclnf_dist.evaluation.protocol import MethodContext, MethodResult, evaluate_method
+from mclnf_dist.experiments.city_config import CityExperimentConfig
+from mclnf_dist.experiments.signals_config import SignalsConfig, load_data, validate
 from mclnf_dist.fields.stacked_mlp import Params, init_params
-from mclnf_dist.jobs.city_config import CityExperimentConfig
-from mclnf_dist.jobs.signals import SignalsConfig, load_data, validate
 from mclnf_dist.meta.fim import FimConfig
 from mclnf_dist.meta.methods import InitKey, MethodSpec, get_method, init_key
 from mclnf_dist.meta.outer_loop import EpisodeSource, SignalEpisodes

@@ -26,7 +26,7 @@ import torch
 from mclnf_dist.config import load_yaml_config
 from mclnf_dist.device import pick_device
 from mclnf_dist.errors import MclnfError
-from mclnf_dist.jobs.recipes import recipes_for
+from mclnf_dist.experiments.recipes import recipes_for
 from mclnf_dist.meta.outer_loop import LocalStore, meta_train_loop
 from mclnf_dist.nerf.sampling import seeded_jitter
 from mclnf_dist.progress import ProgressLog

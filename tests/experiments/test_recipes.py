@@ -5,8 +5,8 @@ import pytest
 
 from mclnf_dist.config import check_config, load_yaml_config, parse_config
 from mclnf_dist.errors import MclnfError
+from mclnf_dist.experiments.recipes import RECIPES, recipe, recipes_for
 from mclnf_dist.jobs.city import CityExperimentConfig
-from mclnf_dist.jobs.recipes import RECIPES, recipe, recipes_for
 from mclnf_dist.jobs.signals import SignalsConfig
 from mclnf_dist.meta.methods import METHODS
 

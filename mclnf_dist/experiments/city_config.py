@@ -1,5 +1,5 @@
-"""The city job's config (apart from the job, so :mod:`mclnf_dist.jobs.recipes` can build it and
-the job can read recipes without an import cycle). The defaults are the ``city-demo`` recipe."""
+"""The city experiment's config, which :mod:`mclnf_dist.experiments.recipes` builds and the city
+job, the sweeps and the benches read. The defaults are the ``city-demo`` recipe."""
 
 from dataclasses import dataclass
 from dataclasses import field as default
