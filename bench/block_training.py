@@ -46,6 +46,7 @@ from mclnf_dist.distributed.block_training import (  # noqa: E402
 )
 from mclnf_dist.nerf.field import RadianceFieldConfig, init_radiance_params  # noqa: E402
 from mclnf_dist.raystore.stream import read_block_rays  # noqa: E402
+from mclnf_dist.runtime import ensure_ray  # noqa: E402
 
 
 def make_task(uri: str, root: str, steps: int, batch: int, kind: str = "mlp") -> BlockTask:
@@ -79,14 +80,14 @@ def scene_probe(args: argparse.Namespace, work: str, device: torch.device) -> di
     """Train the block field on a real capture (one block) and report speed and probe PSNR."""
     import ray
 
-    from mclnf_dist.jobs.city_data import CityDataConfig, prepare_city
+    from mclnf_dist.city.data import CityDataConfig, prepare_city
     from mclnf_dist.nerf.field import field_for_scene
     from mclnf_dist.progress import ProgressLog
 
     data = CityDataConfig(scene=args.scene, work_dir=os.path.join(work, "scene"),
                           blocks_x=1, blocks_y=1, downscale=args.downscale,
                           skip_missing_images=True)  # fmt: skip
-    ray.init(num_cpus=os.cpu_count(), include_dashboard=False, log_to_driver=False)
+    ensure_ray()
     try:
         city = prepare_city(data, ProgressLog("bench"), unbounded=args.contraction)
     finally:

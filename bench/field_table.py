@@ -41,14 +41,15 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import machine  # noqa: E402
 
+from mclnf_dist.city.data import city_field  # noqa: E402
 from mclnf_dist.device import pick_device  # noqa: E402
 from mclnf_dist.distributed.block_training import BlockTask, train_block  # noqa: E402
 from mclnf_dist.evaluation.city_images import ray_midpoint_blocks, score_city_images  # noqa: E402
-from mclnf_dist.jobs.city import city_field  # noqa: E402
+from mclnf_dist.experiments.recipes import city_demo, scene_quick  # noqa: E402
 from mclnf_dist.nerf.field import init_radiance_params  # noqa: E402
 from mclnf_dist.progress import ProgressLog  # noqa: E402
-from mclnf_dist.recipes import city_demo, scene_quick  # noqa: E402
-from mclnf_dist.scenes.city_model import module_router  # noqa: E402
+from mclnf_dist.runtime import ensure_ray  # noqa: E402
+from mclnf_dist.scenes.routing import module_router  # noqa: E402
 
 
 def marks(text: str, kind: type) -> list:
@@ -160,8 +161,8 @@ def main() -> None:
         return
     import ray
 
-    from mclnf_dist.jobs.city_data import prepare_city
-    from mclnf_dist.jobs.init_asset import KIND as INIT_KIND
+    from mclnf_dist.city.data import prepare_city
+    from mclnf_dist.city.init_asset import KIND as INIT_KIND
     from mclnf_dist.state import load_state
 
     device = pick_device(args.device)
@@ -175,7 +176,7 @@ def main() -> None:
         recipe.data.skip_missing_images = True
     recipe.data.work_dir = os.path.join(work, "scene")
     started = time.perf_counter()
-    ray.init(num_cpus=os.cpu_count(), include_dashboard=False, log_to_driver=False)
+    ensure_ray()
     try:
         city = prepare_city(recipe.data, log, unbounded=args.contraction)
     finally:
@@ -190,7 +191,7 @@ def main() -> None:
     for kind in args.fields.split(","):
         recipe.field.kind, recipe.field.contraction = kind, args.contraction
         recipe.field.grid.proposal.samples = args.proposal_samples
-        field = city_field(recipe, city.load_scene("all"))
+        field = city_field(recipe.field, city.load_scene("all"))
         pixel_blocks = ray_midpoint_blocks(field, city.partition, test_scene)
         lr = args.lr_grid if kind == "hash_grid" else args.lr_mlp
         block = dataclasses.replace(recipe.block, steps=args.steps_budget, lr=lr,

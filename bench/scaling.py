@@ -59,19 +59,20 @@ def main() -> None:
     os.environ.setdefault("RAY_TRAIN_HEALTH_CHECK_INTERVAL_S", "0.2")  # before Ray starts
     import ray
 
+    from mclnf_dist.city.data import CityDataConfig, prepare_city
     from mclnf_dist.distributed.meta_train_loop import WorkerJob
     from mclnf_dist.distributed.meta_trainer import meta_train_distributed
     from mclnf_dist.distributed.train_config import TrainConfig
-    from mclnf_dist.jobs.city import CityExperimentConfig
-    from mclnf_dist.jobs.city_data import CityDataConfig, prepare_city
+    from mclnf_dist.experiments.city_config import CityExperimentConfig
     from mclnf_dist.nerf.field import field_for_scene, init_radiance_params
     from mclnf_dist.progress import ProgressLog
+    from mclnf_dist.runtime import ensure_ray
     from mclnf_dist.scenes.scene import load_scene
 
     work = Path(opts.workdir or tempfile.mkdtemp(prefix="mclnf-scaling-"))
     blocks = [0, 1, 2, 3]
     cfg = CityExperimentConfig()
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    ensure_ray(num_cpus=2)
     try:
         data = CityDataConfig(
             work_dir=str(work),

@@ -30,9 +30,9 @@ from mclnf_dist.fields.stacked_mlp import FieldConfig  # noqa: E402
 from mclnf_dist.nerf.field import field_for_scene, init_radiance_params, pack_rays  # noqa: E402
 from mclnf_dist.nerf.rays import frame_rays, near_far_from_box  # noqa: E402
 from mclnf_dist.nerf.render import render_view_outputs  # noqa: E402
-from mclnf_dist.scenes.city import CityConfig, make_city  # noqa: E402
-from mclnf_dist.scenes.city_model import module_router  # noqa: E402
+from mclnf_dist.scenes.demo_city import CityConfig, make_city  # noqa: E402
 from mclnf_dist.scenes.partition import BlockPartition  # noqa: E402
+from mclnf_dist.scenes.routing import module_router  # noqa: E402
 from mclnf_dist.scenes.scene import load_frame_image, load_scene  # noqa: E402
 
 

@@ -1,9 +1,9 @@
 """One config system: typed dataclasses, loadable from YAML, overridable from the command line.
 
 ``parse_config(Cls, argv, recipes=...)`` starts from the dataclass defaults or a named recipe
-(``--recipe NAME``, :mod:`mclnf_dist.recipes`), applies an optional ``--config FILE.yaml`` (which
-may name a ``recipe:`` as its base), then lets ``tyro`` apply command-line flags such as
-``--meta.inner-steps 8``. The field docstrings are the ``--help``.
+(``--recipe NAME``, :mod:`mclnf_dist.experiments.recipes`), applies an optional
+``--config FILE.yaml`` (which may name a ``recipe:`` as its base), then lets ``tyro`` apply
+command-line flags such as ``--meta.inner-steps 8``. The field docstrings are the ``--help``.
 
 Fields declare what they accept once, in their type: a choice is a ``Literal[...]`` and a number
 carries its range, ``Annotated[int, Range(ge=1)]``. tyro reads the same types to build the flags;

@@ -27,3 +27,30 @@ def worker_env() -> dict[str, str]:
     if not os.environ.get("AWS_ENDPOINT_URL"):
         return {}
     return {k: os.environ[k] for k in WORKER_SETTINGS if k in os.environ}
+
+
+def ensure_ray(worker_logs: bool = False, num_cpus: int | None = None) -> None:
+    """Join the cluster at ``RAY_ADDRESS``, or start an embedded local Ray (laptop default):
+    the one place a job starts Ray, so every entry point gets the same settings.
+
+    Args:
+        worker_logs: forward what Ray's workers and actors print (Ray Train's controller and
+            per-round reports among them) to this driver. Off by default: the driver prints the
+            progress people need; ``--verbose`` turns it on.
+        num_cpus: CPUs of an embedded Ray; None: all of this machine's.
+    """
+    import ray
+
+    if ray.is_initialized():
+        return
+    quiet = {"log_to_driver": worker_logs, "logging_level": "INFO" if worker_logs else "WARNING"}
+    if os.environ.get("RAY_ADDRESS"):
+        # The cluster's workers predate this driver's S3 endpoint settings (MinIO, a test's S3
+        # server): hand on the endpoint and region, never credentials (the dashboard shows a
+        # runtime env; workers get credentials from their nodes). A submitted job's own runtime
+        # env already carries its settings.
+        env = {} if "RAY_JOB_CONFIG_JSON_ENV_VAR" in os.environ else worker_env()
+        runtime_env = {"env_vars": env} if env else None
+        ray.init(address=os.environ["RAY_ADDRESS"], runtime_env=runtime_env, **quiet)
+    else:
+        ray.init(num_cpus=num_cpus or os.cpu_count(), include_dashboard=False, **quiet)

@@ -14,6 +14,7 @@ Buckets are never created here: :func:`ensure_folder` makes folders on local dis
 missing bucket or refused credentials is one :class:`MclnfError` line, not a botocore traceback.
 """
 
+import io
 import json
 import os
 import re
@@ -24,8 +25,10 @@ from typing import Any
 from urllib.parse import urlparse
 
 import fsspec
+import numpy as np
 import pyarrow.fs as pafs
 from fsspec.implementations.local import LocalFileSystem
+from PIL import Image
 
 from mclnf_dist.errors import MclnfError
 
@@ -98,6 +101,17 @@ def write_atomic(
     finally:
         if os.path.exists(temp):
             os.remove(temp)
+
+
+def write_png(
+    target: str | os.PathLike, image: np.ndarray, fs: fsspec.AbstractFileSystem | None = None
+) -> str:
+    """Atomically write uint8 (H, W, 3) ``image`` as PNG (same pixels give the same bytes);
+    returns the path."""
+    buffer = io.BytesIO()
+    Image.fromarray(image).save(buffer, format="PNG")
+    write_atomic(target, buffer.getvalue(), fs=fs)
+    return str(target)
 
 
 def read_json(fs: fsspec.AbstractFileSystem, path: str) -> Any:

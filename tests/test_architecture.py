@@ -85,3 +85,30 @@ def test_no_package_import_cycle():
 def test_cycle_finder_finds_a_cycle():
     assert find_cycle({"a": {"b"}, "b": {"c"}, "c": {"a"}}) == ["a", "b", "c", "a"]
     assert find_cycle({"a": {"b"}, "b": set()}) is None
+
+
+def test_top_level_helpers_sit_below_every_package():
+    """``config``, ``storage``, ``runtime``, ... are imported by the packages, so they import no
+    package themselves (a top-level module importing ``jobs`` while ``jobs`` imports it is a
+    cycle the package check above cannot see). ``cli`` reaches the entry points by name only."""
+    graph = import_graph()
+    upward = {
+        module: sorted(t for t in targets if package_of(t) != "mclnf_dist")
+        for module, targets in graph.items()
+        if package_of(module) == "mclnf_dist" and module != "mclnf_dist"
+    }
+    assert {m: t for m, t in upward.items() if t} == {}
+
+
+def test_only_entry_points_import_the_jobs():
+    """``jobs/`` holds the entry points' code; the library (``sweeps/`` included) and the
+    benchmarks import the library, not a job."""
+    graph = import_graph()
+    library = {
+        module: sorted(t for t in targets if package_of(t) == "mclnf_dist.jobs")
+        for module, targets in graph.items()
+        if package_of(module) not in ("mclnf_dist.jobs", "mclnf_dist")
+    }
+    assert {m: t for m, t in library.items() if t} == {}
+    benches = sorted((ROOT.parent / "bench").glob("*.py"))
+    assert benches and not [b.name for b in benches if "mclnf_dist.jobs" in b.read_text()]

@@ -6,6 +6,7 @@ import typing
 
 import pytest
 
+from mclnf_dist.city.data import CityDataConfig
 from mclnf_dist.config import (
     PositiveInt,
     check_config,
@@ -15,19 +16,18 @@ from mclnf_dist.config import (
 )
 from mclnf_dist.distributed.train_config import TrainConfig
 from mclnf_dist.errors import MclnfError
+from mclnf_dist.experiments.signals_config import DataConfig
 from mclnf_dist.fields.stacked_mlp import FieldConfig
 from mclnf_dist.jobs.city import CityExperimentConfig
-from mclnf_dist.jobs.city_data import CityDataConfig
 from mclnf_dist.jobs.report import ReportConfig
 from mclnf_dist.jobs.signals import SignalsConfig
-from mclnf_dist.jobs.signals_config import DataConfig
 from mclnf_dist.meta.adaptation import AdaptConfig
 from mclnf_dist.meta.fim import FimConfig
 from mclnf_dist.meta.meta_learning import MetaConfig
 from mclnf_dist.nerf.field import RadianceFieldConfig
 from mclnf_dist.raystore.store import IngestOptions
 from mclnf_dist.run_settings import RunSettings
-from mclnf_dist.scenes.city import CityConfig
+from mclnf_dist.scenes.demo_city import CityConfig
 from mclnf_dist.sweeps.driver import SweepConfig
 from mclnf_dist.sweeps.space import MetricSpec
 

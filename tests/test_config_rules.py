@@ -14,10 +14,10 @@ from mclnf_dist.config import check_config, load_yaml_config, parse_config
 from mclnf_dist.config_rules import box_problem, name_problem
 from mclnf_dist.distributed.train_config import TrainConfig
 from mclnf_dist.errors import MclnfError
-from mclnf_dist.jobs.city_config import CityExperimentConfig
-from mclnf_dist.jobs.signals_config import SignalsConfig
+from mclnf_dist.experiments.city_config import CityExperimentConfig
+from mclnf_dist.experiments.signals_config import SignalsConfig
 from mclnf_dist.raystore.store import IngestOptions
-from mclnf_dist.scenes.city import CityConfig
+from mclnf_dist.scenes.demo_city import CityConfig
 from mclnf_dist.sweeps.driver import SweepConfig
 
 ROOT = Path(__file__).resolve().parents[1]

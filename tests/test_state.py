@@ -8,12 +8,12 @@ import pickle
 import pytest
 import torch
 
+from mclnf_dist.city.init_asset import load_init, save_init
+from mclnf_dist.city.model import load_city_model
 from mclnf_dist.distributed.checkpoints import CheckpointStore
 from mclnf_dist.errors import MclnfError
 from mclnf_dist.fields.stacked_mlp import FieldConfig
-from mclnf_dist.jobs.init_asset import load_init, save_init
 from mclnf_dist.nerf.field import RadianceFieldConfig, init_radiance_params
-from mclnf_dist.scenes.city_model import load_city_model
 from mclnf_dist.state import fingerprint, load_state, read_state, save_state
 from mclnf_dist.sweeps.trial import STATE_FILE, TRIAL_STATE
 

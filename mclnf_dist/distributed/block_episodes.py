@@ -6,7 +6,7 @@ as the one worker of a one-worker job): the same streams, the same seeds, the sa
 
 Leak-free: a ray is stored in every block it crosses, so a meta block's stored rays include rays
 of the held-out blocks. The streams drop every ray that crosses an avoided block (every block
-not meta-trained on: :attr:`~mclnf_dist.jobs.city_data.CityData.non_meta_blocks`), so
+not meta-trained on: :attr:`~mclnf_dist.city.data.CityData.non_meta_blocks`), so
 meta-training never sees a ray of a block it is evaluated on; :func:`meta_training_overlap`
 measures that on the rays the streams draw.
 """

@@ -11,32 +11,16 @@ import os
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
-from mclnf_dist.runtime import worker_env
+from mclnf_dist.runtime import ensure_ray
 
 
-def ensure_ray(worker_logs: bool = False) -> None:
-    """Join the cluster at ``RAY_ADDRESS``, or start an embedded local Ray (laptop default).
-
-    Args:
-        worker_logs: forward what Ray's workers and actors print (Ray Train's controller and
-            per-round reports among them) to this driver. Off by default: the driver prints the
-            progress people need; ``--verbose`` turns it on.
-    """
-    import ray
-
-    if ray.is_initialized():
-        return
-    quiet = {"log_to_driver": worker_logs, "logging_level": "INFO" if worker_logs else "WARNING"}
-    if os.environ.get("RAY_ADDRESS"):
-        # The cluster's workers predate this driver's S3 endpoint settings (MinIO, a test's S3
-        # server): hand on the endpoint and region, never credentials (the dashboard shows a
-        # runtime env; workers get credentials from their nodes). A submitted job's own runtime
-        # env already carries its settings.
-        env = {} if "RAY_JOB_CONFIG_JSON_ENV_VAR" in os.environ else worker_env()
-        runtime_env = {"env_vars": env} if env else None
-        ray.init(address=os.environ["RAY_ADDRESS"], runtime_env=runtime_env, **quiet)
-    else:
-        ray.init(num_cpus=os.cpu_count(), include_dashboard=False, **quiet)
+def fan_out(workers: int, device_type: str) -> bool:
+    """The one rule for running independent jobs (methods, blocks) as parallel Ray tasks:
+    ``workers`` > 1 asks for it, 0 or 1 runs them in this process, -1 (auto) fans out on a
+    multi-core CPU and not on a GPU (one device runs one job at a time best)."""
+    if workers == -1:
+        return device_type == "cpu" and (os.cpu_count() or 1) > 1
+    return workers > 1
 
 
 def _with_threads(threads: int, fn: Callable[..., Any], args: tuple) -> Any:

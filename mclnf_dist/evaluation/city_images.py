@@ -15,12 +15,13 @@ from skimage.metrics import structural_similarity
 
 from mclnf_dist.evaluation.protocol import Measurement, MethodContext
 from mclnf_dist.fields.stacked_mlp import Params
+from mclnf_dist.meta.meta_learning import mse_to_psnr
 from mclnf_dist.nerf.field import RadianceFieldConfig
 from mclnf_dist.nerf.rays import frame_rays, near_far_from_box
 from mclnf_dist.nerf.render import RouteFn, render_view_outputs
 from mclnf_dist.progress import ProgressLog
-from mclnf_dist.scenes.city_model import module_router
 from mclnf_dist.scenes.partition import BlockPartition
+from mclnf_dist.scenes.routing import module_router
 from mclnf_dist.scenes.scene import Scene, load_frame_image
 
 
@@ -41,7 +42,7 @@ class CityImageScores:
 
 
 def psnr_of(squared_error_sum: float, count: int) -> float:
-    return float(-10.0 * np.log10(max(squared_error_sum / max(count, 1), 1e-12)))
+    return float(mse_to_psnr(squared_error_sum / max(count, 1)))
 
 
 def score_city_images(

@@ -1,4 +1,4 @@
-"""The FIM study (issue 12, item 8): does the FIM loss beat plain MSE, and where should it enter?
+"""The FIM study: does the FIM loss beat plain MSE, and where should it enter?
 
 Input: per modality the ``trials.csv`` of a ``tune_spaces/fim_<modality>.yaml`` sweep (grid
 ``fim.fim_lambda`` x ``fim.apply_to`` x ``run.seed``, validation PSNR on signals held back from

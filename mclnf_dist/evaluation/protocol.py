@@ -37,7 +37,7 @@ from mclnf_dist.fields.stacked_mlp import (
 from mclnf_dist.meta.adaptation import AdaptConfig, OptimiserPlan, adapt
 from mclnf_dist.meta.ewc import EwcPenalty
 from mclnf_dist.meta.fim import FimConfig
-from mclnf_dist.meta.meta_learning import MetaConfig, head_keys
+from mclnf_dist.meta.meta_learning import MetaConfig, head_keys, mse_to_psnr
 from mclnf_dist.meta.methods import MethodSpec
 from mclnf_dist.nerf.sampling import seeded_jitter
 from mclnf_dist.progress import ProgressLog
@@ -115,7 +115,7 @@ def checkpoint_steps(max_steps: int) -> list[int]:
 
 def psnr_per_signal(mse: Tensor) -> Tensor:
     """(S, ...) squared errors -> (S,) PSNR of each signal's mean error."""
-    return -10.0 * torch.log10(mse.flatten(1).mean(1).clamp_min(1e-12))
+    return mse_to_psnr(mse.flatten(1).mean(1))
 
 
 @dataclass
@@ -426,8 +426,7 @@ def predict(field: FieldConfig, params: Params, x: Tensor) -> Tensor:
 
 def psnr_matrix(prediction: Tensor, values: Tensor) -> Tensor:
     """(S, T, n, C) predictions and targets -> (S, T) PSNR of every signal's segments."""
-    mse = (prediction - values).square().mean((2, 3))
-    return -10.0 * torch.log10(mse.clamp_min(1e-12))
+    return mse_to_psnr((prediction - values).square().mean((2, 3)))
 
 
 def unsegment(segmented: Tensor, signals: SignalSet) -> Tensor:

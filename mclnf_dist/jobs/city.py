@@ -15,11 +15,23 @@ from pathlib import Path
 
 import torch
 
+from mclnf_dist.city.blocks import block_phase
+from mclnf_dist.city.data import (
+    CityData,
+    blocks_as_segments,
+    city_field,
+    prepare_city,
+    scene_options,
+)
+from mclnf_dist.city.extend import extend_city
+from mclnf_dist.city.init_asset import load_init, save_init
+from mclnf_dist.city.inits import key_field
+from mclnf_dist.city.outputs import held_out_psnr, render_and_save, write_city_outputs
 from mclnf_dist.config import check_config, describe, json_ready, parse_config, to_dict
 from mclnf_dist.device import pick_device
 from mclnf_dist.distributed.block_episodes import meta_training_overlap
 from mclnf_dist.distributed.checkpoints import CheckpointStore
-from mclnf_dist.distributed.fanout import ensure_ray, run_tasks
+from mclnf_dist.distributed.fanout import fan_out, run_tasks
 from mclnf_dist.distributed.meta_train_loop import WorkerJob
 from mclnf_dist.distributed.meta_trainer import meta_train_distributed
 from mclnf_dist.distributed.train_config import check_workers
@@ -27,32 +39,20 @@ from mclnf_dist.errors import MclnfError
 from mclnf_dist.evaluation.city_images import RenderedCityScorer, spread_views
 from mclnf_dist.evaluation.protocol import MethodContext, MethodResult, evaluate_method
 from mclnf_dist.evaluation.tables import results_table
+from mclnf_dist.experiments.city_config import CityExperimentConfig
+from mclnf_dist.experiments.recipes import recipes_for
 from mclnf_dist.fields.stacked_mlp import Params
 from mclnf_dist.interrupts import install_signal_handlers, on_interrupt
-from mclnf_dist.jobs.city_blocks import block_phase
-from mclnf_dist.jobs.city_config import CityExperimentConfig
-from mclnf_dist.jobs.city_data import (
-    CityData,
-    blocks_as_segments,
-    check_scene,
-    prepare_city,
-    scene_options,
-)
-from mclnf_dist.jobs.city_extend import extend_city
-from mclnf_dist.jobs.city_inits import init_key, key_field
-from mclnf_dist.jobs.city_outputs import held_out_psnr, render_and_save, write_city_outputs
 from mclnf_dist.jobs.city_preflight import preflight_city
-from mclnf_dist.jobs.init_asset import load_init, save_init
-from mclnf_dist.meta.methods import MethodSpec, distinct_methods
+from mclnf_dist.meta.methods import MSE, RANDOM, InitKey, MethodSpec, distinct_methods, init_key
 from mclnf_dist.nerf.field import (
     RadianceFieldConfig,
-    field_for_scene,
     init_radiance_params,
 )
 from mclnf_dist.progress import ProgressLog, quiet_logs
-from mclnf_dist.recipes import recipes_for
 from mclnf_dist.runs import RunFolders, RunLock, mark_complete, open_run
-from mclnf_dist.scenes.scene import Scene
+from mclnf_dist.runtime import ensure_ray
+from mclnf_dist.scenes.scene import check_scene
 from mclnf_dist.storage import check_store, write_atomic
 from mclnf_dist.tracking import Tracker
 
@@ -115,7 +115,7 @@ def run_full(
     leakage = meta_training_leakage(cfg, city, log)  # a meta block left with no ray stops here
 
     scene = city.load_scene("all")
-    field_cfg = city_field(cfg, scene)
+    field_cfg = city_field(cfg.field, scene)
     if field_cfg.appearance:  # a code per training image (ray image ids index the train split)
         images = len(city.load_scene("train").frames)
         field_cfg = dataclasses.replace(field_cfg, appearance_images=images)
@@ -200,7 +200,7 @@ def run_extension(
     cfg: CityExperimentConfig, run: RunFolders, device: torch.device, log: ProgressLog
 ) -> dict:
     """The ``--extend`` run: new blocks added to a saved city model, tracked like a full run."""
-    parallel = cfg.workers > 1 or (cfg.workers == -1 and device.type == "cpu")
+    parallel = fan_out(cfg.workers, device.type)
     name = f"{cfg.run_name}-extend-{run.run_id}"
     tags = {"job": "city_extend", "run": run.label}
     with Tracker(cfg.run.experiment, name, cfg.run.tracking_uri or None, tags) as tracker:
@@ -227,7 +227,7 @@ def run_extension(
 
 def run_block_phase(
     cfg: CityExperimentConfig,
-    inits: dict[str, Params],
+    inits: dict[InitKey, Params],
     field_cfg: RadianceFieldConfig,
     city: CityData,
     storage: str,
@@ -237,10 +237,10 @@ def run_block_phase(
 ) -> dict:
     """Block training from the meta-learned ``theta_0`` (``mse``, when meta-trained) and from the
     random init, same budget; each city model saved and scored on full held-out images."""
-    block_inits = {"meta": inits["mse"]} if "mse" in inits else {}
-    block_inits["random"] = inits["random"]
+    block_inits = {"meta": inits[MSE]} if MSE in inits else {}
+    block_inits["random"] = inits[RANDOM]
     root = f"{storage.rstrip('/')}/blocks"
-    parallel = cfg.workers > 1 or (cfg.workers == -1 and device.type == "cpu")
+    parallel = fan_out(cfg.workers, device.type)
     seed = cfg.run.seed
     return block_phase(cfg.block, block_inits, field_cfg, city, root, out, seed, parallel, log)
 
@@ -257,17 +257,6 @@ def log_block_phase(tracker: Tracker, blocks: dict) -> None:
             tracker.log_metrics({f"blocks_{name}_probe_psnr": psnr}, step=int(step))
 
 
-def city_field(cfg: CityExperimentConfig, scene: Scene) -> RadianceFieldConfig:
-    """The job's radiance field (and its sweep trials'): every setting of ``--field``, with the
-    scene's box (unless ``--field.scene-box`` is given) and background."""
-    taken = {
-        f.name: getattr(cfg.field, f.name)
-        for f in dataclasses.fields(cfg.field)
-        if f.name not in ("scene_box", "background")
-    }
-    return field_for_scene(scene, scene_box=cfg.field.scene_box, **taken)
-
-
 def meta_train_all(
     cfg: CityExperimentConfig,
     specs: list[MethodSpec],
@@ -276,17 +265,18 @@ def meta_train_all(
     run: RunFolders,
     tracker: Tracker,
     log: ProgressLog,
-) -> dict[str, Params]:
+) -> dict[InitKey, Params]:
     """Every init the methods need (``random`` and each meta-objective, per field), the
     meta-learned ones meta-trained on Ray Train."""
 
     blocks = len(city.block_order)
     inits = {}
-    for key in sorted({init_key(cfg, s) for s in specs} | {"random"}):
+    keys = {init_key(s, cfg.fim.fim_lambda, True, cfg.param_match) for s in specs} | {RANDOM}
+    for key in sorted(keys, key=str):
         field = key_field(field_cfg, key, blocks)
         generator = torch.Generator().manual_seed(cfg.run.seed)
         random_init = init_radiance_params(field, 1, generator)
-        if key.startswith("random"):
+        if not key.meta_learned:
             inits[key] = random_init
             continue
         if cfg.meta.init_from:
@@ -300,7 +290,7 @@ def meta_train_all(
 
 def meta_train_objective(
     cfg: CityExperimentConfig,
-    key: str,
+    key: InitKey,
     field_cfg: RadianceFieldConfig,
     city: CityData,
     storage: str,
@@ -329,22 +319,22 @@ def meta_train_objective(
     return theta0
 
 
-def loaded_init(cfg: CityExperimentConfig, key: str, like: Params, log: ProgressLog) -> Params:
+def loaded_init(cfg: CityExperimentConfig, key: InitKey, like: Params, log: ProgressLog) -> Params:
     """``theta_0`` of the ``key`` objective from ``--meta.init-from`` (its ``mse`` init when the
     source has none for ``key``), instead of meta-training."""
     try:
         theta0 = load_init(cfg.meta.init_from, key, like, cfg.run.tracking_uri)
     except MclnfError:
-        if key == "mse":
+        if key == MSE:
             raise
-        theta0, key = load_init(cfg.meta.init_from, "mse", like, cfg.run.tracking_uri), "mse"
+        theta0, key = load_init(cfg.meta.init_from, MSE, like, cfg.run.tracking_uri), MSE
     log.info(f"theta_0 from {cfg.meta.init_from} ({key} objective): not meta-training")
     return theta0
 
 
 def worker_job(
     cfg: CityExperimentConfig,
-    key: str,
+    key: InitKey,
     field_cfg: RadianceFieldConfig,
     city: CityData,
     storage: str,
@@ -358,7 +348,7 @@ def worker_job(
     return WorkerJob(
         field=field_cfg,
         meta=cfg.meta,
-        fim=cfg.fim if key.startswith("fim") else None,
+        fim=cfg.fim if key.uses_fim else None,
         data_uri=city.train_uri,
         blocks=city.meta_blocks,
         rays_per_task=cfg.train.rays_per_task,
@@ -369,7 +359,7 @@ def worker_job(
         seed=cfg.run.seed,
         fail_at_round=cfg.train.fail_at_round,
         fail_marker=f"{storage.rstrip('/')}/{run_name}/worker-failed-once",
-        schedule="sequential" if key.startswith("oml") else "modular",
+        schedule=key.schedule,
         label=f"meta-train {key}",
         avoid_blocks=city.non_meta_blocks,
     )
@@ -384,7 +374,7 @@ def continual_phase(
     cfg: CityExperimentConfig,
     specs: list[MethodSpec],
     field_cfg: RadianceFieldConfig,
-    inits: dict[str, Params],
+    inits: dict[InitKey, Params],
     fit,
     score,
     device: torch.device,
@@ -393,13 +383,13 @@ def continual_phase(
     """Blocks arrive in order; every method adapts to each block for up to ``max_steps``."""
     contexts = []
     for spec in specs:
-        key = init_key(cfg, spec)
+        key = init_key(spec, cfg.fim.fim_lambda, True, cfg.param_match)
         init = {k: v.to(device) for k, v in inits[key].items()}
         field = key_field(field_cfg, key, fit.num_segments)
         contexts.append(
             MethodContext(spec, field, init, cfg.meta, cfg.fim, cfg.adapt, seed=cfg.run.seed)
         )
-    parallel = cfg.workers > 1 or (cfg.workers == -1 and device.type == "cpu")
+    parallel = fan_out(cfg.workers, device.type)
     log.info(f"continual phase: {len(contexts)} methods over {fit.num_segments} blocks")
     calls = [(ctx, fit.to(device), score) for ctx in contexts]
     results: list[MethodResult | None] = [None] * len(calls)

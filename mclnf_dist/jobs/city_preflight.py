@@ -7,16 +7,16 @@ The config's own choices, ranges and cross-field rules are checked by the parse
 * ``--meta.init-from`` loads and has the parameter shapes of the job's field (the shapes follow
   from the config's MLP alone, not from the scene);
 * ``--extend``: the saved model loads, is modular, its ``theta_0`` fits it, and the new capture
-  can belong to its world (:mod:`mclnf_dist.jobs.city_world`) and lies in its box.
+  can belong to its world (:mod:`mclnf_dist.city.world`) and lies in its box.
 """
 
 import torch
 
+from mclnf_dist.city.init_asset import load_init
+from mclnf_dist.city.inits import key_field
 from mclnf_dist.errors import MclnfError
-from mclnf_dist.jobs.city_config import CityExperimentConfig
-from mclnf_dist.jobs.city_inits import MATCHED, init_key, key_field
-from mclnf_dist.jobs.init_asset import load_init
-from mclnf_dist.meta.methods import get_method
+from mclnf_dist.experiments.city_config import CityExperimentConfig
+from mclnf_dist.meta.methods import MSE, get_method, init_key
 from mclnf_dist.nerf.field import init_radiance_params
 from mclnf_dist.preflight import check_writable
 
@@ -37,20 +37,20 @@ def check_init_from(cfg: CityExperimentConfig) -> None:
     :func:`mclnf_dist.jobs.city.loaded_init` will (a missing objective falls back to ``mse``)."""
     blocks = len(cfg.data.block_order)  # a matched width needs the block count: when given
     for spec in (get_method(name) for name in cfg.methods):
-        key = init_key(cfg, spec)
-        if not spec.meta_learned or (key.endswith(MATCHED) and not blocks):
+        key = init_key(spec, cfg.fim.fim_lambda, blocks_are_tasks=True, param_match=cfg.param_match)
+        if not key.meta_learned or (key.matched and not blocks):
             continue
         like = init_radiance_params(key_field(cfg.field, key, blocks), 1, torch.Generator())
         try:
             load_init(cfg.meta.init_from, key, like, cfg.run.tracking_uri)
         except MclnfError:
-            if key == "mse":
+            if key == MSE:
                 raise
             load_init(cfg.meta.init_from, "mse", like, cfg.run.tracking_uri)
 
 
 def check_extension(cfg: CityExperimentConfig) -> None:
     """The ``--extend`` model and its ``theta_0`` load and fit; the new capture fits the model."""
-    from mclnf_dist.jobs.city_extend import open_extension
+    from mclnf_dist.city.extend import open_extension
 
     open_extension(cfg)

@@ -20,9 +20,10 @@ from typing import TYPE_CHECKING, Annotated
 import tyro
 
 from mclnf_dist.preflight import check_writable
-from mclnf_dist.raystore.ingest import check_scene, ingest_scene
+from mclnf_dist.raystore.ingest import check_ingest_scene, ingest_scene
 from mclnf_dist.raystore.store import IngestOptions, load_manifest, verify_store
-from mclnf_dist.scenes.city import CityConfig, make_city
+from mclnf_dist.runtime import ensure_ray
+from mclnf_dist.scenes.demo_city import CityConfig, make_city
 from mclnf_dist.storage import check_store
 
 if TYPE_CHECKING:
@@ -92,14 +93,12 @@ def main(argv: list[str]) -> None:
         check_writable(command.out, "make-city OUT")
         print(json.dumps({"scene": make_city(command.out, command.city)}))
     elif isinstance(command, Ingest):
-        check_scene(command.scene, command.ingest)  # a bad file or frame stops here, before Ray
+        # a bad file or frame stops here, before Ray
+        check_ingest_scene(command.scene, command.ingest)
         check_writable(command.uri, "ingest URI")
         check_store(command.uri, "ingest URI")  # so does an unusable s3:// store
         if command.num_cpus:
-            import ray
-
-            if not ray.is_initialized():
-                ray.init(num_cpus=command.num_cpus, include_dashboard=False, log_to_driver=False)
+            ensure_ray(num_cpus=command.num_cpus)
         manifest = ingest_scene(command.scene, command.uri, command.ingest)
         print(json.dumps(summary(command.uri, manifest)))
     elif isinstance(command, Verify):

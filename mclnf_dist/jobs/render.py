@@ -9,7 +9,6 @@ of posed cameras. Every pixel goes through the routed modules (each sample point
 module), in chunks, with a progress bar.
 """
 
-import io
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -17,6 +16,7 @@ import av
 import numpy as np
 from PIL import Image
 
+from mclnf_dist.city.model import load_city_model
 from mclnf_dist.config import PositiveFloat, PositiveInt, check_config, describe, parse_config
 from mclnf_dist.device import Device, pick_device
 from mclnf_dist.errors import MclnfError
@@ -25,9 +25,8 @@ from mclnf_dist.preflight import check_writable
 from mclnf_dist.progress import ProgressLog
 from mclnf_dist.runs import city_model_folder
 from mclnf_dist.scenes.camera_paths import flyover_frames, orbit_frames, scaled
-from mclnf_dist.scenes.city_model import load_city_model
 from mclnf_dist.scenes.scene import Frame, Scene, load_scene
-from mclnf_dist.storage import write_atomic
+from mclnf_dist.storage import write_png
 
 PATHS = ("held-out", "orbit", "fly-over")
 
@@ -113,19 +112,12 @@ def render(cfg: RenderConfig) -> list[Path]:
     paths, images = [], []
     for index, frame in enumerate(frames):
         pixels = to_uint8(model.render(frame, scene.near, scene.far, cfg.chunk, bar.update))
-        paths.append(write_png(pixels, out / f"{index:04d}.png"))
+        paths.append(Path(write_png(out / f"{index:04d}.png", pixels)))
         images.append(pixels)
     bar.close()
     video = write_mp4(images, out / "video.mp4", cfg.fps)
     log.info(f"wrote {len(paths)} PNGs and {video}")
     return paths
-
-
-def write_png(pixels: np.ndarray, path: Path) -> Path:
-    buffer = io.BytesIO()
-    Image.fromarray(pixels).save(buffer, format="PNG")
-    write_atomic(str(path), buffer.getvalue())
-    return path
 
 
 def write_mp4(images: list[np.ndarray], path: Path, fps: int) -> Path:

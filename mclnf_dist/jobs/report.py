@@ -7,8 +7,8 @@ city, each with every method and once per seed (``--seeds``, 0 1 2 by default), 
 paper's layout (mean +- 95 % half-width over seeds), the paper's claims judged by paired
 differences over seeds, PSNR-vs-step plots, reconstructions beside the ground truth, held-out novel
 views and a fly-through of the city (pictures: the first seed's). Budgets are recipes
-(:mod:`mclnf_dist.recipes`): ``--quick`` runs the ``-quick`` ones (2 CPUs, under 20 minutes a
-seed); the default (full) mode the ``-full`` ones, the pipelines' own budgets with 4096
+(:mod:`mclnf_dist.experiments.recipes`): ``--quick`` runs the ``-quick`` ones (2 CPUs, under 20
+minutes a seed); the default (full) mode the ``-full`` ones, the pipelines' own budgets with 4096
 adaptation steps, meant for a GPU or a cluster.
 Nothing here tunes anything: where a claim does not hold, the report says so with the numbers.
 """
@@ -26,13 +26,13 @@ from mclnf_dist.config import NonNegativeInt, check_config, parse_config
 from mclnf_dist.errors import MclnfError
 from mclnf_dist.evaluation.fim_study import fim_study_markdown
 from mclnf_dist.evaluation.seeds import aggregate, early_step, per_seed
+from mclnf_dist.experiments.recipes import recipe
 from mclnf_dist.jobs.city import run_city
 from mclnf_dist.jobs.report_markdown import MATCHED_METHODS, render_markdown, report_json
 from mclnf_dist.jobs.report_studies import PLANS_DIR, plan_study_markdown
 from mclnf_dist.jobs.signals import run_signals
 from mclnf_dist.meta.methods import METHODS
 from mclnf_dist.progress import ProgressLog
-from mclnf_dist.recipes import recipe
 from mclnf_dist.run_settings import RunField, run_settings
 from mclnf_dist.storage import write_atomic
 
@@ -43,7 +43,7 @@ DEFAULT_STUDIES = Path("docs/results/defaults")
 SectionName = Literal["faces", "photos", "audio", "video", "city"]
 SECTION_NAMES = get_args(SectionName)
 MODE_SUFFIX = {"full": "-full", "quick": "-quick", "tiny": "-tiny"}
-"""Each report mode runs the sections' recipes with these budgets (:mod:`mclnf_dist.recipes`)."""
+"""Each report mode runs the sections' recipes at these budgets (:mod:`.experiments.recipes`)."""
 
 
 @dataclass(frozen=True)

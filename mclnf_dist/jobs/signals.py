@@ -1,4 +1,4 @@
-"""Meta-train and evaluate every method on image, audio or video signals (issue: the core).
+"""Meta-train and evaluate every method on image, audio or video signals.
 
 ``python pipelines/signals.py --modality image`` (or ``mclnf signals ...``): load real signals,
 meta-train the meta-learned methods, evaluate all methods on held-out signals, print a results
@@ -6,31 +6,27 @@ table, write ``results.json`` + PNG plots, and track it all in MLflow.
 """
 
 import json
-import os
 import time
 from pathlib import Path
 
 import torch
 
-from mclnf_dist.config import check_config, describe, json_ready, parse_config, to_dict
+from mclnf_dist.config import describe, json_ready, parse_config, to_dict
 from mclnf_dist.device import machine_info, pick_device
-from mclnf_dist.distributed.fanout import run_tasks
+from mclnf_dist.distributed.fanout import fan_out, run_tasks
 from mclnf_dist.errors import MclnfError
 from mclnf_dist.evaluation.plots import plot_psnr_curves, plot_reconstructions
 from mclnf_dist.evaluation.protocol import MethodContext, MethodResult, evaluate_method
 from mclnf_dist.evaluation.tables import results_table
+from mclnf_dist.experiments.recipes import recipes_for
+from mclnf_dist.experiments.signals_config import SignalsConfig, data_source, load_data, validate
 from mclnf_dist.fields.sizing import matched_width
 from mclnf_dist.fields.stacked_mlp import FieldConfig, init_params
-from mclnf_dist.jobs.signals_config import SignalsConfig, loader_options
-from mclnf_dist.meta.methods import MethodSpec, distinct_methods
+from mclnf_dist.meta.methods import MethodSpec
 from mclnf_dist.meta.outer_loop import meta_train
 from mclnf_dist.progress import ProgressLog, quiet_logs
-from mclnf_dist.recipes import recipes_for
 from mclnf_dist.signals.loading import (
-    default_source,
-    load_signal_set,
     overlap_fraction,
-    split_by_source,
 )
 from mclnf_dist.signals.signal_set import SignalSet
 from mclnf_dist.storage import write_atomic
@@ -45,15 +41,6 @@ def main(argv: list[str]) -> None:
     recipes = recipes_for(SignalsConfig)
     cfg = parse_config(SignalsConfig, argv, description=__doc__, recipes=recipes)
     run_signals(cfg)
-
-
-def validate(cfg: SignalsConfig) -> list[MethodSpec]:
-    """The config's checks (configs built in code skip the command line's) and its methods."""
-    check_config(cfg)
-    specs, twins = distinct_methods(cfg.methods, cfg.fim.fim_lambda)
-    for name, twin in twins.items():
-        print(f"{name} is {twin} with --fim.fim-lambda 0: not run (its comparison is not tested)")
-    return specs
 
 
 def run_signals(cfg: SignalsConfig) -> dict:
@@ -104,20 +91,6 @@ def run_signals(cfg: SignalsConfig) -> dict:
     return report
 
 
-def load_data(cfg: SignalsConfig, device: torch.device) -> tuple[SignalSet, SignalSet]:
-    """The modality's signals, split into meta-training and held-out ones that share no source,
-    on ``device``; the split follows ``data.split_seed`` only, so every run seed sees it."""
-    data = cfg.data
-    signals = load_signal_set(data.modality, data_source(cfg), **loader_options(data))
-    train, test = split_by_source(signals, data.num_train, data.num_test, data.split_seed)
-    return train.to(device), test.to(device)
-
-
-def data_source(cfg: SignalsConfig) -> str:
-    """The configured source, or the modality's built-in real data when it is empty."""
-    return cfg.data.source or default_source(cfg.data.modality)
-
-
 def method_field(cfg: SignalsConfig, spec: MethodSpec, signals: SignalSet) -> FieldConfig:
     """The module architecture, widened for one-network methods when ``param_match`` is set."""
     if spec.modular or not cfg.param_match:
@@ -127,9 +100,7 @@ def method_field(cfg: SignalsConfig, spec: MethodSpec, signals: SignalSet) -> Fi
 
 def use_ray(cfg: SignalsConfig, device: torch.device) -> bool:
     """Fan methods out as Ray tasks (``workers=-1``: on CPU yes, on one GPU no)."""
-    if cfg.workers == -1:
-        return device.type == "cpu" and (os.cpu_count() or 1) > 1
-    return cfg.workers > 1
+    return fan_out(cfg.workers, device.type)
 
 
 def run_method(

@@ -1,6 +1,6 @@
 """Test-time adaptation of stacked parameters: the one optimiser plan every method uses.
 
-A fair comparison gives every method the same plan (issue 12): the same optimiser schedule, the
+A fair comparison gives every method the same plan: the same optimiser schedule, the
 same rows per signal per step and the same step budget, so methods differ only in their init,
 modularity and loss. The plan is one per modality, chosen on validation signals
 (:mod:`mclnf_dist.sweeps.plan_selection`) and recorded in the recipes: ``sgd_steps`` plain-SGD

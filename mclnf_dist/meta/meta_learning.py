@@ -17,6 +17,7 @@ block a task (which is also MAML's objective there: the blocks are its tasks, so
 (:mod:`mclnf_dist.meta.outer_loop`) runs in this process and on distributed workers alike.
 """
 
+import math
 from dataclasses import dataclass
 from typing import Annotated, Literal, get_args
 
@@ -247,10 +248,11 @@ def meta_problem(
 
 
 def mse_to_psnr(mse: float | Tensor) -> float | Tensor:
-    """PSNR in dB of values in [0, 1]."""
+    """PSNR in dB of values in [0, 1], capped at 120 dB (an MSE floor of 1e-12): the one PSNR
+    formula every score uses."""
     if isinstance(mse, Tensor):
         return -10.0 * torch.log10(mse.clamp_min(1e-12))
-    return -10.0 * float(torch.log10(torch.tensor(max(mse, 1e-12))))
+    return -10.0 * math.log10(max(float(mse), 1e-12))
 
 
 class OuterOptimizer:

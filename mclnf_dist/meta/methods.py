@@ -129,3 +129,58 @@ def distinct_methods(
         else:
             skipped[spec.name] = twin.name
     return kept, skipped
+
+
+InitObjective = Literal["random", "mse", "fim", "oml"]
+
+
+@dataclass(frozen=True)
+class InitKey:
+    """Which ``theta_0`` a method starts from: methods with equal keys share one init (and one
+    meta-training). ``str(key)`` names its files and metrics (``theta0-mse.pt``, ``meta-oml``)."""
+
+    objective: InitObjective
+    """``random`` (no meta-learning), ``mse`` / ``fim`` (tasks adapt modules, MSE or FIM inner
+    loss), ``oml`` (segments streamed through one network's head)."""
+    shared: bool = False
+    """MAML's own objective on signals: one network adapts to a whole signal (in a city the
+    blocks are the tasks either way, so ``maml`` shares ``mod``'s ``mse`` init there)."""
+    matched: bool = False
+    """A one-network method widened to all the modules' parameters (``--param-match``)."""
+
+    def __str__(self) -> str:
+        return self.objective + "-shared" * self.shared + "-matched" * self.matched
+
+    @property
+    def meta_learned(self) -> bool:
+        return self.objective != "random"
+
+    @property
+    def schedule(self) -> str:
+        """The meta-training's task schedule (:mod:`mclnf_dist.meta.meta_learning`)."""
+        return "sequential" if self.objective == "oml" else "shared" if self.shared else "modular"
+
+    @property
+    def uses_fim(self) -> bool:
+        return self.objective == "fim"
+
+
+MSE = InitKey("mse")
+"""The modules' meta-learned init with the MSE inner loss (what block training starts from)."""
+RANDOM = InitKey("random")
+
+
+def init_key(
+    spec: MethodSpec, fim_lambda: float, blocks_are_tasks: bool, param_match: bool = False
+) -> InitKey:
+    """The one method -> init mapping. ``fim_lambda`` 0 is exactly MSE (``mim`` then shares
+    ``mod``'s init); ``blocks_are_tasks``: a city, where ``maml``'s tasks are ``mod``'s blocks;
+    ``param_match``: one-network methods get their own, widened init."""
+    matched = param_match and not spec.modular
+    if not spec.meta_learned:
+        return InitKey("random", matched=matched)
+    if spec.meta_schedule == "sequential":
+        return InitKey("oml", matched=matched)
+    objective = "fim" if spec.fim and fim_lambda > 0 else "mse"
+    shared = spec.meta_schedule == "shared" and not blocks_are_tasks
+    return InitKey(objective, shared=shared, matched=matched)

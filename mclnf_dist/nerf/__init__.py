@@ -4,6 +4,7 @@ Pure functions on torch tensors; camera conventions are documented in :mod:`.ray
 layout a radiance field consumes in :mod:`.field`, routed whole-view rendering in :mod:`.render`.
 """
 
+from mclnf_dist.nerf.compositing import LAST_DELTA, volume_render
 from mclnf_dist.nerf.field import (
     RAY_FEATURES,
     RadianceFieldConfig,
@@ -19,7 +20,6 @@ from mclnf_dist.nerf.render import (
     render_rays_routed,
     render_view,
 )
-from mclnf_dist.nerf.rendering import LAST_DELTA, volume_render
 from mclnf_dist.nerf.sampling import hierarchical_samples, sample_pdf, stratified_samples
 
 __all__ = [

@@ -19,7 +19,7 @@ are the one rendering path: training (:meth:`RadianceFieldConfig.mlp_inputs`) an
 raw channels: density ``softplus(raw_0 + density_bias)`` and colour ``sigmoid(raw_1..3)``
 (view-independent: the procedural city is Lambertian). Densities are per unit of *normalised* length
 (world length * 2 / largest box side), so one initialisation behaves the same in any scene units.
-Compositing is :func:`mclnf_dist.nerf.rendering.volume_render` over ``background``, the sky colour.
+Compositing is :func:`mclnf_dist.nerf.compositing.volume_render` over ``background`` (the sky).
 Every operation is out of place, so second-order MAML differentiates through it.
 """
 
@@ -45,7 +45,7 @@ from mclnf_dist.fields.grid_field import (
 )
 from mclnf_dist.fields.hash_grid import HashGridConfig
 from mclnf_dist.fields.stacked_mlp import FieldConfig, Params, init_params, mlp_forward
-from mclnf_dist.nerf.rendering import volume_render
+from mclnf_dist.nerf.compositing import volume_render
 from mclnf_dist.nerf.sampling import (
     hierarchical_samples,
     interlevel_loss,

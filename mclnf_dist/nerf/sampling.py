@@ -1,7 +1,7 @@
 """Depths along rays at which a field is queried: stratified, then hierarchical (inverse CDF).
 
 Sample ``i`` of a ray stands for the interval from its depth to the next sample's depth (the last
-one to ``far``), which is how :func:`mclnf_dist.nerf.rendering.volume_render` weights it. With
+one to ``far``), which is how :func:`mclnf_dist.nerf.compositing.volume_render` weights it. With
 ``perturb=False`` stratified samples sit at the *start* of ``S`` equal bins, so those intervals tile
 ``[near, far)`` exactly and the quadrature of a constant density is exact; with ``perturb=True``
 each sample is uniform in its bin (unbiased training signal, NeRF's "stratified sampling").
@@ -131,7 +131,7 @@ def hierarchical_samples(
     """Fine depths drawn where the coarse weights are, merged with the coarse ones (sorted).
 
     Each coarse sample ``i`` owns the interval ``[t_i, t_{i+1})`` (the last one ``[t_S, far)``),
-    the same intervals :func:`~mclnf_dist.nerf.rendering.volume_render` uses, so the bins of the
+    the same intervals :func:`~mclnf_dist.nerf.compositing.volume_render` uses, so the bins of the
     PDF are exactly the intervals the weights were computed over.
 
     Args:

@@ -29,9 +29,9 @@ from mclnf_dist.raystore.store import (
     Manifest,
     write_shard,
 )
-from mclnf_dist.runtime import worker_env
+from mclnf_dist.runtime import ensure_ray, worker_env
 from mclnf_dist.scenes.partition import PARTITION_FILE, BlockPartition
-from mclnf_dist.scenes.scene import load_frame_image, load_scene
+from mclnf_dist.scenes.scene import check_scene, load_frame_image, load_scene
 from mclnf_dist.storage import (
     filesystem_for,
     join,
@@ -145,8 +145,9 @@ def ingest_scene(
 ) -> Manifest:
     """Ingest the posed images of ``scene_root`` into a ray store at ``uri``; returns its manifest.
 
-    One Ray task per chunk of ``frames_per_chunk`` frames (``ray.init()`` only if Ray is not
-    running). Re-running is safe: complete identical output is a no-op, an interrupted run resumes.
+    One Ray task per chunk of ``frames_per_chunk`` frames (Ray started by
+    :func:`~mclnf_dist.runtime.ensure_ray` if it is not running). Re-running is safe: complete
+    identical output is a no-op, an interrupted run resumes.
     ``partition``: cut the rays into these blocks (an extended city model's) instead of a grid
     over the scene's cameras.
     """
@@ -221,11 +222,10 @@ def ingest_scene(
     return manifest
 
 
-def check_scene(scene_root: str, opts: IngestOptions) -> None:
+def check_ingest_scene(scene_root: str, opts: IngestOptions) -> None:
     """Read the whole scene (split ``all``) and the split to ingest, as the ingest will: a bad
     file or frame is one :class:`MclnfError` line before any work (and before Ray starts)."""
-    load_scene(scene_root, "all", **scene_options(opts))
-    load_scene(scene_root, opts.split, **scene_options(opts))
+    check_scene(scene_root, (opts.split,), **scene_options(opts))
 
 
 def scene_options(opts: IngestOptions) -> dict:
@@ -252,8 +252,7 @@ def run_chunks(scene, uri, chunks, todo, partition, opts, done) -> list[tuple[in
 
     if not todo:
         return []
-    if not ray.is_initialized():
-        ray.init(include_dashboard=False, log_to_driver=False)
+    ensure_ray()
     # System failures (a killed worker) are retried: a chunk rewrites the same files. Exceptions
     # (a bad image) are not: they are reported after the other chunks finish.
     task = ray.remote(num_cpus=1, max_retries=2)(write_chunk)

@@ -131,8 +131,9 @@ class IngestOptions:
         check_config(self)  # built from flags by ``mclnf dataset ingest``, or in code
 
     def fingerprint(self) -> dict:
-        """The options that determine the output (runtime-only fields left out; the later
-        fields only when not at their defaults, so stores written before them still match)."""
+        """The options that determine the output (runtime-only fields left out; options added
+        with a default count only away from it, so adding an option leaves fingerprints as
+        they were)."""
         later = {
             "downscale": 1,
             "holdout_every": 8,

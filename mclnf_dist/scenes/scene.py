@@ -25,6 +25,7 @@ import glob
 import json
 import os
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import numpy as np
 from PIL import Image, UnidentifiedImageError
@@ -41,7 +42,7 @@ from mclnf_dist.scenes.scene_cameras import (
     view_cone,
 )
 
-__all__ = ["Frame", "Scene", "load_frame_image", "load_scene"]
+__all__ = ["Frame", "Scene", "check_scene", "load_frame_image", "load_scene"]
 
 SPLIT_ORDER = ("train", "val", "test")
 
@@ -177,6 +178,26 @@ def load_scene(
     return Scene(
         folder, split, frames, near, far, box, background, path, [p for p, _ in files], note
     )
+
+
+def check_scene(root: str, splits: tuple[str, ...] = ("train", "test"), **options) -> Scene:
+    """The whole scene (split ``all``) and each of ``splits``, read and checked before any
+    work; raises a one-line :class:`MclnfError` naming the file and frame of the first problem
+    (no transforms file, a missing or wrongly sized image, a bad pose or lens, no box to be had,
+    an empty split). Returns split ``all``.
+
+    Args:
+        options: :func:`load_scene` arguments (``downscale``, ``holdout_every``, ``scene_box``,
+            ``skip_missing_images``).
+    """
+    path = Path(root)
+    if not path.is_file() and not (path / "transforms.json").exists():
+        if not any(path.glob("transforms_*.json")):
+            raise MclnfError(f"scene {root} has no transforms.json (expected a posed-image scene)")
+    scene = load_scene(root, "all", **options)
+    for split in splits:
+        load_scene(root, split, **options)
+    return scene
 
 
 def select_split(

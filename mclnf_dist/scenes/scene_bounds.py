@@ -109,7 +109,7 @@ def camera_box(path: str, poses: np.ndarray, far: float | None) -> np.ndarray:
     return np.stack([centre - longest / 2, centre + longest / 2])
 
 
-def near_far_from_box(box: np.ndarray, centres: np.ndarray) -> tuple[float, float]:
+def camera_near_far(box: np.ndarray, centres: np.ndarray) -> tuple[float, float]:
     """``far`` = largest camera-to-corner distance, ``near`` = smallest camera-to-box distance,
     at least ``far / 1000``."""
     corners = np.array([[x, y, z] for x in box[:, 0] for y in box[:, 1] for z in box[:, 2]])
@@ -202,7 +202,7 @@ def scene_bounds(
     if depth is None and "scene_box" not in meta and override is None:
         depth = blender
     if depth is None:
-        depth = near_far_from_box(box, poses[:, :3, 3])
+        depth = camera_near_far(box, poses[:, :3, 3])
     if note and f"{path}{note}" not in _logged:
         _logged.add(f"{path}{note}")
         log.info(note)

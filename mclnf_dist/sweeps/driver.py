@@ -27,10 +27,10 @@ from mclnf_dist.config import (
     parse_config,
 )
 from mclnf_dist.config_rules import cross_field_rule, name_problem
-from mclnf_dist.distributed.fanout import ensure_ray
 from mclnf_dist.errors import MclnfError
 from mclnf_dist.progress import ProgressLog
 from mclnf_dist.run_settings import RunField, run_settings
+from mclnf_dist.runtime import ensure_ray
 from mclnf_dist.sweeps.mlflow_runs import existing_run, finish_trial_runs, log_to_parent
 from mclnf_dist.sweeps.report import (
     rows_from_results,

@@ -17,7 +17,7 @@ the sweeps' (:mod:`mclnf_dist.sweeps.targets`), so nothing here sees test data:
   the training views (the held-out views are the city's test images).
 
 The winner is written to a JSON file the report shows, and is recorded by hand in the recipe
-(:mod:`mclnf_dist.recipes`, or the city config's default), where the file is cited.
+(:mod:`mclnf_dist.experiments.recipes`, or the city config's default), where the file is cited.
 """
 
 import dataclasses
@@ -36,14 +36,14 @@ from mclnf_dist.device import pick_device
 from mclnf_dist.errors import MclnfError
 from mclnf_dist.evaluation.protocol import MethodContext, evaluate_method
 from mclnf_dist.evaluation.statistics import curve_auc
+from mclnf_dist.experiments.city_config import CityExperimentConfig
+from mclnf_dist.experiments.recipes import recipes_for
+from mclnf_dist.experiments.signals_config import SignalsConfig
 from mclnf_dist.fields.stacked_mlp import Params
-from mclnf_dist.jobs.city_config import CityExperimentConfig
-from mclnf_dist.jobs.signals_config import SignalsConfig
-from mclnf_dist.meta.methods import get_method
+from mclnf_dist.meta.methods import InitKey, get_method
 from mclnf_dist.meta.outer_loop import LocalStore, meta_train_loop
 from mclnf_dist.nerf.sampling import seeded_jitter
 from mclnf_dist.progress import ProgressLog, quiet_logs
-from mclnf_dist.recipes import recipes_for
 from mclnf_dist.signals.loading import default_source
 from mclnf_dist.storage import write_atomic
 from mclnf_dist.sweeps.space import get_path
@@ -131,7 +131,7 @@ def choose_plan(
     started = time.perf_counter()
     search = cfg.search
     tasks = {name: prepared.task(target, device, get_method(name)) for name in search.methods}
-    inits: dict[str, Params] = {}
+    inits: dict[InitKey, Params] = {}
     for task in tasks.values():
         key = task.init_key()
         if key not in inits:
@@ -182,7 +182,7 @@ def choose_plan(
         "max_steps": target.adapt.max_steps,
         "batch_size": target.adapt.batch_size,
         "methods": list(search.methods),
-        "inits": sorted(inits),
+        "inits": sorted(str(key) for key in inits),
         "winner": {k: v for k, v in winner.items() if k not in ("auc", "mean_auc")},
         "candidates": candidates,
         "wall_s": time.perf_counter() - started,

@@ -36,7 +36,7 @@ import yaml
 
 from mclnf_dist.config import PositiveInt, as_float, from_mapping, merge, unwrap
 from mclnf_dist.errors import MclnfError
-from mclnf_dist.recipes import recipes_for
+from mclnf_dist.experiments.recipes import recipes_for
 from mclnf_dist.sweeps.targets import Pipeline, pipelines
 
 DISTRIBUTIONS = {

@@ -21,28 +21,27 @@ from typing import Any
 
 import torch
 
-from mclnf_dist.distributed.block_episodes import BlockRayEpisodes, worker_seed
-from mclnf_dist.distributed.fanout import ensure_ray
-from mclnf_dist.errors import MclnfError
-from mclnf_dist.evaluation.protocol import MethodContext, MethodResult, evaluate_method
-from mclnf_dist.fields.stacked_mlp import Params, init_params
-from mclnf_dist.jobs.city import CityExperimentConfig, city_field
-from mclnf_dist.jobs.city_data import (
+from mclnf_dist.city.data import (
     CityData,
     blocks_as_segments,
-    check_scene,
+    city_field,
     drawn_pixels,
     prepare_city,
     scene_options,
 )
-from mclnf_dist.jobs.city_inits import meta_key
-from mclnf_dist.jobs.signals import SignalsConfig, load_data, validate
+from mclnf_dist.distributed.block_episodes import BlockRayEpisodes, worker_seed
+from mclnf_dist.errors import MclnfError
+from mclnf_dist.evaluation.protocol import MethodContext, MethodResult, evaluate_method
+from mclnf_dist.experiments.city_config import CityExperimentConfig
+from mclnf_dist.experiments.signals_config import SignalsConfig, load_data, validate
+from mclnf_dist.fields.stacked_mlp import Params, init_params
 from mclnf_dist.meta.fim import FimConfig
-from mclnf_dist.meta.methods import MethodSpec, get_method
+from mclnf_dist.meta.methods import InitKey, MethodSpec, get_method, init_key
 from mclnf_dist.meta.outer_loop import EpisodeSource, SignalEpisodes
 from mclnf_dist.nerf.field import init_radiance_params
 from mclnf_dist.progress import ProgressLog
-from mclnf_dist.scenes.scene import Scene
+from mclnf_dist.runtime import ensure_ray
+from mclnf_dist.scenes.scene import Scene, check_scene
 from mclnf_dist.signals.signal_set import SignalSet
 
 VALIDATION_FRACTION = 0.2
@@ -80,12 +79,13 @@ class MetaTask:
     def init(self) -> Params:
         raise NotImplementedError
 
-    def init_key(self) -> str:
-        """Which initialisation the method starts from: ``random``, or the name of its
-        meta-training (methods with the same key share one ``theta_0``)."""
-        if not self.spec.meta_learned:
-            return "random"
-        return f"{self.spec.meta_schedule}-{'fim' if self.fim else 'mse'}"
+    blocks_are_tasks = False
+    """A city's tasks are its blocks (``maml`` then shares ``mod``'s init, as in the city job)."""
+
+    def init_key(self) -> InitKey:
+        """Which initialisation the method starts from (:func:`~mclnf_dist.meta.methods.init_key`;
+        methods with the same key share one ``theta_0``)."""
+        return init_key(self.spec, self.cfg.fim.fim_lambda, self.blocks_are_tasks)
 
     def episodes(self, generator: torch.Generator, start_round: int) -> EpisodeSource:
         """The meta-training episodes, from round ``start_round`` on (a resumed trial)."""
@@ -129,6 +129,8 @@ class CityTask(MetaTask):
     """Meta-train on the meta blocks' rays streamed exactly as the city job's one worker would
     (:class:`BlockRayEpisodes`, rank 0 of 1), validate on the held-out blocks."""
 
+    blocks_are_tasks = True
+
     def __init__(
         self,
         cfg: Any,
@@ -138,7 +140,7 @@ class CityTask(MetaTask):
     ) -> None:
 
         city = prepared.city
-        field = city_field(cfg, prepared.scene)
+        field = city_field(cfg.field, prepared.scene)
         held_out = city.held_out or city.block_order[-1:]
         fit = blocks_as_segments(
             city.train_uri, held_out, cfg.data.fit_rays_per_block, cfg.run.seed, "train views"
@@ -154,13 +156,8 @@ class CityTask(MetaTask):
         generator = torch.Generator().manual_seed(self.cfg.run.seed)
         return init_radiance_params(self.field, 1, generator, self.device)
 
-    def init_key(self) -> str:
-        """As the city job keys its meta-trainings (:func:`~mclnf_dist.jobs.city.meta_key`):
-        ``maml`` and ``mod`` share one, every block a task."""
-        return meta_key(self.spec, self.cfg.fim) if self.spec.meta_learned else "random"
-
     def episodes(self, generator: torch.Generator, start_round: int) -> EpisodeSource:
-        schedule = "sequential" if self.init_key() == "oml" else "modular"  # as the city job
+        schedule = self.init_key().schedule  # as the city job
         source = BlockRayEpisodes(
             self.data_uri,
             self.meta_blocks,

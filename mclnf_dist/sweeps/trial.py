@@ -26,10 +26,10 @@ import torch
 from mclnf_dist.config import load_yaml_config
 from mclnf_dist.device import pick_device
 from mclnf_dist.errors import MclnfError
+from mclnf_dist.experiments.recipes import recipes_for
 from mclnf_dist.meta.outer_loop import LocalStore, meta_train_loop
 from mclnf_dist.nerf.sampling import seeded_jitter
 from mclnf_dist.progress import ProgressLog
-from mclnf_dist.recipes import recipes_for
 from mclnf_dist.state import load_state, save_state
 from mclnf_dist.sweeps.mlflow_runs import TrialRun
 from mclnf_dist.sweeps.space import SweepSpace

@@ -15,13 +15,13 @@ import numpy as np
 import pytest
 import torch
 
+from mclnf_dist.city.data import CityDataConfig, prepare_city
 from mclnf_dist.distributed.block_episodes import (
     BlockRayEpisodes,
     meta_training_overlap,
     worker_seed,
 )
 from mclnf_dist.errors import MclnfError
-from mclnf_dist.jobs.city_data import CityDataConfig, prepare_city
 from mclnf_dist.meta.meta_learning import MetaConfig
 from mclnf_dist.progress import ProgressLog
 from mclnf_dist.raystore.exclusion import RaysAvoiding
@@ -150,8 +150,8 @@ def ray_rows(signals) -> set[tuple[float, ...]]:
 
 
 def test_validation_never_scores_a_test_view_or_a_fitted_pixel(city):
+    from mclnf_dist.city.data import blocks_as_segments, has_own_validation
     from mclnf_dist.jobs.city import CityExperimentConfig
-    from mclnf_dist.jobs.city_data import blocks_as_segments, has_own_validation
     from mclnf_dist.sweeps.targets import validation_rays
 
     cfg = CityExperimentConfig()

@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 import torch
 
+from mclnf_dist.city.data import CityDataConfig, prepare_city
 from mclnf_dist.distributed import block_training
 from mclnf_dist.distributed.block_training import (
     BlockTask,
@@ -20,7 +21,6 @@ from mclnf_dist.distributed.block_training import (
 )
 from mclnf_dist.errors import MclnfError
 from mclnf_dist.fields.stacked_mlp import FieldConfig
-from mclnf_dist.jobs.city_data import CityDataConfig, prepare_city
 from mclnf_dist.nerf.field import field_for_scene, init_radiance_params
 from mclnf_dist.progress import ProgressLog
 from mclnf_dist.raystore.ingest import ingest_scene

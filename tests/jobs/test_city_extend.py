@@ -8,14 +8,14 @@ import numpy as np
 import pytest
 import torch
 
+from mclnf_dist.city.init_asset import save_init
+from mclnf_dist.city.model import load_city_model, save_city_model
 from mclnf_dist.config import parse_config
 from mclnf_dist.errors import MclnfError
 from mclnf_dist.jobs.city import CityExperimentConfig, run_city
-from mclnf_dist.jobs.init_asset import save_init
 from mclnf_dist.nerf.field import field_for_scene, init_radiance_params
 from mclnf_dist.runs import COMPLETE
-from mclnf_dist.scenes.city import CityConfig, make_city
-from mclnf_dist.scenes.city_model import load_city_model, save_city_model
+from mclnf_dist.scenes.demo_city import CityConfig, make_city
 from mclnf_dist.scenes.partition import BlockPartition, load_partition
 from mclnf_dist.scenes.scene import load_scene
 
@@ -132,7 +132,7 @@ def test_extend_refuses_a_capture_of_another_world(halves, fox_scene, tmp_path, 
 
 
 def test_same_world_checks_name_the_number_and_threshold(halves):
-    from mclnf_dist.jobs.city_world import check_same_world
+    from mclnf_dist.city.world import check_same_world
 
     west, east, box = halves
     scene = load_scene(east, "all")

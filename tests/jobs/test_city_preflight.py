@@ -7,15 +7,15 @@ from pathlib import Path
 import pytest
 import torch
 
+from mclnf_dist.city.init_asset import save_init
 from mclnf_dist.cli import main as mclnf
 from mclnf_dist.config import parse_config
 from mclnf_dist.errors import MclnfError
+from mclnf_dist.experiments.recipes import recipes_for
 from mclnf_dist.fields.stacked_mlp import FieldConfig
 from mclnf_dist.jobs.city import CityExperimentConfig, run_city
-from mclnf_dist.jobs.init_asset import save_init
 from mclnf_dist.nerf.field import RadianceFieldConfig, init_radiance_params
 from mclnf_dist.preflight import check_writable
-from mclnf_dist.recipes import recipes_for
 
 RECIPES = recipes_for(CityExperimentConfig)
 

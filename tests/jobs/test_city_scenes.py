@@ -13,6 +13,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from mclnf_dist.city.model import load_city_model
 from mclnf_dist.cli import main as mclnf
 from mclnf_dist.cli import run_with_clean_errors
 from mclnf_dist.config import parse_config
@@ -20,7 +21,6 @@ from mclnf_dist.jobs.city import CityExperimentConfig, run_city
 from mclnf_dist.jobs.city import main as city_main
 from mclnf_dist.raystore.store import load_manifest
 from mclnf_dist.runs import completed_runs
-from mclnf_dist.scenes.city_model import load_city_model
 from mclnf_dist.scenes.scene import load_frame_image, load_scene
 
 ROOT = Path(__file__).resolve().parents[2]

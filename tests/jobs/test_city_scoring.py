@@ -7,10 +7,10 @@ from pathlib import Path
 
 import pytest
 
+from mclnf_dist.city.model import load_city_model
 from mclnf_dist.evaluation.city_images import score_city_images, spread_views
+from mclnf_dist.experiments.recipes import recipe
 from mclnf_dist.jobs.city import run_city
-from mclnf_dist.recipes import recipe
-from mclnf_dist.scenes.city_model import load_city_model
 from mclnf_dist.scenes.partition import load_partition
 from mclnf_dist.scenes.scene import Scene, load_scene
 

@@ -8,12 +8,12 @@ from pathlib import Path
 import pytest
 import torch
 
+from mclnf_dist.city.model import load_city_model
 from mclnf_dist.cli import main as mclnf
 from mclnf_dist.config import parse_config
+from mclnf_dist.experiments.recipes import recipes_for
 from mclnf_dist.jobs.city import CityExperimentConfig, run_city
 from mclnf_dist.meta.methods import METHODS
-from mclnf_dist.recipes import recipes_for
-from mclnf_dist.scenes.city_model import load_city_model
 
 
 @pytest.mark.timeout(900)

@@ -3,9 +3,9 @@
 import pytest
 import torch
 
+from mclnf_dist.city.init_asset import load_init, save_init
 from mclnf_dist.errors import MclnfError
 from mclnf_dist.fields.stacked_mlp import FieldConfig
-from mclnf_dist.jobs.init_asset import load_init, save_init
 from mclnf_dist.nerf.field import RadianceFieldConfig, init_radiance_params
 from mclnf_dist.tracking import Tracker
 

@@ -9,11 +9,11 @@ import pytest
 import torch
 from PIL import Image
 
+from mclnf_dist.city.model import save_city_model
 from mclnf_dist.cli import main as mclnf
 from mclnf_dist.nerf.field import field_for_scene, init_radiance_params
 from mclnf_dist.runs import COMPLETE
-from mclnf_dist.scenes.city import CityConfig, make_city
-from mclnf_dist.scenes.city_model import save_city_model
+from mclnf_dist.scenes.demo_city import CityConfig, make_city
 from mclnf_dist.scenes.partition import BlockPartition
 from mclnf_dist.scenes.scene import load_scene
 

@@ -8,9 +8,9 @@ import re
 import pytest
 
 from mclnf_dist.errors import MclnfError
+from mclnf_dist.experiments.recipes import recipe
 from mclnf_dist.jobs.report import SECTIONS, ReportConfig, run_report
 from mclnf_dist.meta.methods import METHODS
-from mclnf_dist.recipes import recipe
 from mclnf_dist.run_settings import RunSettings
 
 

@@ -23,7 +23,7 @@ from mclnf_dist.nerf.field import (
     pack_rays,
 )
 from mclnf_dist.nerf.rays import camera_rays, near_far_from_box
-from mclnf_dist.scenes.city import CityConfig, make_city
+from mclnf_dist.scenes.demo_city import CityConfig, make_city
 from mclnf_dist.scenes.partition import BlockPartition
 from mclnf_dist.scenes.scene import Scene, load_frame_image, load_scene
 

@@ -19,8 +19,8 @@ from mclnf_dist.nerf.render import (
     render_rays_routed,
     render_view,
 )
-from mclnf_dist.scenes.city_model import module_router, seam_margin_problem
 from mclnf_dist.scenes.partition import BlockPartition
+from mclnf_dist.scenes.routing import module_router, seam_margin_problem
 
 BOX = ((0.0, 0.0, 0.0), (4.0, 2.0, 2.0))  # two 2x2 blocks side by side, seam at x = 2
 

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from mclnf_dist.scenes.city import CityConfig, look_along, make_city
+from mclnf_dist.scenes.demo_city import CityConfig, look_along, make_city
 from mclnf_dist.scenes.scene import load_scene
 from mclnf_dist.scenes.scene_bounds import aabb_box, camera_box
 from mclnf_dist.scenes.scene_inward import classify_capture, least_squares_focus

@@ -7,9 +7,8 @@ import pytest
 import torch
 
 from mclnf_dist.errors import MclnfError
-from mclnf_dist.jobs.signals import load_data
-from mclnf_dist.jobs.signals_config import DataConfig, loader_options
-from mclnf_dist.recipes import recipe
+from mclnf_dist.experiments.recipes import recipe
+from mclnf_dist.experiments.signals_config import DataConfig, load_data, loader_options
 from mclnf_dist.signals.builtin import lfw_faces, skimage_photos
 from mclnf_dist.signals.loading import overlap_fraction, split_by_source
 from mclnf_dist.signals.segments import grid_coords, grid_segments

@@ -6,8 +6,8 @@ import pytest
 import torch
 
 from mclnf_dist.errors import MclnfError
-from mclnf_dist.jobs.signals import load_data
-from mclnf_dist.recipes import recipe
+from mclnf_dist.experiments.recipes import recipe
+from mclnf_dist.experiments.signals_config import load_data
 from mclnf_dist.sweeps.plan_selection import ChoosePlanConfig, PlanSearch, choose_plan, main
 
 

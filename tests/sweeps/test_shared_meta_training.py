@@ -6,9 +6,10 @@ from pathlib import Path
 
 import torch
 
+from mclnf_dist.city.data import city_field
 from mclnf_dist.distributed.meta_trainer import meta_train_distributed
-from mclnf_dist.jobs.city import city_field, worker_job
-from mclnf_dist.meta.methods import get_method
+from mclnf_dist.jobs.city import worker_job
+from mclnf_dist.meta.methods import MSE, get_method
 from mclnf_dist.nerf.field import init_radiance_params
 from mclnf_dist.progress import ProgressLog
 from mclnf_dist.sweeps.space import load_space
@@ -45,10 +46,10 @@ def test_sweep_trial_and_city_job_meta_train_alike(tmp_path: Path, ray_local):
     trial_theta0 = states[-1]["store"]["theta0"]
     assert states[-1]["store"]["version"] == cfg.train.rounds
 
-    field = city_field(cfg, prepared.scene)
+    field = city_field(cfg.field, prepared.scene)
     assert CityTask(cfg, prepared, torch.device("cpu")).field == field
     assert get_method("mod").meta_learned
-    job = worker_job(cfg, "mse", field, prepared.city, str(tmp_path / "runs"))
+    job = worker_job(cfg, MSE, field, prepared.city, str(tmp_path / "runs"))
     init = init_radiance_params(field, 1, torch.Generator().manual_seed(cfg.run.seed))
     job_theta0, history = meta_train_distributed(
         job,

@@ -4,7 +4,7 @@ import math
 
 import torch
 
-from mclnf_dist.nerf.rendering import volume_render
+from mclnf_dist.nerf.compositing import volume_render
 from mclnf_dist.nerf.sampling import hierarchical_samples, sample_pdf, stratified_samples
 
 

@@ -5,10 +5,10 @@ import pytest
 
 from mclnf_dist.config import check_config, load_yaml_config, parse_config
 from mclnf_dist.errors import MclnfError
+from mclnf_dist.experiments.recipes import RECIPES, recipe, recipes_for
 from mclnf_dist.jobs.city import CityExperimentConfig
 from mclnf_dist.jobs.signals import SignalsConfig
 from mclnf_dist.meta.methods import METHODS
-from mclnf_dist.recipes import RECIPES, recipe, recipes_for
 
 SIGNALS = recipes_for(SignalsConfig)
 CITY = recipes_for(CityExperimentConfig)

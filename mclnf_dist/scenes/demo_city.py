@@ -21,7 +21,6 @@ per file and ``transforms.json`` comes last, so a crash never leaves a folder th
 re-running with the same config on a complete folder is a no-op.
 """
 
-import io
 import logging
 import math
 import time
@@ -30,7 +29,6 @@ from dataclasses import asdict, dataclass
 from typing import Annotated
 
 import numpy as np
-from PIL import Image
 
 from mclnf_dist.config import (
     NonNegativeInt,
@@ -48,6 +46,7 @@ from mclnf_dist.storage import (
     join,
     read_json,
     write_atomic,
+    write_png,
 )
 
 log = logging.getLogger(__name__)
@@ -221,13 +220,6 @@ def render_frame(cfg: CityConfig, c2w: np.ndarray, time_value: float = 0.0) -> n
     return render_views(city_layout(cfg), cfg, np.asarray(c2w)[None], phase)[0]
 
 
-def write_png(fs, path: str, image: np.ndarray) -> None:
-    """Atomically write uint8 (H, W, 3) ``image`` as PNG (same pixels give the same bytes)."""
-    buffer = io.BytesIO()
-    Image.fromarray(image).save(buffer, format="PNG")
-    write_atomic(path, buffer.getvalue(), fs=fs)
-
-
 def make_city(out_dir: str, cfg: CityConfig) -> str:
     """Render the city of ``cfg`` into the scene folder ``out_dir``; returns ``out_dir``."""
     fs, root = filesystem_for(out_dir)
@@ -258,7 +250,7 @@ def make_city(out_dir: str, cfg: CityConfig) -> str:
                 for offset, image in enumerate(images):
                     camera = first + offset
                     name = f"images/frame_{phase * len(cameras) + camera:05d}.png"
-                    pending.append(writers.submit(write_png, fs, join(root, name), image))
+                    pending.append(writers.submit(write_png, join(root, name), image, fs))
                     frames.append(
                         {
                             "file_path": name,

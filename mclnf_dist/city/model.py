@@ -7,22 +7,22 @@ of one run) and one ``<method>.pt`` per method: a state file (:mod:`mclnf_dist.s
 ``block_order[i]``), ``field`` (the
 :class:`RadianceFieldConfig` as a dict) and ``modular`` (False: one network serves every block).
 :func:`load_city_model` is the one reader; the city job renders its pictures through it, so the
-saved model is exactly what the pictures show. It lives with the scenes, not in :mod:`nerf`,
-because routing needs the block partition (scenes depend on nerf, not the other way round).
+saved model is exactly what the pictures show. Points reach their block's module through
+:func:`mclnf_dist.scenes.routing.module_router`.
 """
 
 import dataclasses
 from collections.abc import Callable
 from typing import NamedTuple
 
-import torch
 from torch import Tensor
 
 from mclnf_dist.errors import MclnfError
 from mclnf_dist.fields.stacked_mlp import Params
 from mclnf_dist.nerf.field import RadianceFieldConfig, field_from_dict
-from mclnf_dist.nerf.render import BlockRouter, RouteFn, partition_router, render_view
+from mclnf_dist.nerf.render import RouteFn, render_view
 from mclnf_dist.scenes.partition import BlockPartition, load_partition
+from mclnf_dist.scenes.routing import module_router
 from mclnf_dist.state import load_state, save_state
 from mclnf_dist.storage import filesystem_for, join
 
@@ -55,51 +55,6 @@ class CityModel(NamedTuple):
     ) -> Tensor:
         """(H, W, 3) rgb of ``frame`` (see :func:`~mclnf_dist.nerf.render.render_view`)."""
         return render_view(self.field, self.params, frame, self.route, near, far, chunk, on_chunk)
-
-
-def module_router(partition: BlockPartition, block_order: list[int], modular: bool) -> BlockRouter:
-    """Route a 3-D point to its block's module (position in arrival order); one net: module 0.
-
-    The router also names the seam candidates of a point (``router.candidates(points,
-    margin)``: modules and weights of :meth:`BlockPartition.blend_points`), which rendering uses
-    when the field's ``seam_margin > 0``; one network has no seams (weight 1 on module 0).
-    A seam margin wider than the partition's overlap blends modules where one of them never
-    saw training rays: :func:`seam_margin_problem` says so.
-    """
-    by_block = torch.zeros(partition.num_blocks, dtype=torch.int64)
-    for position, block in enumerate(block_order):
-        by_block[block] = position
-    blocks = partition_router(partition)
-
-    def route(points: Tensor) -> Tensor:
-        if not modular:
-            return torch.zeros(points.shape[0], dtype=torch.int64, device=points.device)
-        return by_block.to(points.device)[blocks(points)]
-
-    def blend(points: Tensor, margin: float) -> tuple[Tensor, Tensor]:
-        if not modular:
-            zeros = torch.zeros(points.shape[0], 1, dtype=torch.int64, device=points.device)
-            return zeros, torch.ones(points.shape[0], 1, dtype=points.dtype, device=points.device)
-        ids, weights = blocks.candidates(points, margin)
-        return by_block.to(points.device)[ids], weights
-
-    return BlockRouter(route, blend)
-
-
-def seam_margin_problem(partition: BlockPartition, seam_margin: float) -> str | None:
-    """Why ``seam_margin`` blends outside the blocks' shared training data, or None.
-
-    A point is blended with block b when ``d_b - d_1 < seam_margin * spacing``; it lies in b's
-    overlap region (its rays are b's training data) when ``d_b - d_1 <= 2 * margin``.
-    """
-    band = seam_margin * partition.block_spacing
-    if seam_margin <= 0 or partition.num_space_blocks < 2 or band <= 2 * partition.margin:
-        return None
-    return (
-        f"seam_margin {seam_margin} blends over {band:.3g} world units but blocks overlap by "
-        f"{2 * partition.margin:.3g}: keep seam_margin <= "
-        f"{2 * partition.margin / partition.block_spacing:.3g}"
-    )
 
 
 def save_city_model(

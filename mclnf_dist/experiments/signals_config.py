@@ -1,24 +1,32 @@
-"""The signals job's config (apart from the job, so :mod:`mclnf_dist.recipes` can build it and
-the job can read recipes without an import cycle).
+"""The signals experiment's config, which :mod:`mclnf_dist.experiments.recipes` builds and the
+signals job, the sweeps and the report read.
 
 The defaults are the ``image`` recipe; ``audio`` and ``video`` (and every ``-quick``/``-tiny``
-budget) are complete configs in :mod:`mclnf_dist.recipes`.
+budget) are complete configs in :mod:`mclnf_dist.experiments.recipes`.
 """
 
 from dataclasses import dataclass
 from dataclasses import field as default
 from typing import Annotated
 
-from mclnf_dist.config import NonNegativeInt, PositiveInt, Range
+import torch
+
+from mclnf_dist.config import NonNegativeInt, PositiveInt, Range, check_config
 from mclnf_dist.config_rules import cross_field_rule
 from mclnf_dist.errors import MclnfError
 from mclnf_dist.fields.stacked_mlp import FieldConfig
 from mclnf_dist.meta.adaptation import AdaptConfig
 from mclnf_dist.meta.fim import FimConfig
 from mclnf_dist.meta.meta_learning import MetaConfig, meta_problem
-from mclnf_dist.meta.methods import METHODS, MethodName
+from mclnf_dist.meta.methods import METHODS, MethodName, MethodSpec, distinct_methods
 from mclnf_dist.run_settings import RunField, run_settings
-from mclnf_dist.signals.loading import Modality
+from mclnf_dist.signals.loading import (
+    Modality,
+    default_source,
+    load_signal_set,
+    split_by_source,
+)
+from mclnf_dist.signals.signal_set import SignalSet
 
 LoaderInt = Annotated[int, Range(ge=1, special=((0, "the loader's default"),))]
 """A loader option; 0 leaves it to the loader (so one config serves every source)."""
@@ -110,3 +118,26 @@ def loader_options(data: DataConfig) -> dict[str, object]:
         if getattr(data, name):
             options[name] = getattr(data, name)
     return options
+
+
+def load_data(cfg: SignalsConfig, device: torch.device) -> tuple[SignalSet, SignalSet]:
+    """The modality's signals, split into meta-training and held-out ones that share no source,
+    on ``device``; the split follows ``data.split_seed`` only, so every run seed sees it."""
+    data = cfg.data
+    signals = load_signal_set(data.modality, data_source(cfg), **loader_options(data))
+    train, test = split_by_source(signals, data.num_train, data.num_test, data.split_seed)
+    return train.to(device), test.to(device)
+
+
+def data_source(cfg: SignalsConfig) -> str:
+    """The configured source, or the modality's built-in real data when it is empty."""
+    return cfg.data.source or default_source(cfg.data.modality)
+
+
+def validate(cfg: SignalsConfig) -> list[MethodSpec]:
+    """The config's checks (configs built in code skip the command line's) and its methods."""
+    check_config(cfg)
+    specs, twins = distinct_methods(cfg.methods, cfg.fim.fim_lambda)
+    for name, twin in twins.items():
+        print(f"{name} is {twin} with --fim.fim-lambda 0: not run (its comparison is not tested)")
+    return specs

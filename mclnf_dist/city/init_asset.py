@@ -13,6 +13,7 @@ from pathlib import Path
 
 from mclnf_dist.errors import MclnfError
 from mclnf_dist.fields.stacked_mlp import Params
+from mclnf_dist.meta.methods import InitKey
 from mclnf_dist.nerf.field import RadianceFieldConfig
 from mclnf_dist.runs import city_model_folder
 from mclnf_dist.state import load_state, save_state
@@ -23,22 +24,24 @@ MLFLOW_PREFIX = "mlflow:"
 KIND = "theta_0 asset"
 
 
-def asset_name(key: str) -> str:
+def asset_name(key: str | InitKey) -> str:
     """File name of the ``key`` meta-objective's init (``mse``, ``fim``, ``oml``)."""
     return f"theta0-{key}.pt"
 
 
-def save_init(folder: str | Path, key: str, theta0: Params, field: RadianceFieldConfig) -> str:
+def save_init(
+    folder: str | Path, key: str | InitKey, theta0: Params, field: RadianceFieldConfig
+) -> str:
     """Write the init atomically (the one state format); returns its path."""
     state = {
         "theta0": {k: v.detach().cpu() for k, v in theta0.items()},
         "field": dataclasses.asdict(field),
-        "objective": key,
+        "objective": str(key),
     }
     return save_state(join(str(folder).rstrip("/"), asset_name(key)), KIND, state)
 
 
-def locate(source: str, key: str, tracking_uri: str = "") -> str:
+def locate(source: str, key: str | InitKey, tracking_uri: str = "") -> str:
     """A local path or URI of the init file that ``source`` names."""
     if source.startswith(MLFLOW_PREFIX):
         import mlflow
@@ -69,7 +72,7 @@ def locate(source: str, key: str, tracking_uri: str = "") -> str:
     return source
 
 
-def load_init(source: str, key: str, expected: Params, tracking_uri: str = "") -> Params:
+def load_init(source: str, key: str | InitKey, expected: Params, tracking_uri: str = "") -> Params:
     """The init ``source`` names, checked to fit this job's field (``expected``'s shapes)."""
     where = locate(source, key, tracking_uri)
     state = load_state(where, KIND)

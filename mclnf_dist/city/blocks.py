@@ -13,6 +13,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from mclnf_dist.city.data import CityData
+from mclnf_dist.city.model import save_city_model
+from mclnf_dist.city.outputs import scene_record
 from mclnf_dist.distributed.block_episodes import worker_seed
 from mclnf_dist.distributed.block_training import (
     BlockResult,
@@ -23,11 +26,9 @@ from mclnf_dist.distributed.block_training import (
 from mclnf_dist.evaluation.city_images import score_city_images
 from mclnf_dist.evaluation.plots import plot_step_curves
 from mclnf_dist.fields.stacked_mlp import Params
-from mclnf_dist.jobs.city_data import CityData
-from mclnf_dist.jobs.city_outputs import scene_record
 from mclnf_dist.nerf.field import RadianceFieldConfig
 from mclnf_dist.progress import ProgressLog
-from mclnf_dist.scenes.city_model import module_router, save_city_model, seam_margin_problem
+from mclnf_dist.scenes.routing import module_router, seam_margin_problem
 
 
 def stack_modules(results: list[BlockResult], block_order: list[int]) -> Params:

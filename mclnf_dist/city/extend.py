@@ -18,16 +18,17 @@ from pathlib import Path
 
 import numpy as np
 
+from mclnf_dist.city.blocks import block_phase
+from mclnf_dist.city.data import prepare_city, scene_options
+from mclnf_dist.city.init_asset import load_init, save_init
+from mclnf_dist.city.model import CityModel, load_city_model
+from mclnf_dist.city.world import check_same_world
 from mclnf_dist.errors import MclnfError
 from mclnf_dist.fields.stacked_mlp import Params
-from mclnf_dist.jobs.city_blocks import block_phase
-from mclnf_dist.jobs.city_data import check_scene, prepare_city, scene_options
-from mclnf_dist.jobs.city_world import check_same_world
-from mclnf_dist.jobs.init_asset import load_init, save_init
 from mclnf_dist.progress import ProgressLog
 from mclnf_dist.runs import RunFolders, city_model_folder
-from mclnf_dist.scenes.city_model import CityModel, load_city_model
 from mclnf_dist.scenes.partition import BlockPartition, ground_axes, load_partition
+from mclnf_dist.scenes.scene import check_scene
 
 
 def model_location(path: str) -> tuple[str, str]:
@@ -52,7 +53,7 @@ def open_extension(cfg) -> tuple[str, str, CityModel, BlockPartition, Params]:
     """(folder, name, model, partition, theta_0) of the model ``--extend`` names, once every
     check that needs no Ray has passed: the model is modular, its ``theta_0`` (or
     ``--meta.init-from``) fits it, and the new capture lies in its box and can belong to its
-    world (:func:`~mclnf_dist.jobs.city_world.check_same_world`). The preflight and the
+    world (:func:`~mclnf_dist.city.world.check_same_world`). The preflight and the
     extension itself both call it."""
     if not cfg.data.scene:
         raise MclnfError("--extend needs --data.scene: the new captures to add to the model")

@@ -8,10 +8,10 @@ import numpy as np
 import pytest
 
 from mclnf_dist.nerf.rays import camera_rays
-from mclnf_dist.scenes import city
-from mclnf_dist.scenes.city import CityConfig, city_layout, make_city
+from mclnf_dist.scenes import demo_city as city
 from mclnf_dist.scenes.city_geometry import BUILDING, SKY, cast_rays, safe_directions, slab
 from mclnf_dist.scenes.city_render import phase_lighting, shade_rays
+from mclnf_dist.scenes.demo_city import CityConfig, city_layout, make_city
 from mclnf_dist.scenes.scene import load_frame_image, load_scene
 
 SMALL = CityConfig(width=16, height=12, aerial_views_per_block=2, street_views_per_block=2,
@@ -117,7 +117,7 @@ def test_crash_leaves_no_complete_looking_scene(tmp_path, monkeypatch):
     make_city(target, replace(SMALL, seed=3))  # an old complete scene
     written = []
 
-    def failing_write(fs, path, image):
+    def failing_write(path, image, fs):
         if len(written) == 5:
             raise OSError("disk full")
         written.append(path)

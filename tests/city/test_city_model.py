@@ -8,12 +8,13 @@ import numpy as np
 import pytest
 import torch
 
+from mclnf_dist.city.model import load_city_model, save_city_model
 from mclnf_dist.errors import MclnfError
 from mclnf_dist.fields.stacked_mlp import FieldConfig
 from mclnf_dist.nerf.field import RadianceFieldConfig, init_radiance_params
 from mclnf_dist.nerf.render import render_view
-from mclnf_dist.scenes.city_model import load_city_model, module_router, save_city_model
 from mclnf_dist.scenes.partition import BlockPartition
+from mclnf_dist.scenes.routing import module_router
 
 BOX = ((0.0, 0.0, 0.0), (4.0, 2.0, 2.0))
 

@@ -1,15 +1,15 @@
-"""The city job's config (apart from the job, so :mod:`mclnf_dist.recipes` can build it and the
-job can read recipes without an import cycle). The defaults are the ``city-demo`` recipe."""
+"""The city experiment's config, which :mod:`mclnf_dist.experiments.recipes` builds and the city
+job, the sweeps and the benches read. The defaults are the ``city-demo`` recipe."""
 
 from dataclasses import dataclass
 from dataclasses import field as default
 from typing import Annotated
 
+from mclnf_dist.city.data import CityDataConfig, blocks_problem
 from mclnf_dist.config import NonNegativeInt, Range
 from mclnf_dist.config_rules import cross_field_rule, name_problem
 from mclnf_dist.distributed.train_config import BlockTrainingConfig, TrainConfig
 from mclnf_dist.fields.stacked_mlp import FieldConfig
-from mclnf_dist.jobs.city_data import CityDataConfig, blocks_problem
 from mclnf_dist.meta.adaptation import AdaptConfig
 from mclnf_dist.meta.fim import FimConfig
 from mclnf_dist.meta.meta_learning import MetaConfig, meta_problem

@@ -6,6 +6,7 @@ segments, a ray (8 numbers, see :mod:`mclnf_dist.nerf.field`) is a coordinate an
 colour the value. Training-view rays are what methods fit; held-out-view rays are what is scored.
 """
 
+import dataclasses
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -16,13 +17,13 @@ import torch
 from mclnf_dist.config import NonNegativeInt, PositiveInt
 from mclnf_dist.config_rules import cross_field_rule, duplicates
 from mclnf_dist.errors import MclnfError
-from mclnf_dist.nerf.field import pack_rays
+from mclnf_dist.nerf.field import RadianceFieldConfig, field_for_scene, pack_rays
 from mclnf_dist.raystore.ingest import ingest_scene
 from mclnf_dist.raystore.store import IngestOptions, load_manifest
 from mclnf_dist.raystore.stream import read_block_rays
-from mclnf_dist.scenes.city import CityConfig, make_city
+from mclnf_dist.scenes.demo_city import CityConfig, make_city
 from mclnf_dist.scenes.partition import BlockPartition
-from mclnf_dist.scenes.scene import Scene, load_scene
+from mclnf_dist.scenes.scene import Scene, check_scene, load_scene
 from mclnf_dist.signals.signal_set import SignalSet
 
 
@@ -217,26 +218,6 @@ def has_own_validation(scene_root: str, options: dict) -> bool:
     return bool(val) and not any(frame.file_path in taken for frame in val)
 
 
-def check_scene(scene_root: str, **options) -> Scene:
-    """The whole scene (split ``all``), read and checked before any work; raises a one-line
-    :class:`MclnfError` naming the file and frame of the first problem (a missing or wrongly
-    sized image, a bad pose or lens, no box to be had, no train or no test views).
-
-    Args:
-        options: :func:`load_scene` arguments (``downscale``, ``holdout_every``, ``scene_box``).
-    """
-    path = Path(scene_root)
-    if not path.is_file() and not (path / "transforms.json").exists():
-        if not any(path.glob("transforms_*.json")):
-            raise MclnfError(
-                f"scene {scene_root} has no transforms.json (expected a posed-image scene)"
-            )
-    scene = load_scene(scene_root, "all", **options)
-    for split in ("train", "test"):
-        load_scene(scene_root, split, **options)
-    return scene
-
-
 RAY_COLUMNS = ["origin", "direction", "near", "far", "rgb"]
 
 
@@ -316,3 +297,14 @@ def blocks_as_segments(
         grid_shape=(len(blocks) * n,),
         segment_index=torch.arange(len(blocks) * n).reshape(-1, n),
     )
+
+
+def city_field(field_cfg: RadianceFieldConfig, scene: Scene) -> RadianceFieldConfig:
+    """The job's radiance field (and its sweep trials'): every setting of ``--field``, with the
+    scene's box (unless ``--field.scene-box`` is given) and background."""
+    taken = {
+        f.name: getattr(field_cfg, f.name)
+        for f in dataclasses.fields(field_cfg)
+        if f.name not in ("scene_box", "background")
+    }
+    return field_for_scene(scene, scene_box=field_cfg.scene_box, **taken)

@@ -6,16 +6,16 @@ from pathlib import Path
 
 import numpy as np
 
+from mclnf_dist.city.data import CityData
+from mclnf_dist.city.model import load_city_model, save_city_model
 from mclnf_dist.config import json_ready, to_dict
 from mclnf_dist.device import machine_info
 from mclnf_dist.evaluation.city_images import spread_views
 from mclnf_dist.evaluation.plots import plot_psnr_curves
 from mclnf_dist.evaluation.protocol import MethodResult
-from mclnf_dist.jobs.city_data import CityData
 from mclnf_dist.nerf.render import to_uint8
 from mclnf_dist.scenes.camera_paths import flyover_frames
-from mclnf_dist.scenes.city import CityConfig, render_frame
-from mclnf_dist.scenes.city_model import load_city_model, save_city_model
+from mclnf_dist.scenes.demo_city import CityConfig, render_frame
 from mclnf_dist.scenes.scene import load_frame_image
 from mclnf_dist.storage import write_atomic
 

@@ -20,9 +20,9 @@ from typing import Any
 
 from mclnf_dist.distributed.train_config import BlockTrainingConfig
 from mclnf_dist.errors import MclnfError
+from mclnf_dist.experiments.city_config import CityExperimentConfig
+from mclnf_dist.experiments.signals_config import DataConfig, SignalsConfig
 from mclnf_dist.fields.stacked_mlp import FieldConfig
-from mclnf_dist.jobs.city_config import CityExperimentConfig
-from mclnf_dist.jobs.signals_config import DataConfig, SignalsConfig
 from mclnf_dist.meta.adaptation import AdaptConfig
 from mclnf_dist.meta.meta_learning import MetaConfig
 from mclnf_dist.nerf.field import RadianceFieldConfig
