@@ -125,9 +125,10 @@ def test_views_rerun_own_plans_and_claim_1b_at_equal_parameters(ray_local, tmp_p
             assert claim["claim"] == "1b" and claim["counted"], claim
         elif claim["claim"] == "1b":
             assert not claim["counted"], claim
+    ran = set(METHODS) - ({"mim"} if recipe("audio-tiny").fim.is_mse else set())
     for seed, own in enumerate(entry["own_plan_runs"]):
         plans = own["plans"]
-        assert set(plans) == set(METHODS)
+        assert set(plans) == ran
         rerun = {m for m, p in plans.items() if p["rerun"]}
         assert rerun == {"random", "mod-random", "maml"}, plans
         main = {r["method"]: r for r in entry["runs"][seed]["results"]}
