@@ -16,6 +16,7 @@ import torch
 from mclnf_dist.city.data import CityData
 from mclnf_dist.city.model import save_city_model
 from mclnf_dist.city.outputs import scene_record
+from mclnf_dist.city.results import BlockPhaseResult, InitScores
 from mclnf_dist.distributed.block_episodes import worker_seed
 from mclnf_dist.distributed.block_training import (
     BlockResult,
@@ -59,14 +60,12 @@ def block_phase(
     parallel: bool,
     log: ProgressLog,
     frozen: tuple[Params, list[int]] | None = None,
-) -> dict:
+) -> BlockPhaseResult:
     """Train, save and score the city model of every init in ``inits`` (``meta``, ``random``).
 
     Args:
         frozen: (stacked params, their blocks) of modules kept as they are (an extended city
             model's old blocks): they come first in every saved model, bit-identical.
-
-    Returns the JSON-able block-phase report.
     """
     tasks = [
         BlockTask(
@@ -93,7 +92,7 @@ def block_phase(
     router = module_router(city.partition, order, modular=True)
     if problem := seam_margin_problem(city.partition, field_cfg.seam_margin):
         log.info(f"warning: {problem}")
-    report: dict = {"steps": block_cfg.steps, "batch_rays": block_cfg.batch_rays, "inits": {}}
+    scored: dict[str, InitScores] = {}
     curves = {}
     for name in inits:
         mine = [r for r in results if r.init_name == name]
@@ -112,19 +111,17 @@ def block_phase(
         )
         scores = score_city_images(field_cfg, params, router, city.partition, test_scene, log, name)
         curves[name] = mean_curve(mine)
-        report["inits"][name] = {
-            "heldout_image_psnr": scores.psnr,
-            "heldout_image_ssim": scores.ssim,
-            "per_image": scores.per_image,
-            "per_block_psnr": {str(b): v for b, v in scores.per_block.items()},
-            "probe_curve": {str(s): v for s, v in curves[name].items()},
-            "train_seconds": sum(r.seconds for r in mine),
-        }
+        scored[name] = InitScores(
+            heldout_image_psnr=scores.psnr,
+            heldout_image_ssim=scores.ssim,
+            per_image=scores.per_image,
+            per_block_psnr=scores.per_block,
+            probe_curve=curves[name],
+            train_seconds=sum(r.seconds for r in mine),
+        )
+    reach = None
     if len(curves) == 2:
         (a, ca), (b, cb) = curves.items()
-        report["steps_to_reach_other_final"] = {
-            a: steps_to_reach(ca, cb[max(cb)]),
-            b: steps_to_reach(cb, ca[max(ca)]),
-        }
+        reach = {a: steps_to_reach(ca, cb[max(cb)]), b: steps_to_reach(cb, ca[max(ca)])}
     plot_step_curves(curves, out / "block_training.png", "block training: mean over blocks")
-    return report
+    return BlockPhaseResult(block_cfg.steps, block_cfg.batch_rays, scored, reach)

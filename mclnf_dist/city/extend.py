@@ -22,6 +22,7 @@ from mclnf_dist.city.blocks import block_phase
 from mclnf_dist.city.data import prepare_city, scene_options
 from mclnf_dist.city.init_asset import load_init, save_init
 from mclnf_dist.city.model import CityModel, load_city_model
+from mclnf_dist.city.results import ExtensionResult
 from mclnf_dist.city.world import check_same_world
 from mclnf_dist.errors import MclnfError
 from mclnf_dist.fields.stacked_mlp import Params
@@ -70,7 +71,7 @@ def open_extension(cfg) -> tuple[str, str, CityModel, BlockPartition, Params]:
     return folder, name, model, partition, theta0
 
 
-def extend_city(cfg, run: RunFolders, parallel: bool, log: ProgressLog) -> dict:
+def extend_city(cfg, run: RunFolders, parallel: bool, log: ProgressLog) -> ExtensionResult:
     """Add the scene ``cfg.data.scene``'s blocks to the model ``cfg.extend``; returns the report.
 
     ``cfg``: the city job's config (its ``data``, ``block``, ``meta.init_from``, ``seed``).
@@ -91,7 +92,7 @@ def extend_city(cfg, run: RunFolders, parallel: bool, log: ProgressLog) -> dict:
     out = run.out
     save_init(out / "city_model", "mse", theta0, model.field)  # so it can be extended again
     city = dataclasses.replace(city, block_order=trained, meta_blocks=[])
-    report = block_phase(
+    blocks = block_phase(
         cfg.block,
         {"meta": theta0},
         model.field,
@@ -103,7 +104,7 @@ def extend_city(cfg, run: RunFolders, parallel: bool, log: ProgressLog) -> dict:
         log,
         frozen=(model.params, model.block_order),
     )
-    return {"extended": f"{folder}/{name}", "kept_blocks": model.block_order, **report}
+    return ExtensionResult(f"{folder}/{name}", model.block_order, blocks)
 
 
 def check_inside(new_box, box, up_axis: str, scene: str) -> None:

@@ -8,8 +8,10 @@ import numpy as np
 
 from mclnf_dist.city.data import CityData
 from mclnf_dist.city.model import load_city_model, save_city_model
+from mclnf_dist.city.results import BlockPhaseResult
 from mclnf_dist.config import json_ready, to_dict
 from mclnf_dist.device import machine_info
+from mclnf_dist.distributed.block_episodes import MetaOverlap
 from mclnf_dist.evaluation.city_images import spread_views
 from mclnf_dist.evaluation.plots import plot_psnr_curves
 from mclnf_dist.evaluation.protocol import MethodResult
@@ -125,8 +127,8 @@ def write_city_outputs(
     results: list[MethodResult],
     city,
     out: Path,
-    blocks: dict | None = None,
-    leakage: dict | None = None,
+    blocks: BlockPhaseResult | None = None,
+    leakage: MetaOverlap | None = None,
 ) -> dict:
     """results.json (all methods, held-out-block numbers, the block phase) and PSNR plots.
 
@@ -155,11 +157,11 @@ def write_city_outputs(
         },
         "held_out_blocks": held,
         "results": [r.summary() for r in results],
-        "block_training": blocks,
+        "block_training": blocks and blocks.to_json(),
     }
     if leakage is not None:
-        report["overlap_fraction"] = leakage["overlap_fraction"]
-        report["meta_training_rays"] = dict(leakage)
+        report["overlap_fraction"] = leakage.overlap_fraction
+        report["meta_training_rays"] = leakage.to_json()
     write_atomic(out / "results.json", json.dumps(report, indent=1))
     plot_psnr_curves(results, out / "psnr_curves.png", "city: held-out views, all blocks")
     return report

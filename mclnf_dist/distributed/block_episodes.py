@@ -12,6 +12,7 @@ measures that on the rays the streams draw.
 """
 
 from collections.abc import Sequence
+from dataclasses import asdict, dataclass
 
 import torch
 
@@ -97,6 +98,21 @@ def episode_stream(
     return RaysAvoiding(data_uri, block, avoid_blocks, 2 * rays_per_task, seed, columns)
 
 
+@dataclass(frozen=True)
+class MetaOverlap:
+    """What :func:`meta_training_overlap` found in the meta-training streams."""
+
+    overlap_fraction: float
+    """Drawn rays that cross an avoided (held-out) block / drawn rays: 0 when leak-free."""
+    excluded_fraction: float
+    """Rays the streams read and dropped for crossing an avoided block / rays read."""
+    rays_drawn: int
+    rays_read: int
+
+    def to_json(self) -> dict[str, float | int]:
+        return asdict(self)
+
+
 def meta_training_overlap(
     data_uri: str,
     blocks: list[int],
@@ -105,7 +121,7 @@ def meta_training_overlap(
     seed: int,
     workers: int,
     rounds: int,
-) -> dict[str, float | int]:
+) -> MetaOverlap:
     """How many rays meta-training draws that cross an avoided (held-out) block: 0 when leak-free.
 
     Replays the first ``rounds`` rounds of every block's episode stream exactly as the Train
@@ -113,10 +129,6 @@ def meta_training_overlap(
     :func:`worker_seed`; a sweep trial is rank 0 of 1) and checks each drawn ray against the
     ingest geometry. Also counts the rays the streams read and dropped for crossing an avoided
     block (informative: how much of the meta blocks' data leak-freedom costs).
-
-    Returns:
-        ``overlap_fraction`` (drawn rays crossing an avoided block / drawn rays),
-        ``excluded_fraction`` (rays dropped / rays read), ``rays_drawn``, ``rays_read``.
     """
     world = max(1, workers)
     drawn = crossing = read = kept = 0
@@ -129,9 +141,4 @@ def meta_training_overlap(
         drawn += len(rays["near"])
         crossing += int(crossing_mask(stream.manifest, rays, avoid_blocks).sum())
         read, kept = read + stream.rays_read, kept + stream.rays_kept
-    return {
-        "overlap_fraction": crossing / max(drawn, 1),
-        "excluded_fraction": (read - kept) / max(read, 1),
-        "rays_drawn": drawn,
-        "rays_read": read,
-    }
+    return MetaOverlap(crossing / max(drawn, 1), (read - kept) / max(read, 1), drawn, read)

@@ -27,9 +27,10 @@ from mclnf_dist.city.extend import extend_city
 from mclnf_dist.city.init_asset import load_init, save_init
 from mclnf_dist.city.inits import key_field
 from mclnf_dist.city.outputs import held_out_psnr, render_and_save, write_city_outputs
+from mclnf_dist.city.results import BlockPhaseResult
 from mclnf_dist.config import check_config, describe, json_ready, parse_config, to_dict
 from mclnf_dist.device import pick_device
-from mclnf_dist.distributed.block_episodes import meta_training_overlap
+from mclnf_dist.distributed.block_episodes import MetaOverlap, meta_training_overlap
 from mclnf_dist.distributed.checkpoints import CheckpointStore
 from mclnf_dist.distributed.fanout import fan_out, run_tasks
 from mclnf_dist.distributed.meta_train_loop import WorkerJob
@@ -95,8 +96,7 @@ def run_city(cfg: CityExperimentConfig) -> dict:
         install_signal_handlers()  # after ray.init, which sets its own SIGTERM handler
         if cfg.extend:
             return run_extension(cfg, run, device, log)
-        report, city = run_full(cfg, specs, run, device, log)
-    print_summary(report, city)
+        report = run_full(cfg, specs, run, device, log)
     log.info(f"wrote {run.out}; MLflow run {report['mlflow_run_id']}")
     return report
 
@@ -107,8 +107,9 @@ def run_full(
     run: RunFolders,
     device: torch.device,
     log: ProgressLog,
-) -> tuple[dict, CityData]:
-    """Data, meta-training, continual phase, block phase, outputs: a full run in ``run``."""
+) -> dict:
+    """Data, meta-training, continual phase, block phase, outputs: a full run in ``run``;
+    returns the JSON-able report (``results.json`` and the MLflow run's id)."""
     city = prepare_city(cfg.data, log, cfg.field.scene_box, unbounded=cfg.field.contraction)
     if any(s.meta_learned for s in specs):
         check_workers(cfg.train.num_workers, city.meta_blocks)  # before any run is tracked
@@ -129,7 +130,7 @@ def run_full(
     name = f"{cfg.run_name}-{run.run_id}"
     with Tracker(cfg.run.experiment, name, cfg.run.tracking_uri or None, tags=tags) as tracker:
         tracker.log_params(to_dict(cfg))
-        tracker.log_metrics({f"meta_rays_{k}": v for k, v in leakage.items()})
+        tracker.log_metrics({f"meta_rays_{k}": v for k, v in leakage.to_json().items()})
         inits = meta_train_all(cfg, specs, field_cfg, city, run, tracker, log)
         results = continual_phase(cfg, specs, field_cfg, inits, fit, score, device, log)
         for result in results:
@@ -146,12 +147,12 @@ def run_full(
         report["mlflow_run_id"] = tracker.run_id
         report["run_folder"] = str(out)
         mark_complete(run, {"mlflow_run_id": tracker.run_id})  # the last write of the run
-    return report, city
+    print_summary(report, blocks, city)
+    return report
 
 
-def print_summary(report: dict, city: CityData) -> None:
+def print_summary(report: dict, blocks: BlockPhaseResult, city: CityData) -> None:
     """The results table and the block phase's lines, for a person reading the terminal."""
-    blocks = report["block_training"]
     print(results_table(report["results"], title="city: PSNR (dB) on held-out views, all blocks"))
     held = report["held_out_blocks"]
     steps = [k for k in next(iter(held.values()), {}) if k.startswith("psnr_step")]
@@ -160,11 +161,11 @@ def print_summary(report: dict, city: CityData) -> None:
             f"{name} " + " -> ".join(f"{row[k]:.2f}" for k in steps) for name, row in held.items()
         )
         print(f"held-out blocks {city.held_out}, PSNR (dB) at {' -> '.join(steps)}: {scores}")
-    for name, scores in blocks["inits"].items():
-        reach = blocks.get("steps_to_reach_other_final", {}).get(name, "-")
+    for name, scores in blocks.inits.items():
+        reach = (blocks.steps_to_reach_other_final or {}).get(name, "-")
         print(
-            f"city model, {name} init, {blocks['steps']} steps per block: held-out images PSNR "
-            f"{scores['heldout_image_psnr']:.2f} dB, SSIM {scores['heldout_image_ssim']:.3f}; "
+            f"city model, {name} init, {blocks.steps} steps per block: held-out images PSNR "
+            f"{scores.heldout_image_psnr:.2f} dB, SSIM {scores.heldout_image_ssim:.3f}; "
             f"steps to the other init's final probe PSNR: {reach}"
         )
 
@@ -174,7 +175,9 @@ OVERLAP_RAYS_PER_BLOCK = 16384
 rounds'); the check costs about as much as the streams' own filtering of them."""
 
 
-def meta_training_leakage(cfg: CityExperimentConfig, city: CityData, log: ProgressLog) -> dict:
+def meta_training_leakage(
+    cfg: CityExperimentConfig, city: CityData, log: ProgressLog
+) -> MetaOverlap:
     """:func:`meta_training_overlap` of the job's meta-training streams over its first rounds (up
     to :data:`OVERLAP_RAYS_PER_BLOCK` rays per block): ``overlap_fraction`` must be 0."""
     per_round = 2 * cfg.train.rays_per_task
@@ -189,9 +192,9 @@ def meta_training_leakage(cfg: CityExperimentConfig, city: CityData, log: Progre
         rounds,
     )
     log.info(
-        f"meta-training streams skip {leakage['excluded_fraction']:.1%} of the rays of blocks "
-        f"{city.meta_blocks} that cross blocks {city.non_meta_blocks}; of {leakage['rays_drawn']} "
-        f"drawn rays checked, a fraction {leakage['overlap_fraction']} cross them"
+        f"meta-training streams skip {leakage.excluded_fraction:.1%} of the rays of blocks "
+        f"{city.meta_blocks} that cross blocks {city.non_meta_blocks}; of {leakage.rays_drawn} "
+        f"drawn rays checked, a fraction {leakage.overlap_fraction} cross them"
     )
     return leakage
 
@@ -205,21 +208,22 @@ def run_extension(
     tags = {"job": "city_extend", "run": run.label}
     with Tracker(cfg.run.experiment, name, cfg.run.tracking_uri or None, tags) as tracker:
         tracker.log_params(to_dict(cfg))
-        report = extend_city(cfg, run, parallel, log)
-        log_block_phase(tracker, report)
+        extension = extend_city(cfg, run, parallel, log)
+        log_block_phase(tracker, extension.blocks)
         out = run.out
+        report = extension.to_json()
         write_atomic(str(out / "extension.json"), json_ready(report))
         for path in sorted((out / "city_model").iterdir()):
             tracker.log_artifact(path, "city_model")
         report["mlflow_run_id"] = tracker.run_id
         report["run_folder"] = str(out)
         mark_complete(run, {"mlflow_run_id": tracker.run_id})
-    scores = report["inits"]["meta"]
+    scores = extension.blocks.inits["meta"]
     print(
-        f"extended city model: blocks {report['kept_blocks']} kept, "
-        f"{len(report['inits']['meta']['per_block_psnr'])} blocks seen in the new held-out views; "
-        f"held-out images PSNR {scores['heldout_image_psnr']:.2f} dB, "
-        f"SSIM {scores['heldout_image_ssim']:.3f}"
+        f"extended city model: blocks {extension.kept_blocks} kept, "
+        f"{len(scores.per_block_psnr)} blocks seen in the new held-out views; "
+        f"held-out images PSNR {scores.heldout_image_psnr:.2f} dB, "
+        f"SSIM {scores.heldout_image_ssim:.3f}"
     )
     log.info(f"wrote {out}; MLflow run {report['mlflow_run_id']}")
     return report
@@ -234,7 +238,7 @@ def run_block_phase(
     out: Path,
     device: torch.device,
     log: ProgressLog,
-) -> dict:
+) -> BlockPhaseResult:
     """Block training from the meta-learned ``theta_0`` (``mse``, when meta-trained) and from the
     random init, same budget; each city model saved and scored on full held-out images."""
     block_inits = {"meta": inits[MSE]} if MSE in inits else {}
@@ -245,16 +249,16 @@ def run_block_phase(
     return block_phase(cfg.block, block_inits, field_cfg, city, root, out, seed, parallel, log)
 
 
-def log_block_phase(tracker: Tracker, blocks: dict) -> None:
-    for name, scores in blocks["inits"].items():
+def log_block_phase(tracker: Tracker, blocks: BlockPhaseResult) -> None:
+    for name, scores in blocks.inits.items():
         tracker.log_metrics(
             {
-                f"blocks_{name}_heldout_image_psnr": scores["heldout_image_psnr"],
-                f"blocks_{name}_heldout_image_ssim": scores["heldout_image_ssim"],
+                f"blocks_{name}_heldout_image_psnr": scores.heldout_image_psnr,
+                f"blocks_{name}_heldout_image_ssim": scores.heldout_image_ssim,
             }
         )
-        for step, psnr in scores["probe_curve"].items():
-            tracker.log_metrics({f"blocks_{name}_probe_psnr": psnr}, step=int(step))
+        for step, psnr in scores.probe_curve.items():
+            tracker.log_metrics({f"blocks_{name}_probe_psnr": psnr}, step=step)
 
 
 def meta_train_all(

@@ -111,8 +111,8 @@ def test_meta_training_overlap_is_zero_and_counts_what_was_excluded(city):
     leakage = meta_training_overlap(
         city.train_uri, city.meta_blocks, city.non_meta_blocks, RAYS_PER_TASK, 0, 2, rounds=8
     )
-    assert leakage["overlap_fraction"] == 0.0
-    assert leakage["rays_drawn"] == 4 * 8 * 2 * RAYS_PER_TASK
+    assert leakage.overlap_fraction == 0.0
+    assert leakage.rays_drawn == 4 * 8 * 2 * RAYS_PER_TASK
     stored = [read_block_rays(city.train_uri, b) for b in city.meta_blocks]
     exact = [
         city.partition.rays_crossing(
@@ -122,7 +122,7 @@ def test_meta_training_overlap_is_zero_and_counts_what_was_excluded(city):
     ]
     # the streams read a random ~third of each block: the excluded share is near the exact one
     pooled = np.concatenate(exact).mean()
-    assert leakage["excluded_fraction"] == pytest.approx(pooled, abs=0.05)
+    assert leakage.excluded_fraction == pytest.approx(pooled, abs=0.05)
 
 
 def test_a_meta_block_left_without_rays_is_one_error_line(city, tmp_path):
