@@ -409,7 +409,10 @@ def continual_phase(
             f"{time.perf_counter() - started:.0f} s; adapting and scoring: {running}"
         )
 
-    for index, result in run_tasks(city_method, calls, parallel, on_idle=still_running, idle_s=60):
+    # modular methods adapt a module per block, sequential ones re-run the blocks per checkpoint
+    cost = [(c.spec.modular, c.spec.test_schedule == "sequential") for c in contexts]
+    fanned = run_tasks(city_method, calls, parallel, on_idle=still_running, idle_s=60, cost=cost)
+    for index, result in fanned:
         log.info(f"{result.method}: PSNR step1 {result.psnr_step1:.2f} best {result.best[0]:.2f}")
         results[index] = result
     return results

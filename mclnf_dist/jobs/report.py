@@ -7,9 +7,10 @@ city, each with every method and once per seed (``--seeds``, 0 1 2 by default), 
 paper's layout (mean +- 95 % half-width over seeds), the paper's claims judged by paired
 differences over seeds, PSNR-vs-step plots, reconstructions beside the ground truth, held-out novel
 views and a fly-through of the city (pictures: the first seed's). Budgets are recipes
-(:mod:`mclnf_dist.experiments.recipes`): ``--quick`` runs the ``-quick`` ones (2 CPUs, under 20
-minutes a seed); the default (full) mode the ``-full`` ones, the pipelines' own budgets with 4096
-adaptation steps, meant for a GPU or a cluster.
+(:mod:`mclnf_dist.experiments.recipes`): ``--quick`` runs the ``-quick`` ones (every section, 3
+seeds, both plan views and the equal-parameter runs: under 45 minutes on 2 CPUs); the default
+(full) mode the ``-full`` ones, the pipelines' own budgets with 4096 adaptation steps, meant for
+a GPU or a cluster.
 Nothing here tunes anything: where a claim does not hold, the report says so with the numbers.
 """
 

@@ -69,7 +69,9 @@ def run_signals(cfg: SignalsConfig) -> dict:
         log.info(f"running {len(specs)} methods " + ("as Ray tasks" if parallel else "in-process"))
         calls = [(cfg, spec, train, test, device) for spec in specs]
         results: list[MethodResult | None] = [None] * len(specs)
-        for index, (result, history) in run_tasks(run_method, calls, parallel):
+        # meta-training first, then a module per segment, then re-runs of the segments
+        cost = [(s.meta_learned, s.modular, s.test_schedule == "sequential") for s in specs]
+        for index, (result, history) in run_tasks(run_method, calls, parallel, cost=cost):
             log.info(
                 f"{specs[index].name}: done, PSNR step1 {result.psnr_step1:.2f} "
                 f"best {result.best[0]:.2f} (step {result.best[1]})"

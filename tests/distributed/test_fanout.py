@@ -31,3 +31,28 @@ def test_one_rule_decides_whether_jobs_fan_out(monkeypatch):
     assert fan_out(-1, "cpu") and not fan_out(-1, "cuda")
     monkeypatch.setattr(os, "cpu_count", lambda: 1)
     assert not fan_out(-1, "cpu")
+
+
+def started_at(value: int) -> tuple[float, int]:
+    import time
+
+    start = time.time()
+    time.sleep(3.0)  # longer than starting a Ray worker process
+    return start, value
+
+
+def test_costliest_tasks_are_submitted_first_and_results_keep_their_index(ray_local):
+    """Four 1-CPU tasks on 2 idle Ray CPUs: the two with the highest cost start first (longest
+    first leaves short tasks for the end), and each result comes back under its own index. (Ray
+    does not promise to start the rest in submission order.)"""
+    import time
+
+    assert ray_local.cluster_resources()["CPU"] == 2  # the session's local Ray
+    deadline = time.monotonic() + 30  # an earlier test's task may still hold a CPU
+    while ray_local.available_resources().get("CPU", 0) < 2 and time.monotonic() < deadline:
+        time.sleep(0.2)
+    cost = [(False, 0), (True, 1), (False, 5), (True, 0)]  # order: 1, 3, 2, 0
+    got = dict(run_tasks(started_at, [(10,), (11,), (12,), (13,)], parallel=True, cost=cost))
+    assert {i: v for i, (_, v) in got.items()} == {0: 10, 1: 11, 2: 12, 3: 13}
+    first_two = sorted(got, key=lambda i: got[i][0])[:2]
+    assert sorted(first_two) == [1, 3], got

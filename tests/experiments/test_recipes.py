@@ -64,7 +64,7 @@ def test_signal_recipes_hold_their_budgets(
 
 def test_city_recipes_hold_their_report_budgets():
     quick = recipe("city-demo-quick")
-    assert (quick.train.rounds, quick.block.steps, quick.render_views) == (80, 32, 2)
+    assert (quick.train.rounds, quick.block.steps, quick.render_views) == (40, 32, 2)
     assert (quick.adapt.max_steps, quick.score_views) == (32, 12)
     default = CityExperimentConfig().adapt  # the one plan, chosen at the quick budget
     assert (quick.adapt.adam_lr, quick.adapt.sgd_steps) == (default.adam_lr, default.sgd_steps)
