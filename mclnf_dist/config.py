@@ -18,11 +18,9 @@ What one field's type cannot say (``fim.w_min`` above ``fim.w_max``, an inverted
 names the fields and what was expected.
 """
 
-import contextlib
 import dataclasses
-import io
 import math
-import sys
+import numbers
 import types
 import typing
 from collections.abc import Callable, Mapping
@@ -124,38 +122,38 @@ def pop_option(argv: list[str], flag: str) -> str | None:
 
 
 def run_tyro(cls: type[C], base: C, argv: list[str], description: str | None) -> C:
-    """tyro's parse, with its boxed error message turned into one :class:`MclnfError` line."""
+    """tyro's parse; a rejected command line becomes one :class:`MclnfError` line built from
+    tyro's parse-error event (what was rejected, which flag), not from its rendered box."""
     import tyro
+    from tyro import _errors as tyro_errors  # pinned in pyproject: the hook is not public API
 
-    captured = io.StringIO()
-    try:
-        with contextlib.redirect_stderr(captured):
-            cfg = tyro.cli(cls, default=base, args=argv, description=description)
-    except SystemExit as stop:
-        if stop.code in (0, None):
-            sys.stderr.write(captured.getvalue())
-            raise
-        raise MclnfError(one_line(captured.getvalue())) from None
-    return cfg
+    def raise_one_line(event: Any) -> None:
+        raise MclnfError(parse_error_line(event, tyro_errors) + " (see --help)")
+
+    with tyro_errors.on_parse_error(raise_one_line):
+        return tyro.cli(cls, default=base, args=argv, description=description)
 
 
-def one_line(text: str) -> str:
-    """The message of a tyro error box (title, rule, message, rule, hints), on one line."""
-    paragraphs: list[list[str]] = [[]]
-    for raw in text.splitlines():
-        if raw.strip().startswith(("╭", "╰")):  # a border (with the box's title)
-            continue
-        line = raw.strip().strip("│").strip()
-        if line and set(line) <= set("-─"):
-            paragraphs.append([])
-        elif line:
-            paragraphs[-1].append(line)
-    paragraphs = [p for p in paragraphs if p]
-    if len(paragraphs) >= 3 and len(paragraphs[0]) == 1:  # no box: the title stands alone
-        paragraphs = paragraphs[1:]
-    if not paragraphs:
-        return "invalid command line (see --help)"
-    return " ".join(" ".join(paragraphs[0]).split()) + " (see --help)"
+def parse_error_line(event: Any, kinds: Any) -> str:
+    """One line for a tyro parse-error event: the rejected token and the flag it was for."""
+    flag = getattr(getattr(event, "argument", None), "display_name", lambda: "")()
+    if isinstance(event, kinds.UnrecognizedArgs):
+        return f"unrecognized arguments: {' '.join(event.tokens)}"
+    if isinstance(event, kinds.InvalidChoice):
+        return (
+            f"invalid choice {event.value!r} for argument '{flag}' "
+            f"(expected one of: {', '.join(event.choices)})"
+        )
+    if isinstance(event, kinds.BadValue):
+        if event.offending_value is None:
+            return f"argument '{flag}' needs a value"
+        return f"argument '{flag}' takes no value, got {event.offending_value!r}"
+    if isinstance(event, kinds.MissingArgs):
+        names = ", ".join(item.arg.display_name() for item in event.missing_arguments)
+        return f"missing arguments: {names}"
+    if isinstance(event, kinds.InstantiationFailure):
+        return f"argument '{flag}': {event.message}" if flag else event.message
+    return f"invalid command line ({type(event).__name__})"
 
 
 def recipe_config(cls: type, name: Any, recipes: Recipes | None, where: str) -> Any:
@@ -215,8 +213,8 @@ def from_mapping(
 
 
 def merge(config: C, data: dict[str, Any], source: str, prefix: str = "") -> C:
-    """``config`` with the values of ``data`` applied (recursively; each value checked against its
-    field's type, choices and range)."""
+    """``config`` with the values of ``data`` applied (recursively; each value converted and
+    checked by :func:`conform` against its field's type, choices and range)."""
     if not isinstance(data, dict):
         raise MclnfError(f"{source}: {prefix or 'top level'} must be a mapping, got {data!r}")
     hints = typing.get_type_hints(type(config), include_extras=True)
@@ -232,68 +230,84 @@ def merge(config: C, data: dict[str, Any], source: str, prefix: str = "") -> C:
         current = getattr(config, name)
         if dataclasses.is_dataclass(current):
             updates[name] = merge(current, value, source, prefix=f"{where}.")
-        else:
-            updates[name] = coerce(value, hints[name], source, where)
+            continue
+        updates[name], problem = conform(value, hints[name])
+        if problem:
+            raise MclnfError(f"{source}: {where} {problem}")
     return dataclasses.replace(config, **updates)
 
 
-def coerce(value: Any, hint: Any, source: str, where: str) -> Any:
-    """Check ``value`` against a type hint (int/float/str/bool, Literal, Annotated ranges,
-    tuple/list, Optional); returns it converted (YAML lists -> tuples, ints -> floats)."""
+def conform(value: Any, hint: Any) -> tuple[Any, str | None]:
+    """``value`` converted to the type hint (YAML lists -> tuples, ints -> floats, YAML's numeric
+    text -> floats) and why it breaks the hint's type, ``Literal`` choices or :class:`Range`
+    (``"must be >= 1, got 0"``; None when it does not).
+
+    The one walker over the config type grammar: :func:`merge` keeps the converted value,
+    :func:`check_config` only the problem.
+    """
     origin, args = typing.get_origin(hint), typing.get_args(hint)
     if origin is Annotated:
-        value = coerce(value, args[0], source, where)
-        for rule in args[1:]:
-            if isinstance(rule, Range) and (problem := rule.problem(value)):
-                raise MclnfError(f"{source}: {where} {problem}")
-        return value
+        value, problem = conform(value, args[0])
+        ranges = [rule for rule in args[1:] if isinstance(rule, Range)]
+        for rule in ranges if problem is None else ():
+            problem = problem or rule.problem(value)
+        return value, problem
     if origin is Literal:
-        if not any(type(value) is type(a) and value == a for a in args):
-            raise MclnfError(f"{source}: {where} must be one of: {choices(args)}, got {value!r}")
-        return value
+        if any(type(value) is type(a) and value == a for a in args):
+            return value, None
+        return value, f"must be one of: {choices(args)}, got {value!r}"
     if origin in (typing.Union, types.UnionType):
         if value is None and type(None) in args:
-            return None
-        options = [a for a in args if a is not type(None)]
-        return coerce(value, options[0], source, where)
+            return None, None
+        results = [conform(value, a) for a in args if a is not type(None)]
+        return next((r for r in results if r[1] is None), results[0])
     if origin in (tuple, list):
         if not isinstance(value, list | tuple):
-            raise MclnfError(f"{source}: {where} must be a list, got {value!r}")
+            return value, f"must be a list, got {value!r}"
         if origin is tuple and args and args[-1] is not Ellipsis:
             if len(value) != len(args):
-                raise MclnfError(f"{source}: {where} must have {len(args)} items, got {value!r}")
-            return tuple(coerce(v, a, source, where) for v, a in zip(value, args, strict=True))
-        item = args[0] if args else Any
-        return origin(coerce(v, item, source, where) for v in value)
+                return value, f"must have {len(args)} items, got {value!r}"
+            items = args
+        else:
+            items = (args[0] if args else Any,) * len(value)
+        converted = []
+        for item, item_hint in zip(value, items, strict=True):
+            item, problem = conform(item, item_hint)
+            if problem:
+                return value, problem
+            converted.append(item)
+        return origin(converted), None
     if hint is float:
-        return as_float(value, source, where)
-    if hint in (int, str, bool) and not isinstance(value, hint):
-        raise MclnfError(f"{source}: {where} must be {hint.__name__}, got {value!r}")
-    if hint is int and isinstance(value, bool):
-        raise MclnfError(f"{source}: {where} must be int, got {value!r}")
-    return value
+        return as_float(value)
+    if hint is int:
+        if isinstance(value, numbers.Integral) and not isinstance(value, bool):
+            return int(value), None
+        return value, f"must be int, got {value!r}"
+    if hint in (str, bool) and not isinstance(value, hint):
+        return value, f"must be {hint.__name__}, got {value!r}"
+    return value, None
 
 
 def choices(args: tuple) -> str:
     return ", ".join(str(a) for a in args)
 
 
-def as_float(value: Any, source: str, where: str) -> float:
+def as_float(value: Any) -> tuple[Any, str | None]:
     """A number as float; YAML 1.1 reads ``1e-3`` (no dot) as text, so numeric text counts too."""
-    if isinstance(value, int | float) and not isinstance(value, bool):
-        return float(value)
+    if isinstance(value, numbers.Real) and not isinstance(value, bool):
+        return float(value), None
     if isinstance(value, str):
         try:
-            return float(value)
+            return float(value), None
         except ValueError:
             pass
-    raise MclnfError(f"{source}: {where} must be float, got {value!r}")
+    return value, f"must be float, got {value!r}"
 
 
 def check_config(config: Any, source: str | None = None, prefix: str = "") -> None:
-    """Raise one :class:`MclnfError` line at the first field of the tree outside its ``Literal``
-    choices or its :class:`Range`, or at the first broken cross-field rule (a node's own fields
-    first, then its rules; configs built in code, from flags or recipes included)."""
+    """Raise one :class:`MclnfError` line at the first field of the tree that breaks its type,
+    ``Literal`` choices or :class:`Range`, or at the first broken cross-field rule (a node's own
+    fields first, then its rules; configs built in code, from flags or recipes included)."""
     hints = typing.get_type_hints(type(config), include_extras=True)
     lead = f"{source}: " if source else ""
     for item in dataclasses.fields(config):
@@ -301,37 +315,12 @@ def check_config(config: Any, source: str | None = None, prefix: str = "") -> No
         where = f"{prefix}{item.name}"
         if dataclasses.is_dataclass(value):
             check_config(value, source, f"{where}.")
-        elif problem := value_problem(value, hints[item.name]):
+            continue
+        _, problem = conform(value, hints[item.name])
+        if problem:
             raise MclnfError(f"{lead}{where} {problem}")
     if problem := rule_problem(config, prefix):
         raise MclnfError(f"{lead}{problem}")
-
-
-def value_problem(value: Any, hint: Any) -> str | None:
-    """Why ``value`` breaks the choices or ranges declared in ``hint`` (None when it does not)."""
-    origin, args = typing.get_origin(hint), typing.get_args(hint)
-    if origin is Annotated:
-        if problem := value_problem(value, args[0]):
-            return problem
-        for rule in args[1:]:
-            if isinstance(rule, Range) and isinstance(value, int | float):
-                if problem := rule.problem(value):
-                    return problem
-        return None
-    if origin is Literal:
-        return None if value in args else f"must be one of: {choices(args)}, got {value!r}"
-    if origin in (typing.Union, types.UnionType):
-        if value is None:
-            return None
-        options = [a for a in args if a is not type(None)]
-        return value_problem(value, options[0]) if len(options) == 1 else None
-    if origin in (tuple, list) and isinstance(value, tuple | list):
-        fixed = origin is tuple and args and args[-1] is not Ellipsis
-        items = args if fixed else (args[:1] * len(value) if args else ())
-        for v, item in zip(value, items, strict=False):
-            if problem := value_problem(v, item):
-                return problem
-    return None
 
 
 def numeric_fields_without_range(cls: type, prefix: str = "") -> list[str]:

@@ -4,6 +4,7 @@ ranges declared once per field and checked on every path, run settings shared by
 import dataclasses
 import typing
 
+import numpy
 import pytest
 
 from mclnf_dist.city.data import CityDataConfig
@@ -103,6 +104,9 @@ def cli_error(capsys, argv: list[str]) -> str:
         (["city", "--meta.algorithm", "magic"], "invalid choice 'magic' for argument"),
         (["signals", "--device", "tpu"], "invalid choice 'tpu' for argument '--device'"),
         (["report", "--sections", "faces", "sky"], "invalid choice 'sky'"),
+        (["city", "--bogus", "3"], "error: unrecognized arguments: --bogus 3 (see --help)"),
+        (["city", "--train.rounds", "abc"], "argument '--train.rounds': invalid literal for int"),
+        (["signals", "--device"], "error: argument '--device' needs a value (see --help)"),
         (["signals", "--recipe", "smell"], "unknown recipe 'smell' (expected one of: image,"),
     ],
 )
@@ -189,3 +193,9 @@ def test_check_config_catches_values_set_in_code():
     cfg.train.rounds, cfg.methods = 1, ("random", "magic")
     with pytest.raises(MclnfError, match=r"^methods must be one of: .*got 'magic'$"):
         check_config(cfg)
+    cfg.methods = ("random",)
+    cfg.train.rounds = "3"  # the one walker checks types too, not only ranges and choices
+    with pytest.raises(MclnfError, match=r"^train.rounds must be int, got '3'$"):
+        check_config(cfg)
+    cfg.train.rounds = numpy.int64(3)  # what a sweep's sampler may hand back
+    check_config(cfg)

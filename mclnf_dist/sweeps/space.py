@@ -226,10 +226,9 @@ def parse_param(source: str, pipeline: Pipeline, base_cfg: Any, key: Any, spec: 
     bounds = []
     for name in ("low", "high"):
         value = spec.get(name)
-        try:
-            number = as_float(value, where, name)
-        except MclnfError:
-            raise MclnfError(f"{where}: {name} must be a number, got {value!r}") from None
+        number, problem = as_float(value)
+        if problem:
+            raise MclnfError(f"{where}: {name} must be a number, got {value!r}")
         if not math.isfinite(number):
             raise MclnfError(f"{where}: {name} must be a finite number, got {value!r}")
         bounds.append(number)
