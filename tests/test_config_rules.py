@@ -12,7 +12,6 @@ import pytest
 
 from mclnf_dist.config import check_config, load_yaml_config, parse_config
 from mclnf_dist.config_rules import box_problem, name_problem
-from mclnf_dist.distributed.train_config import TrainConfig
 from mclnf_dist.errors import MclnfError
 from mclnf_dist.experiments.city_config import CityExperimentConfig
 from mclnf_dist.experiments.signals_config import SignalsConfig
@@ -68,10 +67,6 @@ CITY_CASES = [
     (
         ["--train.num-workers", "3", "--data.meta-blocks", "0", "1"],
         r"^train\.num_workers=3 is more than the 2 data\.meta_blocks \[0, 1\]",
-    ),
-    (
-        ["--train.rounds", "5", "--train.fail-at-round", "6"],
-        r"^train\.fail_at_round=6 is after the last round train\.rounds=5",
     ),
     (
         ["--meta.algorithm", "reptile", "--fim.fim-lambda", "1", "--fim.apply-to", "both"],
@@ -141,7 +136,6 @@ def test_signals_rules(flags, message):
             r"^scene_box is empty or inverted on y",
         ),
         (lambda: SweepConfig(name="../x"), r"^name='\.\./x' is not a safe name"),
-        (lambda: TrainConfig(rounds=2, fail_at_round=3), r"^fail_at_round=3 is after"),
     ],
 )
 def test_rules_of_configs_built_in_code(build, message):

@@ -40,9 +40,10 @@ class WorkerJob:
     server_namespace: str | None
     cpus_per_worker: int
     seed: int
-    fail_at_round: int = -1
-    """Testing only: rank 1 raises at this round once (an injected worker death)."""
-    fail_marker: str = ""
+    die_at_round: int | None = None
+    """An injected fault (:mod:`mclnf_dist.faults`): rank 1 dies at this round, once."""
+    died_marker: str = ""
+    """The file that says the injected death has happened (so the restarted group goes on)."""
     schedule: str = "modular"
     """:func:`~mclnf_dist.meta.meta_learning.block_episode`'s: ``modular`` (maml, mod, mim) or
     ``sequential`` (oml)."""
@@ -113,6 +114,6 @@ def train_loop_per_worker(config: dict) -> None:
 
 
 def maybe_fail(job: WorkerJob, rank: int, version: int) -> None:
-    if rank == 1 and version == job.fail_at_round and not os.path.exists(job.fail_marker):
-        open(job.fail_marker, "w").close()  # only the first attempt dies
+    if rank == 1 and version == job.die_at_round and not os.path.exists(job.died_marker):
+        open(job.died_marker, "w").close()  # only the first attempt dies
         os._exit(1)  # a hard worker death, not a Python exception

@@ -6,7 +6,6 @@ from dataclasses import dataclass
 from typing import Annotated, Literal
 
 from mclnf_dist.config import NonNegativeInt, PositiveFloat, PositiveInt, Range
-from mclnf_dist.config_rules import cross_field_rule
 from mclnf_dist.errors import MclnfError
 
 Precision = Literal["auto", "fp32", "bf16"]
@@ -34,18 +33,6 @@ class TrainConfig:
     """Asynchronous mode: oldest version a gradient may be computed on."""
     max_failures: Annotated[int, Range(ge=0, special=((-1, "no limit"),))] = 2
     """Worker-group restarts Ray Train may do before the run fails (-1: no limit)."""
-    fail_at_round: Annotated[int, Range(ge=1, special=((-1, "never"),))] = -1
-    """Testing only: worker rank 1 dies (os._exit) at this round, once per run name (-1: never)."""
-
-
-@cross_field_rule(TrainConfig)
-def failure_within_rounds(cfg: TrainConfig, prefix: str) -> str | None:
-    if cfg.fail_at_round == -1 or cfg.fail_at_round <= cfg.rounds:
-        return None
-    return (
-        f"{prefix}fail_at_round={cfg.fail_at_round} is after the last round "
-        f"{prefix}rounds={cfg.rounds} (the failure would never happen; expected <= rounds or -1)"
-    )
 
 
 @dataclass

@@ -42,6 +42,7 @@ from mclnf_dist.evaluation.protocol import MethodContext, MethodResult, evaluate
 from mclnf_dist.evaluation.tables import results_table
 from mclnf_dist.experiments.city_config import CityExperimentConfig
 from mclnf_dist.experiments.recipes import recipes_for
+from mclnf_dist.faults import WORKER_DEATH_ROUND, armed
 from mclnf_dist.fields.stacked_mlp import Params
 from mclnf_dist.interrupts import install_signal_handlers, on_interrupt
 from mclnf_dist.jobs.city_preflight import preflight_city
@@ -361,8 +362,8 @@ def worker_job(
         server_namespace=None,
         cpus_per_worker=cfg.train.cpus_per_worker,
         seed=cfg.run.seed,
-        fail_at_round=cfg.train.fail_at_round,
-        fail_marker=f"{storage.rstrip('/')}/{run_name}/worker-failed-once",
+        die_at_round=armed(WORKER_DEATH_ROUND),
+        died_marker=f"{storage.rstrip('/')}/{run_name}/worker-failed-once",
         schedule=key.schedule,
         label=f"meta-train {key}",
         avoid_blocks=city.non_meta_blocks,

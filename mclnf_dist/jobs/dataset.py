@@ -31,13 +31,6 @@ if TYPE_CHECKING:
 
 
 @dataclass
-class IngestFlags(IngestOptions):
-    """:class:`IngestOptions` as flags, without the test-only crash switch."""
-
-    fail_chunk: tyro.conf.Suppress[int | None] = None
-
-
-@dataclass
 class MakeCity:
     """Render a procedural city scene (transforms.json)."""
 
@@ -56,7 +49,9 @@ class Ingest:
     """Store root: a local folder or s3://bucket/prefix."""
     num_cpus: int | None = None
     """CPUs for a local Ray (if none is running)."""
-    ingest: Annotated[IngestFlags, tyro.conf.OmitArgPrefixes] = field(default_factory=IngestFlags)
+    ingest: Annotated[IngestOptions, tyro.conf.OmitArgPrefixes] = field(
+        default_factory=IngestOptions
+    )
 
 
 @dataclass

@@ -21,6 +21,7 @@ import torch
 
 from mclnf_dist.config import flatten
 from mclnf_dist.errors import MclnfError
+from mclnf_dist.faults import INGEST_CHUNK, armed
 from mclnf_dist.nerf.rays import camera_rays, near_far_from_box
 from mclnf_dist.raystore.store import (
     MANIFEST_FILE,
@@ -78,14 +79,21 @@ def frame_rays(scene, frame, image_id: int, clip_to_box: bool) -> dict[str, np.n
 
 
 def write_chunk(
-    scene, uri: str, chunk: int, frame_ids: list[int], partition: dict, options: dict
+    scene,
+    uri: str,
+    chunk: int,
+    frame_ids: list[int],
+    partition: dict,
+    options: dict,
+    crash: bool = False,
 ) -> list[dict]:
     """Route the rays of frames ``frame_ids`` to blocks and write one shard per block (its rows
     in a random order seeded by (block, chunk) if ``shuffle_rows``: a redone chunk writes the same
     bytes).
 
     Runs inside a Ray task. Returns the shard records, also written as the chunk's done-marker
-    (atomically, after every shard), which is what makes the chunk count as done.
+    (atomically, after every shard), which is what makes the chunk count as done. ``crash``
+    (an injected fault, :mod:`mclnf_dist.faults`) raises after the first shard.
     """
     opts = IngestOptions(**options)
     blocks = BlockPartition.from_dict(partition)
@@ -104,7 +112,7 @@ def write_chunk(
     for block, parts in sorted(per_block.items()):
         columns = {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
         records.append(write_shard(fs, root, block, chunk, columns, opts))
-        if opts.fail_chunk == chunk:
+        if crash:
             raise RuntimeError(f"injected failure in chunk {chunk} after writing one shard")
     write_atomic(join(root, CHUNK_DIR, f"chunk-{chunk:05d}.json"), records, fs=fs)
     return records
@@ -260,7 +268,10 @@ def run_chunks(scene, uri, chunks, todo, partition, opts, done) -> list[tuple[in
     if env:  # workers may predate these settings (a test's S3 server, a MinIO endpoint)
         task = task.options(runtime_env={"env_vars": env})
     scene_ref, part = ray.put(scene), partition.to_dict()
-    pending = {task.remote(scene_ref, uri, c, chunks[c], part, asdict(opts)): c for c in todo}
+    crash = armed(INGEST_CHUNK)
+    pending = {
+        task.remote(scene_ref, uri, c, chunks[c], part, asdict(opts), c == crash): c for c in todo
+    }
     total = sum(scene.frames[i].width * scene.frames[i].height for c in todo for i in chunks[c])
     bar = progress_bar(total, opts.progress)
     failures, started = [], time.perf_counter()

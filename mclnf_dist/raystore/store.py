@@ -122,8 +122,6 @@ class IngestOptions:
     """Leave out frames whose image file is missing (else: stop, naming the first)."""
     compression: str = "lz4"
     """Parquet codec (lz4 read fastest here, ~10% faster than snappy, as compact)."""
-    fail_chunk: NonNegativeInt | None = None
-    """Testing only: the task of this chunk raises after writing one shard (a simulated crash)."""
     progress: bool = True
     """Show a progress bar (rays/s, ETA) on stderr."""
 
@@ -143,7 +141,7 @@ class IngestOptions:
         return {
             k: v
             for k, v in asdict(self).items()
-            if k not in ("fail_chunk", "progress") and not (k in later and later[k] == v)
+            if k != "progress" and not (k in later and later[k] == v)
         }
 
 

@@ -17,6 +17,7 @@ from pathlib import Path
 import pytest
 from mlflow.tracking import MlflowClient
 
+from mclnf_dist import faults
 from mclnf_dist.cli import run_with_clean_errors
 from mclnf_dist.config import parse_config
 from mclnf_dist.distributed.checkpoints import CheckpointStore
@@ -122,9 +123,10 @@ def test_two_worker_run_tracks_everything(ray_local, tmp_path, pixel_leaks):
         assert store.versions()[-1] == len(history[key]) == 3
 
 
-def test_killed_worker_is_replaced_and_the_run_completes(ray_local, tmp_path):
+def test_killed_worker_is_replaced_and_the_run_completes(ray_local, tmp_path, monkeypatch):
     run = f"b{time.time_ns()}"
-    argv = args(tmp_path, run, 4, "--train.fail-at-round", "2", "--methods", "random", "maml")
+    monkeypatch.setenv(faults.WORKER_DEATH_ROUND, "2")  # armed in the driver, shipped to rank 1
+    argv = args(tmp_path, run, 4, "--methods", "random", "maml")
     run_city(parse_config(CityExperimentConfig, argv))
     folder = Path(run_folder(str(tmp_path / "runs"), run))
     assert (folder / "meta-mse" / "worker-failed-once").exists()  # it did die

@@ -13,6 +13,7 @@ import pyarrow.parquet as pq
 import pytest
 import torch
 
+from mclnf_dist import faults
 from mclnf_dist.errors import MclnfError
 from mclnf_dist.nerf.rays import camera_rays
 from mclnf_dist.raystore.ingest import ingest_scene
@@ -167,11 +168,15 @@ def test_store_from_before_shuffle_rows_is_read_but_never_overwritten(scene, cle
         ingest_scene(scene[0], uri, IngestOptions(**OPTIONS))
 
 
-def test_crash_then_resume_gives_exactly_the_clean_result(scene, clean_store, tmp_path):
+def test_crash_then_resume_gives_exactly_the_clean_result(
+    scene, clean_store, tmp_path, monkeypatch
+):
     clean_uri, clean = clean_store
     uri = str(tmp_path / "rays")
+    monkeypatch.setenv(faults.INGEST_CHUNK, "1")
     with pytest.raises(MclnfError, match=r"chunk 1 \(frames 2\.\.3\).*injected failure"):
-        ingest_scene(scene[0], uri, IngestOptions(**OPTIONS, fail_chunk=1))
+        ingest_scene(scene[0], uri, IngestOptions(**OPTIONS))
+    monkeypatch.delenv(faults.INGEST_CHUNK)
     assert not os.path.exists(f"{uri}/manifest.json")
     assert not os.path.exists(f"{uri}/_chunks/chunk-00001.json")
     partial = [n for n in Path(uri).glob("block=*/part-00001.parquet")]
