@@ -207,7 +207,7 @@ def meta_training_pixel_leaks(report: dict, train_uri: str, avoid: bool = True) 
         stream = episode_stream(
             train_uri, block, avoided, train["rays_per_task"], seed, ("image_id", "pixel")
         )
-        for _ in range(min(train["rounds"], 8)):
+        for _ in range(min(report["config"]["meta"]["outer_steps"], 8)):
             batch = next(stream)
             ids = zip(batch["image_id"].tolist(), batch["pixel"].tolist(), strict=True)
             drawn += len(batch["pixel"])

@@ -95,7 +95,7 @@ def cli_error(capsys, argv: list[str]) -> str:
 @pytest.mark.parametrize(
     "argv,expected",
     [
-        (["city", "--train.rounds", "-5"], "error: train.rounds must be >= 1, got -5"),
+        (["city", "--meta.outer-steps", "-5"], "error: meta.outer_steps must be >= 1, got -5"),
         (["signals", "--meta.inner-steps", "0"], "error: meta.inner_steps must be >= 1, got 0"),
         (["city", "--fim.beta", "1.5"], "error: fim.beta must be >= 0 and <= 1, got 1.5"),
         (["city", "--workers", "-3"], "error: workers must be >= 0 (or -1: auto), got -3"),
@@ -105,7 +105,7 @@ def cli_error(capsys, argv: list[str]) -> str:
         (["signals", "--device", "tpu"], "invalid choice 'tpu' for argument '--device'"),
         (["report", "--sections", "faces", "sky"], "invalid choice 'sky'"),
         (["city", "--bogus", "3"], "error: unrecognized arguments: --bogus 3 (see --help)"),
-        (["city", "--train.rounds", "abc"], "argument '--train.rounds': invalid literal for int"),
+        (["city", "--meta.outer-steps", "x"], "argument '--meta.outer-steps': invalid literal for"),
         (["signals", "--device"], "error: argument '--device' needs a value (see --help)"),
         (["signals", "--recipe", "smell"], "unknown recipe 'smell' (expected one of: image,"),
     ],
@@ -187,15 +187,15 @@ def test_choice_tuples_are_derived_from_their_literals():
 
 def test_check_config_catches_values_set_in_code():
     cfg = CityExperimentConfig()
-    cfg.train.rounds = 0
-    with pytest.raises(MclnfError, match=r"^train.rounds must be >= 1, got 0$"):
+    cfg.meta.outer_steps = 0
+    with pytest.raises(MclnfError, match=r"^meta.outer_steps must be >= 1, got 0$"):
         check_config(cfg)
-    cfg.train.rounds, cfg.methods = 1, ("random", "magic")
+    cfg.meta.outer_steps, cfg.methods = 1, ("random", "magic")
     with pytest.raises(MclnfError, match=r"^methods must be one of: .*got 'magic'$"):
         check_config(cfg)
     cfg.methods = ("random",)
-    cfg.train.rounds = "3"  # the one walker checks types too, not only ranges and choices
-    with pytest.raises(MclnfError, match=r"^train.rounds must be int, got '3'$"):
+    cfg.meta.outer_steps = "3"  # the one walker checks types too, not only ranges and choices
+    with pytest.raises(MclnfError, match=r"^meta.outer_steps must be int, got '3'$"):
         check_config(cfg)
-    cfg.train.rounds = numpy.int64(3)  # what a sweep's sampler may hand back
+    cfg.meta.outer_steps = numpy.int64(3)  # what a sweep's sampler may hand back
     check_config(cfg)

@@ -21,10 +21,6 @@ class TrainConfig:
     """CPUs (and torch threads) per worker."""
     use_gpu: bool = False
     """One GPU per worker (CUDA is used inside a worker whenever it has one)."""
-    rounds: PositiveInt = 300
-    """Meta-rounds (one synchronous outer step each). On the demo city's validation views the
-    held-out blocks' PSNR after 16 steps still rises at 160 rounds (``docs/results/defaults/
-    city.md``), so the budget is past that, not at a measured plateau."""
     rays_per_task: PositiveInt = 256
     """Rays per block in the inner loop (the same number again are the query)."""
     asynchronous: bool = False

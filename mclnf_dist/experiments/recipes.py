@@ -169,7 +169,7 @@ def city_demo_quick() -> CityExperimentConfig:
     helping up to 160; 40 keeps the report's equal-parameter runs (one network 6x wider,
     meta-trained twice per seed) inside the time budget."""
     cfg = city_demo()
-    cfg.train.rounds, cfg.adapt.max_steps, cfg.score_views = 40, 32, 12
+    cfg.meta.outer_steps, cfg.adapt.max_steps, cfg.score_views = 40, 32, 12
     cfg.block.steps, cfg.render_views = 32, 2
     return cfg
 
@@ -180,7 +180,7 @@ def city_demo_tiny() -> CityExperimentConfig:
     data = cfg.data
     data.blocks_x, data.blocks_y, data.image_size, data.views_per_block = 2, 2, 24, 4
     data.fit_rays_per_block, data.score_rays_per_block = 256, 128
-    cfg.train.num_workers, cfg.train.rounds, cfg.train.rays_per_task = 1, 2, 64
+    cfg.train.num_workers, cfg.meta.outer_steps, cfg.train.rays_per_task = 1, 2, 64
     cfg.adapt.max_steps, cfg.adapt.batch_size = 2, 64
     cfg.block.steps, cfg.block.batch_rays, cfg.block.probe_rays = 4, 128, 128
     return cfg

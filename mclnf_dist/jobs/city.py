@@ -182,7 +182,7 @@ def meta_training_leakage(
     """:func:`meta_training_overlap` of the job's meta-training streams over its first rounds (up
     to :data:`OVERLAP_RAYS_PER_BLOCK` rays per block): ``overlap_fraction`` must be 0."""
     per_round = 2 * cfg.train.rays_per_task
-    rounds = max(1, min(cfg.train.rounds, OVERLAP_RAYS_PER_BLOCK // per_round))
+    rounds = max(1, min(cfg.meta.outer_steps, OVERLAP_RAYS_PER_BLOCK // per_round))
     leakage = meta_training_overlap(
         city.train_uri,
         city.meta_blocks,
@@ -306,7 +306,7 @@ def meta_train_objective(
     the run's own checkpoint folder)."""
     log.info(
         f"meta-training theta_0 ({key} inner loss) on blocks {city.meta_blocks} with "
-        f"{cfg.train.num_workers} workers, {cfg.train.rounds} rounds"
+        f"{cfg.train.num_workers} workers, {cfg.meta.outer_steps} rounds"
     )
     random_init = init_radiance_params(field_cfg, 1, torch.Generator().manual_seed(cfg.run.seed))
     job = worker_job(cfg, key, field_cfg, city, storage)
@@ -357,7 +357,7 @@ def worker_job(
         data_uri=city.train_uri,
         blocks=city.meta_blocks,
         rays_per_task=cfg.train.rays_per_task,
-        rounds=cfg.train.rounds,
+        rounds=cfg.meta.outer_steps,
         server_name=f"meta-init-{cfg.run_name}-{key}-{unique}",
         server_namespace=None,
         cpus_per_worker=cfg.train.cpus_per_worker,

@@ -61,7 +61,7 @@ def setup_table(done: list[tuple[Any, dict]]) -> str:
             segments = f"{len(blocks['order'])} blocks"
             field = f"{mlp['kind']} {mlp['depth']}x{mlp['width']}, {c['field']['num_samples']} pts"
             training = (
-                f"{c['train']['rounds']} rounds x {c['train']['rays_per_task']} rays/block, "
+                f"{c['meta']['outer_steps']} rounds x {c['train']['rays_per_task']} rays/block, "
                 f"{meta['inner_steps']} inner steps"
             )
         else:

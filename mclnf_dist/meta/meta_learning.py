@@ -54,7 +54,9 @@ class MetaConfig:
     outer_lr: PositiveFloat = 1e-4
     """Outer Adam learning rate (DESIGN: 1e-5 for large models; small models want more)."""
     outer_steps: PositiveInt = 300
-    """Meta-training steps (meta-batches)."""
+    """The meta budget: outer updates (a meta-batch of signals each; in the city one synchronous
+    round of the Train workers). Sweeps' schedulers count in it. The city's budget is chosen on
+    validation views in ``docs/results/defaults/city.md``."""
     meta_batch_size: PositiveInt = 8
     """Signals per meta-batch (each contributes one task per segment when modular)."""
     rows_per_segment: Annotated[int, Range(ge=1, special=((0, "all rows"),))] = 0

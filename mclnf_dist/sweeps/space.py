@@ -3,7 +3,7 @@
 A space file (``tune_spaces/*.yaml``)::
 
     pipeline: city                 # city | signals
-    base: {recipe: city-demo, train: {rounds: 60}}   # every trial's config (as --config YAML)
+    base: {recipe: city-demo, meta: {outer_steps: 60}}   # every trial's config (as --config YAML)
     metric: {name: val_psnr, adapt_step: 16, every: 10}
     space:
       fim.fim_lambda: {dist: loguniform, low: 0.01, high: 2.0}
@@ -18,7 +18,7 @@ or the recipe ``base`` names <- ``base`` <- the sampled values, all through
 the ends of a sampled range are checked when the file is loaded). ``metric``:
 ``val_psnr`` is the validation PSNR after ``adapt_step`` adaptation steps from the trial's current
 ``theta_0``, measured (and reported to Tune) every ``every`` meta-rounds. The trial's number of
-meta-rounds is the pipeline's own budget field (city ``train.rounds``, signals
+meta-rounds is the pipeline's own budget field (city ``meta.outer_steps``, signals
 ``meta.outer_steps``), set in ``base`` and never swept: it is the schedulers' time axis.
 
 Problems are :class:`MclnfError` lines naming the file and the key (with the nearest valid keys).

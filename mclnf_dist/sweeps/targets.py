@@ -17,7 +17,7 @@ episode, and a validation score of a ``theta_0``. Validation data are never meta
 import dataclasses
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, ClassVar
 
 import torch
 
@@ -265,20 +265,21 @@ def prepare_signals_target(cfg: Any, log: ProgressLog) -> SignalsPrepared:
 
 @dataclass(frozen=True)
 class Pipeline:
-    """A pipeline a sweep can target: its config class (whose recipes a space's ``base`` may name),
-    its budget field, its data preparation."""
+    """A pipeline a sweep can target: its config class (whose recipes a space's ``base`` may name)
+    and its data preparation."""
 
     name: str
     config_class: Callable[[], Any]
-    budget_key: str
-    """Dotted path of the number of meta-rounds (the trials' time axis; never swept)."""
     prepare: Callable[[Any, ProgressLog], Any]
+    budget_key: ClassVar[str] = "meta.outer_steps"
+    """Dotted path of the meta budget, the same in every pipeline (the trials' time axis; never
+    swept)."""
 
 
 def pipelines() -> dict[str, Pipeline]:
     """The registry (built on call: importing the experiments is slow)."""
 
     return {
-        "city": Pipeline("city", CityExperimentConfig, "train.rounds", prepare_city_target),
-        "signals": Pipeline("signals", SignalsConfig, "meta.outer_steps", prepare_signals_target),
+        "city": Pipeline("city", CityExperimentConfig, prepare_city_target),
+        "signals": Pipeline("signals", SignalsConfig, prepare_signals_target),
     }

@@ -44,7 +44,7 @@ TINY = [
 def args(work: Path, run: str, rounds: int, *extra: str) -> list[str]:
     return [
         *TINY,
-        "--train.rounds", str(rounds),
+        "--meta.outer-steps", str(rounds),
         "--data.work-dir", str(work),
         "--tracking-uri", f"sqlite:///{work / 'mlflow.db'}",
         "--run-name", run,
@@ -84,7 +84,7 @@ def check_outputs(work: Path, rounds: int, methods: list[str], keys: list[str]) 
 
     client, run = finished_run(tracked)
     params = run.data.params
-    assert params["train.rounds"] == str(rounds) and params["train.num_workers"] == "2"
+    assert params["meta.outer_steps"] == str(rounds) and params["train.num_workers"] == "2"
     assert params["data.blocks_x"] == "2" and params["run_name"]
     history = {}
     for key in keys:

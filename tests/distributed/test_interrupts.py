@@ -27,7 +27,7 @@ TINY = [
     "--data.fit-rays-per-block", "512", "--data.score-rays-per-block", "256",
     "--render-views", "1", "--data.image-size", "24", "--data.views-per-block", "4",
     "--data.blocks-x", "2", "--data.blocks-y", "1", "--data.meta-blocks", "0",
-    "--train.num-workers", "1", "--train.rounds", "40", "--train.rays-per-task", "64",
+    "--train.num-workers", "1", "--meta.outer-steps", "40", "--train.rays-per-task", "64",
     "--workers", "0", "--experiment", "interrupts", "--run-name", "ctrl-c",
 ]  # fmt: skip
 

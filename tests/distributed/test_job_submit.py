@@ -126,7 +126,7 @@ def test_ray_job_submit_runs_the_city_job(ray_head):
     try:
         pipeline = [
             "python", "pipelines/city_nerf.py",
-            "--train.rounds", "3", "--adapt.max-steps", "4", "--render-views", "1",
+            "--meta.outer-steps", "3", "--adapt.max-steps", "4", "--render-views", "1",
             "--block.steps", "4", "--block.batch-rays", "128", "--block.probe-rays", "128",
             "--data.fit-rays-per-block", "512", "--data.score-rays-per-block", "256",
             "--data.image-size", "24", "--data.views-per-block", "4",

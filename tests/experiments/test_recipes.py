@@ -31,7 +31,7 @@ def test_no_recipe_means_the_defaults_of_the_readme_commands():
     assert parse_config(SignalsConfig, [], recipes=SIGNALS) == recipe("image") == SignalsConfig()
     city = parse_config(CityExperimentConfig, [], recipes=CITY)
     assert city == recipe("city-demo") == CityExperimentConfig()
-    assert (city.train.rounds, city.adapt.max_steps, city.methods) == (
+    assert (city.meta.outer_steps, city.adapt.max_steps, city.methods) == (
         300,
         64,
         ("random", "mod-random", "maml", "mod", "mim"),
@@ -64,14 +64,14 @@ def test_signal_recipes_hold_their_budgets(
 
 def test_city_recipes_hold_their_report_budgets():
     quick = recipe("city-demo-quick")
-    assert (quick.train.rounds, quick.block.steps, quick.render_views) == (40, 32, 2)
+    assert (quick.meta.outer_steps, quick.block.steps, quick.render_views) == (40, 32, 2)
     assert (quick.adapt.max_steps, quick.score_views) == (32, 12)
     default = CityExperimentConfig().adapt  # the one plan, chosen at the quick budget
     assert (quick.adapt.adam_lr, quick.adapt.sgd_steps) == (default.adam_lr, default.sgd_steps)
     assert recipe("city-demo-full").adapt.max_steps == 256
     tiny = recipe("city-demo-tiny")
     assert (tiny.data.blocks_x, tiny.data.blocks_y, tiny.data.image_size) == (2, 2, 24)
-    assert (tiny.train.num_workers, tiny.train.rounds, tiny.train.rays_per_task) == (1, 2, 64)
+    assert (tiny.train.num_workers, tiny.meta.outer_steps, tiny.train.rays_per_task) == (1, 2, 64)
     assert (tiny.adapt.max_steps, tiny.adapt.batch_size, tiny.render_views, tiny.workers) == (
         2,
         64,

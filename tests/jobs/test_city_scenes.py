@@ -25,7 +25,7 @@ from mclnf_dist.scenes.scene import load_frame_image, load_scene
 
 ROOT = Path(__file__).resolve().parents[2]
 TINY = [
-    "--train.rounds", "2",
+    "--meta.outer-steps", "2",
     "--train.num-workers", "1",
     "--adapt.max-steps", "4",
     "--block.steps", "4", "--block.batch-rays", "128", "--block.probe-rays", "128",

@@ -21,7 +21,8 @@ pipeline: city
 base:
   data: {{work_dir: {work}, blocks_x: 2, blocks_y: 2, image_size: 16, views_per_block: 3,
           fit_rays_per_block: 128, score_rays_per_block: 128}}
-  train: {{rounds: 4, rays_per_task: 32, num_workers: 1}}
+  meta: {{outer_steps: 4}}
+  train: {{rays_per_task: 32, num_workers: 1}}
   field: {{num_samples: 8, mlp: {{width: 16}}}}
 metric: {{name: val_psnr, adapt_step: 2, every: 4}}
 space:
@@ -44,7 +45,7 @@ def test_sweep_trial_and_city_job_meta_train_alike(tmp_path: Path, ray_local):
     finally:
         torch.set_num_threads(previous)
     trial_theta0 = states[-1]["store"]["theta0"]
-    assert states[-1]["store"]["version"] == cfg.train.rounds
+    assert states[-1]["store"]["version"] == cfg.meta.outer_steps
 
     field = city_field(cfg.field, prepared.scene)
     assert CityTask(cfg, prepared, torch.device("cpu")).field == field
@@ -60,7 +61,7 @@ def test_sweep_trial_and_city_job_meta_train_alike(tmp_path: Path, ray_local):
         "shared",
         str(tmp_path / "runs"),
     )
-    assert len(history) == cfg.train.rounds
+    assert len(history) == cfg.meta.outer_steps
     moved = max(float((job_theta0[k] - init[k]).abs().max()) for k in init)
     assert moved > 1e-4  # meta-training changed theta_0, so equality below means something
     for key in init:

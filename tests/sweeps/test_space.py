@@ -31,7 +31,7 @@ def write(tmp_path: Path, text: str) -> Path:
 
 VALID = """
 pipeline: city
-base: {train: {rounds: 30}, data: {blocks_x: 2}}
+base: {meta: {outer_steps: 30}, data: {blocks_x: 2}}
 metric: {name: val_psnr, adapt_step: 8, every: 10}
 space:
   fim.fim_lambda: {dist: loguniform, low: 1e-2, high: 2.0}
@@ -58,7 +58,7 @@ def test_a_valid_file_becomes_a_tune_space_and_trial_configs(tmp_path):
     assert isinstance(cfg, CityExperimentConfig)
     assert cfg.fim.fim_lambda == 0.3 and cfg.meta.inner_steps == 3
     assert type(cfg.meta.inner_steps) is int  # not numpy's
-    assert cfg.train.rounds == 30 and cfg.data.blocks_x == 2  # the base
+    assert cfg.meta.outer_steps == 30 and cfg.data.blocks_x == 2  # the base
     assert cfg.meta.inner_lr == CityExperimentConfig().meta.inner_lr  # the defaults
 
 
@@ -121,7 +121,7 @@ def test_signals_trial_configs_start_from_the_recipe_base_names(tmp_path):
         ),
         ("fim.beta: {dist: uniform, low: 0.5, high: 2}", "fim.beta must be >= 0 and <= 1, got 2.0"),
         ("meta.outer_lr: {dist: choice, values: [0.1, -1]}", "meta.outer_lr must be > 0, got -1.0"),
-        ("train.rounds: {dist: choice, values: [10, 20]}", "is the trials' budget"),
+        ("meta.outer_steps: {dist: choice, values: [10, 20]}", "is the trials' budget"),
     ],
 )
 def test_a_bad_space_entry_is_one_line_naming_the_file_and_key(tmp_path, entry, expected):
@@ -166,9 +166,9 @@ def test_a_bad_space_entry_is_one_line_naming_the_file_and_key(tmp_path, entry, 
             "base.recipe: unknown recipe 'image' (expected one of: city-demo",
         ),
         (
-            "pipeline: city\nbase: {train: {rounds: -5}}\n"
+            "pipeline: city\nbase: {meta: {outer_steps: -5}}\n"
             "space: {run.seed: {dist: grid, values: [0]}}",
-            "base.train.rounds must be >= 1, got -5",
+            "base.meta.outer_steps must be >= 1, got -5",
         ),
     ],
 )

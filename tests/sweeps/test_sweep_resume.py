@@ -19,7 +19,8 @@ pipeline: city
 base:
   data: {{work_dir: {work}, blocks_x: 2, blocks_y: 2, image_size: 24, views_per_block: 4,
           fit_rays_per_block: 256, score_rays_per_block: 256}}
-  train: {{rounds: 40, rays_per_task: 256}}
+  meta: {{outer_steps: 40}}
+  train: {{rays_per_task: 256}}
   field: {{num_samples: 16}}
 metric: {{name: val_psnr, adapt_step: 4, every: 4}}
 space:

@@ -22,7 +22,8 @@ pipeline: city
 base:
   data: {{work_dir: {work}, blocks_x: 2, blocks_y: 2, image_size: 24, views_per_block: 4,
           fit_rays_per_block: 256, score_rays_per_block: 256}}
-  train: {{rounds: 8, rays_per_task: 64}}
+  meta: {{outer_steps: 8}}
+  train: {{rays_per_task: 64}}
   field: {{num_samples: 16}}
 metric: {{name: val_psnr, adapt_step: 4, every: 2}}
 space:
@@ -107,7 +108,7 @@ def test_city_sweep_asha_mlflow_best_config_and_rerun(ray_local, tmp_path, mlflo
     cfg = parse_config(CityExperimentConfig, ["--config", str(folder / "best_config.yaml")])
     for key, value in best["params"].items():
         assert get_path(cfg, key) == pytest.approx(value), key
-    assert cfg.train.rounds == 8 and cfg.data.blocks_x == 2  # the base came along
+    assert cfg.meta.outer_steps == 8 and cfg.data.blocks_x == 2  # the base came along
     metrics = evaluate_config(str(folder / "best_config.yaml"), space)
     assert metrics["round"] == 8
     assert abs(metrics["val_psnr"] - best["val_psnr"]) < 0.5, (metrics, best)
