@@ -54,7 +54,7 @@ from mclnf_dist.nerf.field import (
 from mclnf_dist.progress import ProgressLog, quiet_logs
 from mclnf_dist.runs import RunFolders, RunLock, mark_complete, open_run
 from mclnf_dist.runtime import ensure_ray
-from mclnf_dist.scenes.scene import check_scene
+from mclnf_dist.scenes.scene import check_scene, reading_once
 from mclnf_dist.storage import check_store, write_atomic
 from mclnf_dist.tracking import Tracker
 
@@ -65,6 +65,7 @@ def main(argv: list[str]) -> None:
     run_city(parse_config(CityExperimentConfig, argv, description=__doc__, recipes=recipes))
 
 
+@reading_once()  # one run: the scene's splits are parsed once, however many phases read them
 def run_city(cfg: CityExperimentConfig) -> dict:
     """Run the whole city job; returns the JSON-able report."""
     check_config(cfg)  # configs built in code skip the command line's checks

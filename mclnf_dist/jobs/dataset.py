@@ -24,6 +24,7 @@ from mclnf_dist.raystore.ingest import check_ingest_scene, ingest_scene
 from mclnf_dist.raystore.store import IngestOptions, load_manifest, verify_store
 from mclnf_dist.runtime import ensure_ray
 from mclnf_dist.scenes.demo_city import CityConfig, make_city
+from mclnf_dist.scenes.scene import reading_once
 from mclnf_dist.storage import check_store
 
 if TYPE_CHECKING:
@@ -79,6 +80,7 @@ Command = (
 )
 
 
+@reading_once()  # the check and the ingest read the scene once
 def main(argv: list[str]) -> None:
     """Run ``mclnf dataset <make-city | ingest | info | verify> ...``."""
     description = __doc__.split("\n")[0]

@@ -25,7 +25,7 @@ from mclnf_dist.preflight import check_writable
 from mclnf_dist.progress import ProgressLog
 from mclnf_dist.runs import city_model_folder
 from mclnf_dist.scenes.camera_paths import flyover_frames, orbit_frames, scaled
-from mclnf_dist.scenes.scene import Frame, Scene, load_scene
+from mclnf_dist.scenes.scene import Frame, Scene, load_scene, reading_once
 from mclnf_dist.storage import write_png
 
 PATHS = ("held-out", "orbit", "fly-over")
@@ -57,6 +57,7 @@ class RenderConfig:
     """Where to render: ``auto`` (CUDA when present), ``cpu`` or ``cuda``."""
 
 
+@reading_once()
 def main(argv: list[str]) -> None:
     """Entry point of ``mclnf render``."""
     render(parse_config(RenderConfig, argv, description=__doc__))

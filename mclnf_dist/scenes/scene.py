@@ -21,9 +21,12 @@ the frame index and ``file_path``, and what was expected; all of them (images' h
 are found when the scene is loaded, before any work.
 """
 
+import contextlib
+import dataclasses
 import glob
 import json
 import os
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -33,6 +36,7 @@ from PIL import Image, UnidentifiedImageError
 from mclnf_dist.errors import MclnfError
 from mclnf_dist.scenes.scene_bounds import scene_bounds
 from mclnf_dist.scenes.scene_cameras import (
+    READ_ONCE,
     Frame,
     block_average,
     frame_pose,
@@ -42,7 +46,7 @@ from mclnf_dist.scenes.scene_cameras import (
     view_cone,
 )
 
-__all__ = ["Frame", "Scene", "check_scene", "load_frame_image", "load_scene"]
+__all__ = ["Frame", "Scene", "check_scene", "load_frame_image", "load_scene", "reading_once"]
 
 SPLIT_ORDER = ("train", "val", "test")
 
@@ -114,6 +118,19 @@ def read_transforms(path: str) -> dict:
     return meta
 
 
+@contextlib.contextmanager
+def reading_once() -> Iterator[None]:
+    """Within this block each split of a scene is parsed once and each image header read once:
+    a job checks, partitions, ingests, scores and renders the same scene from many places, and a
+    parse opens every image's header. Outside a block every call reads the files afresh (a file
+    may have changed), so a job wraps one run in it, not the whole process."""
+    READ_ONCE.append({})
+    try:
+        yield
+    finally:
+        READ_ONCE.pop()
+
+
 def load_scene(
     root: str,
     split: str = "train",
@@ -132,6 +149,26 @@ def load_scene(
         skip_missing_images: leave out frames whose image file is missing (noted in
             ``box_note``) instead of stopping with an error naming the first.
     """
+    box = None if scene_box is None else tuple(np.asarray(scene_box, dtype=float).ravel())
+    key = ("scene", os.path.abspath(root), split, downscale, holdout_every, box)
+    key += (skip_missing_images,)
+    scene = READ_ONCE[-1].get(key) if READ_ONCE else None
+    if scene is None:
+        scene = parse_scene(root, split, downscale, holdout_every, scene_box, skip_missing_images)
+        if READ_ONCE:
+            READ_ONCE[-1][key] = scene
+    return dataclasses.replace(scene, frames=list(scene.frames))  # callers may reorder frames
+
+
+def parse_scene(
+    root: str,
+    split: str,
+    downscale: int,
+    holdout_every: int,
+    scene_box,
+    skip_missing_images: bool,
+) -> Scene:
+    """:func:`load_scene`'s work: the transforms files, every frame and image header."""
     if int(downscale) != downscale or downscale < 1:
         raise MclnfError(f"downscale must be a whole number >= 1, got {downscale}")
     files = find_transforms(root, split)

@@ -245,13 +245,25 @@ def find_image(where: str, folder: str, file_path: str) -> str:
     raise MclnfError(f"{where}: image file not found ({base})")
 
 
+READ_ONCE: list[dict] = []
+"""The memo of the innermost :func:`~mclnf_dist.scenes.scene.reading_once` block (empty outside
+one): parsed splits and image headers, keyed by what they were read with."""
+
+
 def image_size(where: str, image_path: str) -> tuple[int, int]:
-    """(width, height) from the image header (does not decode the pixels)."""
+    """(width, height) from the image header (does not decode the pixels; read once per
+    :func:`~mclnf_dist.scenes.scene.reading_once` block)."""
+    key = ("header", os.path.abspath(image_path))
+    if READ_ONCE and key in READ_ONCE[-1]:
+        return READ_ONCE[-1][key]
     try:
         with Image.open(image_path) as image:
-            return image.size
+            size = image.size
     except (UnidentifiedImageError, OSError) as error:
         raise MclnfError(f"{where}: cannot read image {image_path} ({error})") from None
+    if READ_ONCE:
+        READ_ONCE[-1][key] = size
+    return size
 
 
 def block_average(pixels: np.ndarray, factor: int) -> np.ndarray:

@@ -41,7 +41,7 @@ from mclnf_dist.meta.outer_loop import EpisodeSource, SignalEpisodes
 from mclnf_dist.nerf.field import init_radiance_params
 from mclnf_dist.progress import ProgressLog
 from mclnf_dist.runtime import ensure_ray
-from mclnf_dist.scenes.scene import Scene, check_scene
+from mclnf_dist.scenes.scene import Scene, check_scene, reading_once
 from mclnf_dist.signals.signal_set import SignalSet
 
 VALIDATION_FRACTION = 0.2
@@ -184,6 +184,7 @@ class CityPrepared:
         return CityTask(cfg, self, device, spec)
 
 
+@reading_once()
 def prepare_city_target(cfg: Any, log: ProgressLog) -> CityPrepared:
     """Generate (if needed) and ingest the city once; keep what the trials need."""
 

@@ -199,3 +199,28 @@ def test_bad_images_are_one_line_errors(tmp_path):
     os.remove(tmp_path / "images/f3.png")
     with pytest.raises(MclnfError, match=r"frame 3 .*image file not found"):
         load_frame_image(scene, scene.frames[3])
+
+
+def test_within_a_run_each_split_is_parsed_and_each_header_read_once(tmp_path, monkeypatch):
+    from mclnf_dist.scenes import scene as scene_module
+    from mclnf_dist.scenes import scene_cameras
+    from mclnf_dist.scenes.scene import check_scene, reading_once
+
+    root = nerfstudio_scene(tmp_path, frames=6)
+    parses, headers = [], []
+    parse, header = scene_module.read_transforms, scene_cameras.Image.open
+    monkeypatch.setattr(scene_module, "read_transforms", lambda p: parses.append(p) or parse(p))
+    monkeypatch.setattr(scene_cameras.Image, "open", lambda p: headers.append(p) or header(p))
+    with reading_once():
+        check_scene(root, ("train", "test"), holdout_every=3)  # all, train, test
+        first = load_scene(root, "train", holdout_every=3)
+        first.frames.reverse()  # a caller's own copy: the memo keeps its order
+        again = load_scene(root, "train", holdout_every=3)
+        assert [f.file_path for f in again.frames] == sorted(f.file_path for f in again.frames)
+        assert len(parses) == 3 and len(headers) == 6  # one header per image, whatever the split
+        load_scene(root, "train", holdout_every=2)  # other options: parsed again
+        assert len(parses) == 4
+    write_image(tmp_path / "images/f1.png", 5, 5)  # outside a run the files are read afresh
+    with pytest.raises(MclnfError, match=r"f1\.png"):
+        load_scene(root, "train", holdout_every=3)
+    assert len(parses) == 5
