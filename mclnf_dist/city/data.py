@@ -23,7 +23,7 @@ from mclnf_dist.raystore.store import IngestOptions, load_manifest
 from mclnf_dist.raystore.stream import read_block_rays
 from mclnf_dist.scenes.demo_city import CityConfig, make_city
 from mclnf_dist.scenes.partition import BlockPartition
-from mclnf_dist.scenes.scene import Scene, check_scene, load_scene
+from mclnf_dist.scenes.scene import Scene, check_scene, load_scene, scene_options
 from mclnf_dist.signals.signal_set import SignalSet
 
 
@@ -119,16 +119,6 @@ class CityData:
         """Every block of the partition that is not meta-trained on (held out or not in the order):
         no meta-training ray may cross one, since a ray is stored in every block it crosses."""
         return [b for b in range(self.partition.num_blocks) if b not in self.meta_blocks]
-
-
-def scene_options(cfg: CityDataConfig, scene_box=None) -> dict:
-    """The :func:`load_scene` arguments of the job (``scene_box``: ``--field.scene-box``)."""
-    return {
-        "downscale": cfg.downscale,
-        "holdout_every": cfg.holdout_every,
-        "scene_box": scene_box,
-        "skip_missing_images": cfg.skip_missing_images,
-    }
 
 
 def prepare_city(

@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 
 from mclnf_dist.city.blocks import block_phase
-from mclnf_dist.city.data import prepare_city, scene_options
+from mclnf_dist.city.data import prepare_city
 from mclnf_dist.city.init_asset import load_init, save_init
 from mclnf_dist.city.model import CityModel, load_city_model
 from mclnf_dist.city.results import ExtensionResult
@@ -29,7 +29,7 @@ from mclnf_dist.fields.stacked_mlp import Params
 from mclnf_dist.progress import ProgressLog
 from mclnf_dist.runs import RunFolders, city_model_folder
 from mclnf_dist.scenes.partition import BlockPartition, ground_axes, load_partition
-from mclnf_dist.scenes.scene import check_scene
+from mclnf_dist.scenes.scene import check_scene, scene_options
 
 
 def model_location(path: str) -> tuple[str, str]:

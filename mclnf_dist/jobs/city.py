@@ -21,7 +21,6 @@ from mclnf_dist.city.data import (
     blocks_as_segments,
     city_field,
     prepare_city,
-    scene_options,
 )
 from mclnf_dist.city.extend import extend_city
 from mclnf_dist.city.init_asset import load_init, save_init
@@ -54,7 +53,7 @@ from mclnf_dist.nerf.field import (
 from mclnf_dist.progress import ProgressLog, quiet_logs
 from mclnf_dist.runs import RunFolders, RunLock, mark_complete, open_run
 from mclnf_dist.runtime import ensure_ray
-from mclnf_dist.scenes.scene import check_scene, reading_once
+from mclnf_dist.scenes.scene import check_scene, reading_once, scene_options
 from mclnf_dist.storage import check_store, write_atomic
 from mclnf_dist.tracking import Tracker
 

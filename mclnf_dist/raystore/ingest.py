@@ -32,7 +32,7 @@ from mclnf_dist.raystore.store import (
 )
 from mclnf_dist.runtime import ensure_ray, worker_env
 from mclnf_dist.scenes.partition import PARTITION_FILE, BlockPartition
-from mclnf_dist.scenes.scene import check_scene, load_frame_image, load_scene
+from mclnf_dist.scenes.scene import check_scene, load_frame_image, load_scene, scene_options
 from mclnf_dist.storage import (
     filesystem_for,
     join,
@@ -163,7 +163,7 @@ def ingest_scene(
     opts = options or IngestOptions()
     fs, root = filesystem_for(uri)
     fs.invalidate_cache(root)
-    scene = load_scene(scene_root, opts.split, **scene_options(opts))
+    scene = load_scene(scene_root, opts.split, **scene_options(opts, opts.scene_box))
     source = {
         "split": opts.split,
         "transforms": Path(scene.transforms_file).name,
@@ -187,7 +187,7 @@ def ingest_scene(
     # The partition comes from the cameras of ALL splits, so the train and the test split of a
     # scene, ingested separately, are cut into the very same blocks.
     if partition is None:
-        every = load_scene(scene_root, "all", **scene_options(opts))
+        every = load_scene(scene_root, "all", **scene_options(opts, opts.scene_box))
         partition = BlockPartition.from_cameras(
             every.camera_centers(),
             opts.blocks_x,
@@ -233,17 +233,7 @@ def ingest_scene(
 def check_ingest_scene(scene_root: str, opts: IngestOptions) -> None:
     """Read the whole scene (split ``all``) and the split to ingest, as the ingest will: a bad
     file or frame is one :class:`MclnfError` line before any work (and before Ray starts)."""
-    check_scene(scene_root, (opts.split,), **scene_options(opts))
-
-
-def scene_options(opts: IngestOptions) -> dict:
-    """The :func:`load_scene` arguments an ingest's options fix."""
-    return {
-        "downscale": opts.downscale,
-        "holdout_every": opts.holdout_every,
-        "scene_box": opts.scene_box,
-        "skip_missing_images": opts.skip_missing_images,
-    }
+    check_scene(scene_root, (opts.split,), **scene_options(opts, opts.scene_box))
 
 
 def transforms_sha256(files: list[str]) -> str:

@@ -29,6 +29,7 @@ import os
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any, Protocol
 
 import numpy as np
 from PIL import Image, UnidentifiedImageError
@@ -116,6 +117,26 @@ def read_transforms(path: str) -> dict:
         if not isinstance(entry, dict):
             raise MclnfError(f"{path}: frame {index} is not an object")
     return meta
+
+
+class SceneReading(Protocol):
+    """A config that says how a scene is read: the city job's data config and an ingest's
+    options are both one (the same field names, checked by the same ranges)."""
+
+    downscale: int
+    holdout_every: int
+    skip_missing_images: bool
+
+
+def scene_options(reading: SceneReading, scene_box: Any = None) -> dict[str, Any]:
+    """The :func:`load_scene` keyword arguments of ``reading`` (``scene_box``: the field's explicit
+    box, or the ingest's)."""
+    return {
+        "downscale": reading.downscale,
+        "holdout_every": reading.holdout_every,
+        "scene_box": scene_box,
+        "skip_missing_images": reading.skip_missing_images,
+    }
 
 
 @contextlib.contextmanager

@@ -27,7 +27,6 @@ from mclnf_dist.city.data import (
     city_field,
     drawn_pixels,
     prepare_city,
-    scene_options,
 )
 from mclnf_dist.distributed.block_episodes import BlockRayEpisodes, worker_seed
 from mclnf_dist.errors import MclnfError
@@ -41,7 +40,7 @@ from mclnf_dist.meta.outer_loop import EpisodeSource, SignalEpisodes
 from mclnf_dist.nerf.field import init_radiance_params
 from mclnf_dist.progress import ProgressLog
 from mclnf_dist.runtime import ensure_ray
-from mclnf_dist.scenes.scene import Scene, check_scene, reading_once
+from mclnf_dist.scenes.scene import Scene, check_scene, reading_once, scene_options
 from mclnf_dist.signals.signal_set import SignalSet
 
 VALIDATION_FRACTION = 0.2
