@@ -3,12 +3,12 @@ job, the sweeps and the benches read. The defaults are the ``city-demo`` recipe.
 
 from dataclasses import dataclass
 from dataclasses import field as default
-from typing import Annotated
 
 from mclnf_dist.city.data import CityDataConfig, blocks_problem
-from mclnf_dist.config import NonNegativeInt, Range
+from mclnf_dist.config import NonNegativeInt
 from mclnf_dist.config_rules import cross_field_rule, name_problem
 from mclnf_dist.distributed.train_config import BlockTrainingConfig, TrainConfig
+from mclnf_dist.experiments.experiment_config import ExperimentConfig
 from mclnf_dist.fields.stacked_mlp import FieldConfig
 from mclnf_dist.meta.adaptation import AdaptConfig
 from mclnf_dist.meta.fim import FimConfig
@@ -24,37 +24,34 @@ def default_field() -> RadianceFieldConfig:
 
 
 @dataclass
-class CityExperimentConfig:
-    """The city job: data, field, meta-training, continual phase, tracking."""
+class CityExperimentConfig(ExperimentConfig):
+    """The city job: the shared experiment settings, the city's data and field, its distributed
+    meta-training and block training, and its run."""
 
-    data: CityDataConfig = default(default_factory=CityDataConfig)
-    field: RadianceFieldConfig = default(default_factory=default_field)
     meta: MetaConfig = default(
         default_factory=lambda: MetaConfig(inner_steps=2, inner_lr=1.0, outer_lr=1e-2)
     )
+    """The outer rate and the meta budget were chosen on the demo city's validation views
+    (``docs/results/defaults/city.md``)."""
     fim: FimConfig = default(default_factory=lambda: FimConfig(fim_lambda=0.0))
-    """MSE (so ``mim`` shares ``mod``'s meta-training): in the city's FIM study on validation
-    pixels (``tune_spaces/fim_city.yaml``, ``docs/results/fim_sweep/city.csv``) no FIM setting
-    beat it by more than the seed spread."""
+    """MSE (so ``mim`` shares ``mod``'s meta-training): the city's FIM study on validation pixels
+    (``tune_spaces/fim_city.yaml``, ``docs/results/fim_sweep/city.csv``) found no better setting."""
     adapt: AdaptConfig = default(
         default_factory=lambda: AdaptConfig(
             max_steps=64, batch_size=2048, adam_lr=1e-2, sgd_steps=2, ewc_lambda=0.1
         )
     )
-    """The one plan of every method: 2 SGD steps at the inner-loop rate, then Adam at 1e-2, chosen
-    on validation pixels of the training views by ``mclnf choose-plan --recipe city-demo-quick``
-    (``docs/results/plans/city-demo.json``: 80 meta-rounds, 32 steps; the same plan won at 120
-    rounds and 64 steps). EWC's weight 0.1 won the same way for ``ewc`` alone
-    (``docs/results/plans/city-demo-ewc.json``), though 0.01..10 lie within 0.1 dB of it. The
-    outer rate 1e-2, ``field.density_bias`` -3 and the meta budget:
-    ``docs/results/defaults/city.md`` (``tune_spaces/city_defaults.yaml``)."""
-    train: TrainConfig = default(default_factory=TrainConfig)
-    block: BlockTrainingConfig = default(default_factory=BlockTrainingConfig)
+    """The one plan of every method (2 SGD steps at the inner-loop rate, then Adam at 1e-2) and
+    EWC's weight, chosen on validation pixels of the training views by ``mclnf choose-plan``
+    (``docs/results/plans/city-demo.json``, ``city-demo-ewc.json``)."""
     methods: tuple[MethodName, ...] = ("random", "mod-random", "maml", "mod", "mim")
     """Methods compared in the continual phase."""
-    param_match: bool = False
-    """Widen the one-network methods (``random``, ``maml``, ...) to the modules' total parameter
-    count (``maml`` then meta-trains its own, wider ``theta_0``)."""
+    run: RunField = run_settings("mclnf-city")
+    """Seed, device, MLflow tracking, log detail (flags without prefix: ``--seed``...)."""
+    data: CityDataConfig = default(default_factory=CityDataConfig)
+    field: RadianceFieldConfig = default(default_factory=default_field)
+    train: TrainConfig = default(default_factory=TrainConfig)
+    block: BlockTrainingConfig = default(default_factory=BlockTrainingConfig)
     run_name: str = "city-demo"
     """Names the run: each run writes into its own ``runs/<name>/<id>`` folder; re-running the
     same name continues that name's latest interrupted run."""
@@ -68,15 +65,10 @@ class CityExperimentConfig:
     every held-out view."""
     render_views: NonNegativeInt = 3
     """Held-out views rendered through the routed modules (PNG)."""
-    workers: Annotated[int, Range(ge=0, special=((-1, "auto"),))] = -1
-    """Continual-phase methods as parallel Ray tasks when > 1 (0 or 1: in-process); -1 (auto): on
-    CPU yes, on a GPU no."""
     extend: str = ""
     """A saved city model (``<city_model folder>/<name>``) to extend with ``--data.scene``'s new
     captures: only their new blocks are trained (from the model's ``theta_0``), the model's own
     blocks stay bit-identical. Empty: a full run."""
-    run: RunField = run_settings("mclnf-city")
-    """Seed, device, MLflow tracking, log detail (flags without prefix: ``--seed``...)."""
 
 
 @cross_field_rule(CityExperimentConfig)

@@ -14,11 +14,11 @@ import torch
 from mclnf_dist.config import NonNegativeInt, PositiveInt, Range, check_config
 from mclnf_dist.config_rules import cross_field_rule
 from mclnf_dist.errors import MclnfError
+from mclnf_dist.experiments.experiment_config import ExperimentConfig
 from mclnf_dist.fields.stacked_mlp import FieldConfig
-from mclnf_dist.meta.adaptation import AdaptConfig
 from mclnf_dist.meta.fim import FimConfig
-from mclnf_dist.meta.meta_learning import MetaConfig, meta_problem
-from mclnf_dist.meta.methods import METHODS, MethodName, MethodSpec, distinct_methods
+from mclnf_dist.meta.meta_learning import meta_problem
+from mclnf_dist.meta.methods import MethodSpec, distinct_methods
 from mclnf_dist.run_settings import RunField, run_settings
 from mclnf_dist.signals.loading import (
     Modality,
@@ -65,27 +65,18 @@ class DataConfig:
 
 
 @dataclass
-class SignalsConfig:
-    """The signals experiment: data, architecture, meta-training, evaluation, tracking."""
+class SignalsConfig(ExperimentConfig):
+    """The signals experiment: the shared experiment settings, the data and the architecture."""
 
-    data: DataConfig = default(default_factory=DataConfig)
-    field: FieldConfig = default(default_factory=FieldConfig)
-    meta: MetaConfig = default(default_factory=MetaConfig)
     fim: FimConfig = default(default_factory=FimConfig)
     """MSE (``fim_lambda`` 0): in the ``image`` FIM study (``tune_spaces/fim_image.yaml``,
     ``docs/results/fim_sweep``) no ``fim_lambda`` in 0.25..4 beat MSE on validation faces."""
-    adapt: AdaptConfig = default(default_factory=AdaptConfig)
-    methods: tuple[MethodName, ...] = tuple(METHODS)
-    """Methods to run (all eight by default)."""
-    param_match: bool = False
-    """Widen the one-network methods to the modular methods' total parameter count."""
-    output_dir: str = "outputs/signals"
-    """Results go to ``<output_dir>/<modality>/``."""
-    workers: Annotated[int, Range(ge=0, special=((-1, "auto"),))] = -1
-    """Methods run as parallel Ray tasks (1 CPU each) when > 1 (0 or 1: in-process); -1 (auto):
-    on CPU yes, on a GPU no."""
     run: RunField = run_settings("mclnf-signals")
     """Seed, device, MLflow tracking, log detail (flags without prefix: ``--seed``...)."""
+    data: DataConfig = default(default_factory=DataConfig)
+    field: FieldConfig = default(default_factory=FieldConfig)
+    output_dir: str = "outputs/signals"
+    """Results go to ``<output_dir>/<modality>/``."""
 
 
 @cross_field_rule(DataConfig)
