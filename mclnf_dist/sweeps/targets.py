@@ -32,12 +32,13 @@ from mclnf_dist.distributed.block_episodes import BlockRayEpisodes, worker_seed
 from mclnf_dist.errors import MclnfError
 from mclnf_dist.evaluation.protocol import MethodContext, MethodResult, evaluate_method
 from mclnf_dist.experiments.city_config import CityExperimentConfig
+from mclnf_dist.experiments.experiment_config import ExperimentConfig
 from mclnf_dist.experiments.signals_config import SignalsConfig, load_data, validate
-from mclnf_dist.fields.stacked_mlp import Params, init_params
+from mclnf_dist.fields.stacked_mlp import FieldConfig, Params, init_params
 from mclnf_dist.meta.fim import FimConfig
 from mclnf_dist.meta.methods import InitKey, MethodSpec, get_method, init_key
 from mclnf_dist.meta.outer_loop import EpisodeSource, SignalEpisodes
-from mclnf_dist.nerf.field import init_radiance_params
+from mclnf_dist.nerf.field import RadianceFieldConfig, init_radiance_params
 from mclnf_dist.progress import ProgressLog
 from mclnf_dist.runtime import ensure_ray
 from mclnf_dist.scenes.scene import Scene, check_scene, reading_once, scene_options
@@ -47,7 +48,7 @@ VALIDATION_FRACTION = 0.2
 """Signals: share of the training signals held back to validate trials on (at least one)."""
 
 
-def trial_method(cfg: Any) -> MethodSpec:
+def trial_method(cfg: ExperimentConfig) -> MethodSpec:
     """``mim`` (FIM loss in the inner loop and at adaptation) when ``fim_lambda > 0``, else ``mod``
     (``fim_lambda = 0`` is exactly the MSE loss, so this only skips the Fisher's cost)."""
     return get_method("mim" if cfg.fim.fim_lambda > 0 else "mod")
@@ -60,8 +61,8 @@ class MetaTask:
 
     def __init__(
         self,
-        cfg: Any,
-        field: Any,
+        cfg: ExperimentConfig,
+        field: FieldConfig | RadianceFieldConfig,
         fit: SignalSet,
         score: SignalSet,
         device: torch.device,
@@ -109,7 +110,7 @@ class MetaTask:
 # ----------------------------------------------------------------------------------------- city
 
 
-def validation_rays(cfg: Any, city: CityData, blocks: list[int]) -> SignalSet:
+def validation_rays(cfg: CityExperimentConfig, city: CityData, blocks: list[int]) -> SignalSet:
     """What a city trial or plan is validated on, never a test view and never a fitted pixel:
     the scene's own validation views when it has them (the generated city's ``val`` split),
     else other pixels of the training views, none of which any block's fit draw holds (a ray is
@@ -132,7 +133,7 @@ class CityTask(MetaTask):
 
     def __init__(
         self,
-        cfg: Any,
+        cfg: CityExperimentConfig,
         prepared: "CityPrepared",
         device: torch.device,
         spec: MethodSpec | None = None,
@@ -178,13 +179,15 @@ class CityPrepared:
     city: CityData
     scene: Scene
 
-    def task(self, cfg: Any, device: torch.device, spec: MethodSpec | None = None) -> MetaTask:
+    def task(
+        self, cfg: CityExperimentConfig, device: torch.device, spec: MethodSpec | None = None
+    ) -> MetaTask:
         """A trial's task (``spec``: meta-train for this method instead of the trial's)."""
         return CityTask(cfg, self, device, spec)
 
 
 @reading_once()
-def prepare_city_target(cfg: Any, log: ProgressLog) -> CityPrepared:
+def prepare_city_target(cfg: CityExperimentConfig, log: ProgressLog) -> CityPrepared:
     """Generate (if needed) and ingest the city once; keep what the trials need."""
 
     if cfg.data.scene:
@@ -202,7 +205,7 @@ class SignalsTask(MetaTask):
 
     def __init__(
         self,
-        cfg: Any,
+        cfg: SignalsConfig,
         prepared: "SignalsPrepared",
         device: torch.device,
         spec: MethodSpec | None = None,
@@ -232,12 +235,14 @@ class SignalsPrepared:
     train: SignalSet
     val: SignalSet
 
-    def task(self, cfg: Any, device: torch.device, spec: MethodSpec | None = None) -> MetaTask:
+    def task(
+        self, cfg: SignalsConfig, device: torch.device, spec: MethodSpec | None = None
+    ) -> MetaTask:
         """A trial's task (``spec``: meta-train for this method instead of the trial's)."""
         return SignalsTask(cfg, self, device, spec)
 
 
-def prepare_signals_target(cfg: Any, log: ProgressLog) -> SignalsPrepared:
+def prepare_signals_target(cfg: SignalsConfig, log: ProgressLog) -> SignalsPrepared:
     """Load the signals once; split off the test signals (as the pipeline does), then validation."""
 
     validate(cfg)
@@ -269,8 +274,8 @@ class Pipeline:
     and its data preparation."""
 
     name: str
-    config_class: Callable[[], Any]
-    prepare: Callable[[Any, ProgressLog], Any]
+    config_class: Callable[[], ExperimentConfig]
+    prepare: Callable[[Any, ProgressLog], "CityPrepared | SignalsPrepared"]
     budget_key: ClassVar[str] = "meta.outer_steps"
     """Dotted path of the meta budget, the same in every pipeline (the trials' time axis; never
     swept)."""

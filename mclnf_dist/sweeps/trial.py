@@ -26,6 +26,7 @@ import torch
 from mclnf_dist.config import load_yaml_config
 from mclnf_dist.device import pick_device
 from mclnf_dist.errors import MclnfError
+from mclnf_dist.experiments.experiment_config import ExperimentConfig
 from mclnf_dist.experiments.recipes import recipes_for
 from mclnf_dist.meta.outer_loop import LocalStore, meta_train_loop
 from mclnf_dist.nerf.sampling import seeded_jitter
@@ -33,7 +34,7 @@ from mclnf_dist.progress import ProgressLog
 from mclnf_dist.state import load_state, save_state
 from mclnf_dist.sweeps.mlflow_runs import TrialRun
 from mclnf_dist.sweeps.space import SweepSpace
-from mclnf_dist.sweeps.targets import trial_method
+from mclnf_dist.sweeps.targets import CityPrepared, SignalsPrepared, trial_method
 
 STATE_FILE = "trial_state.pt"
 TRIAL_STATE = "sweep trial checkpoint"
@@ -54,8 +55,8 @@ class TrialSettings:
 
 
 def meta_train_and_validate(
-    cfg: Any,
-    prepared: Any,
+    cfg: ExperimentConfig,
+    prepared: CityPrepared | SignalsPrepared,
     space: SweepSpace,
     on_report: Callable[[dict[str, float], dict], None],
     state: dict | None = None,
