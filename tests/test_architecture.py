@@ -112,3 +112,49 @@ def test_only_entry_points_import_the_jobs():
     assert {m: t for m, t in library.items() if t} == {}
     benches = sorted((ROOT.parent / "bench").glob("*.py"))
     assert benches and not [b.name for b in benches if "mclnf_dist.jobs" in b.read_text()]
+
+
+LAYERS = {
+    "mclnf_dist.sweeps": 7,
+    "mclnf_dist.jobs": 6,
+    "mclnf_dist.experiments": 5,
+    "mclnf_dist.city": 4,
+    "mclnf_dist.distributed": 3,
+    "mclnf_dist.evaluation": 3,
+    "mclnf_dist.meta": 2,
+    "mclnf_dist.nerf": 2,
+    "mclnf_dist.raystore": 2,
+    "mclnf_dist.scenes": 2,
+    "mclnf_dist.signals": 2,
+    "mclnf_dist.fields": 1,
+    "mclnf_dist": 0,
+}
+"""The README's architecture picture as ranks: a package imports only packages of its own rank
+or below (its own rank: the packages drawn side by side, kept acyclic by the test above)."""
+
+
+def against_the_layers(graph: dict[str, set[str]]) -> list[str]:
+    """``"a.b -> c.d"`` for every import from a module to a package ranked above its own."""
+    return sorted(
+        f"{module} -> {target}"
+        for module, targets in graph.items()
+        if module != "mclnf_dist.cli"  # the command-line dispatcher names the entry points
+        for target in targets
+        if LAYERS[package_of(target)] > LAYERS[package_of(module)]
+    )
+
+
+def test_every_import_points_down_the_readme_picture():
+    graph = import_graph()
+    assert set(LAYERS) >= {package_of(m) for m in graph}, "a package the picture does not rank"
+    assert against_the_layers(graph) == []
+    readme = (ROOT.parent / "README.md").read_text()
+    picture = readme[readme.index("## Architecture") :]
+    for package in LAYERS:
+        if package != "mclnf_dist":
+            assert f"{package.split('.')[-1]}/" in picture, package
+
+
+def test_the_layer_check_sees_an_upward_import():
+    graph = {"mclnf_dist.experiments.recipes": {"mclnf_dist.jobs.city"}}
+    assert against_the_layers(graph) == ["mclnf_dist.experiments.recipes -> mclnf_dist.jobs.city"]

@@ -8,7 +8,7 @@ import numpy as np
 
 from mclnf_dist.city.data import CityData
 from mclnf_dist.city.model import load_city_model, save_city_model
-from mclnf_dist.city.results import BlockPhaseResult
+from mclnf_dist.city.results import BlockPhaseResult, CityRunReport
 from mclnf_dist.config import json_ready, to_dict
 from mclnf_dist.device import machine_info
 from mclnf_dist.distributed.block_episodes import MetaOverlap
@@ -125,11 +125,11 @@ def save_grid(rows: list[list[np.ndarray]], names: list[str], path: Path) -> Non
 def write_city_outputs(
     cfg,
     results: list[MethodResult],
-    city,
+    city: CityData,
     out: Path,
     blocks: BlockPhaseResult | None = None,
     leakage: MetaOverlap | None = None,
-) -> dict:
+) -> CityRunReport:
     """results.json (all methods, held-out-block numbers, the block phase) and PSNR plots.
 
     ``leakage``: :func:`~mclnf_dist.distributed.block_episodes.meta_training_overlap` of the
@@ -147,18 +147,18 @@ def write_city_outputs(
         }
         for r in results
     }
-    report = {
-        "machine": machine_info(),
-        "config": cfg_dict(cfg),
-        "blocks": {
+    report = CityRunReport(
+        machine=machine_info(),
+        config=cfg_dict(cfg),
+        blocks={
             "order": city.block_order,
             "meta_trained": city.meta_blocks,
             "held_out": city.held_out,
         },
-        "held_out_blocks": held,
-        "results": [r.summary() for r in results],
-        "block_training": blocks and blocks.to_json(),
-    }
+        held_out_blocks=held,
+        results=[r.summary() for r in results],
+        block_training=blocks.to_json() if blocks else None,
+    )
     if leakage is not None:
         report["overlap_fraction"] = leakage.overlap_fraction
         report["meta_training_rays"] = leakage.to_json()

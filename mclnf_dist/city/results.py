@@ -3,7 +3,7 @@
 ``extension.json``."""
 
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypedDict
 
 
 @dataclass(frozen=True)
@@ -66,3 +66,37 @@ class ExtensionResult:
     def to_json(self) -> dict[str, Any]:
         """``extension.json``: the block phase's entries beside the two above."""
         return {"extended": self.extended, "kept_blocks": self.kept_blocks, **self.blocks.to_json()}
+
+
+class CityRunReport(TypedDict, total=False):
+    """``results.json`` of a full city run, as :func:`~mclnf_dist.jobs.city.run_city` returns it
+    (JSON values: what the report and the tests read)."""
+
+    machine: dict[str, Any]
+    config: dict[str, Any]
+    blocks: dict[str, list[int]]
+    """``order``, ``meta_trained``, ``held_out``."""
+    held_out_blocks: dict[str, dict[str, float | None]]
+    """Per method: PSNR on the never-meta-trained blocks at step 1 and at the last step."""
+    results: list[dict[str, Any]]
+    """Per method: :meth:`~mclnf_dist.evaluation.protocol.MethodResult.summary`."""
+    block_training: dict[str, Any] | None
+    """:meth:`BlockPhaseResult.to_json`; None when no block phase ran."""
+    overlap_fraction: float
+    meta_training_rays: dict[str, Any]
+    mlflow_run_id: str
+    run_folder: str
+    output_dir: str
+
+
+class ExtensionReport(TypedDict, total=False):
+    """``extension.json`` of an ``--extend`` run plus its MLflow run and folder."""
+
+    extended: str
+    kept_blocks: list[int]
+    steps: int
+    batch_rays: int
+    inits: dict[str, Any]
+    steps_to_reach_other_final: dict[str, int | None]
+    mlflow_run_id: str
+    run_folder: str

@@ -26,7 +26,7 @@ from mclnf_dist.city.extend import extend_city
 from mclnf_dist.city.init_asset import load_init, save_init
 from mclnf_dist.city.inits import key_field
 from mclnf_dist.city.outputs import held_out_psnr, render_and_save, write_city_outputs
-from mclnf_dist.city.results import BlockPhaseResult
+from mclnf_dist.city.results import BlockPhaseResult, CityRunReport, ExtensionReport
 from mclnf_dist.config import check_config, describe, json_ready, parse_config, to_dict
 from mclnf_dist.device import pick_device
 from mclnf_dist.distributed.block_episodes import MetaOverlap, meta_training_overlap
@@ -65,7 +65,7 @@ def main(argv: list[str]) -> None:
 
 
 @reading_once()  # one run: the scene's splits are parsed once, however many phases read them
-def run_city(cfg: CityExperimentConfig) -> dict:
+def run_city(cfg: CityExperimentConfig) -> CityRunReport | ExtensionReport:
     """Run the whole city job; returns the JSON-able report."""
     check_config(cfg)  # configs built in code skip the command line's checks
     specs, twins = distinct_methods(cfg.methods, cfg.fim.fim_lambda)
@@ -108,7 +108,7 @@ def run_full(
     run: RunFolders,
     device: torch.device,
     log: ProgressLog,
-) -> dict:
+) -> CityRunReport:
     """Data, meta-training, continual phase, block phase, outputs: a full run in ``run``;
     returns the JSON-able report (``results.json`` and the MLflow run's id)."""
     city = prepare_city(cfg.data, log, cfg.field.scene_box, unbounded=cfg.field.contraction)
@@ -152,7 +152,7 @@ def run_full(
     return report
 
 
-def print_summary(report: dict, blocks: BlockPhaseResult, city: CityData) -> None:
+def print_summary(report: CityRunReport, blocks: BlockPhaseResult, city: CityData) -> None:
     """The results table and the block phase's lines, for a person reading the terminal."""
     print(results_table(report["results"], title="city: PSNR (dB) on held-out views, all blocks"))
     held = report["held_out_blocks"]
@@ -202,7 +202,7 @@ def meta_training_leakage(
 
 def run_extension(
     cfg: CityExperimentConfig, run: RunFolders, device: torch.device, log: ProgressLog
-) -> dict:
+) -> ExtensionReport:
     """The ``--extend`` run: new blocks added to a saved city model, tracked like a full run."""
     parallel = fan_out(cfg.workers, device.type)
     name = f"{cfg.run_name}-extend-{run.run_id}"
@@ -212,7 +212,7 @@ def run_extension(
         extension = extend_city(cfg, run, parallel, log)
         log_block_phase(tracker, extension.blocks)
         out = run.out
-        report = extension.to_json()
+        report = ExtensionReport(**extension.to_json())
         write_atomic(str(out / "extension.json"), json_ready(report))
         for path in sorted((out / "city_model").iterdir()):
             tracker.log_artifact(path, "city_model")

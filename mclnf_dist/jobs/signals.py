@@ -8,6 +8,7 @@ table, write ``results.json`` + PNG plots, and track it all in MLflow.
 import json
 import time
 from pathlib import Path
+from typing import Any, TypedDict
 
 import torch
 
@@ -43,7 +44,24 @@ def main(argv: list[str]) -> None:
     run_signals(cfg)
 
 
-def run_signals(cfg: SignalsConfig) -> dict:
+class SignalsRunReport(TypedDict, total=False):
+    """``results.json`` of a signals run, as :func:`run_signals` returns it (JSON values)."""
+
+    modality: str
+    machine: dict[str, Any]
+    config: dict[str, Any]
+    held_out: list[str]
+    """The held-out signals' names."""
+    overlap_fraction: float
+    """Share of held-out signals whose source file or photo a training signal shares."""
+    data: dict[str, Any]
+    results: list[dict[str, Any]]
+    """Per method: :meth:`~mclnf_dist.evaluation.protocol.MethodResult.summary`."""
+    mlflow_run_id: str
+    output_dir: str
+
+
+def run_signals(cfg: SignalsConfig) -> SignalsRunReport:
     """Run the whole experiment; returns the JSON-able results."""
     specs = validate(cfg)
     device = pick_device(cfg.run.device)
@@ -157,16 +175,16 @@ def write_outputs(
     train: SignalSet,
     test: SignalSet,
     out_dir: Path,
-) -> dict:
+) -> SignalsRunReport:
     """``results.json`` and the plots; the report states the split's source overlap (measured
     on the signals used, so a leak shows as a nonzero number rather than a claim)."""
-    report = {
-        "modality": cfg.data.modality,
-        "machine": machine_info(),
-        "config": json_ready(to_dict(cfg)),
-        "held_out": test.names,
-        "overlap_fraction": overlap_fraction(train, test),
-        "data": {
+    report = SignalsRunReport(
+        modality=cfg.data.modality,
+        machine=machine_info(),
+        config=json_ready(to_dict(cfg)),
+        held_out=test.names,
+        overlap_fraction=overlap_fraction(train, test),
+        data={
             "source": data_source(cfg),
             "num_train": train.num_signals,
             "num_held_out": test.num_signals,
@@ -176,8 +194,8 @@ def write_outputs(
             "grid": list(test.grid_shape),
             "segments": test.num_segments,
         },
-        "results": [r.summary() for r in results],
-    }
+        results=[r.summary() for r in results],
+    )
     write_atomic(out_dir / "results.json", json.dumps(report, indent=1))
     title = f"{cfg.data.modality}: PSNR vs adaptation steps ({test.num_signals} held-out signals)"
     plot_psnr_curves(results, out_dir / "psnr_curves.png", title)

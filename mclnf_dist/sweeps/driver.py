@@ -32,10 +32,7 @@ from mclnf_dist.progress import ProgressLog
 from mclnf_dist.run_settings import RunField, run_settings
 from mclnf_dist.runtime import ensure_ray
 from mclnf_dist.sweeps.mlflow_runs import existing_run, finish_trial_runs, log_to_parent
-from mclnf_dist.sweeps.report import (
-    rows_from_results,
-    write_results,
-)
+from mclnf_dist.sweeps.report import SweepSummary, rows_from_results, write_results
 from mclnf_dist.sweeps.space import SweepSpace, load_space
 from mclnf_dist.sweeps.trial import TrialSettings, evaluate_config, run_trial
 from mclnf_dist.tracking import Tracker, ensure_experiment, resolve_tracking_uri
@@ -158,7 +155,7 @@ def save_record(folder: Path, record: dict) -> None:
     (folder / "sweep.json").write_text(json.dumps(record, indent=1))
 
 
-def run_sweep(cfg: SweepConfig) -> dict:
+def run_sweep(cfg: SweepConfig) -> SweepSummary:
     """Run (or resume) a sweep; returns a JSON-able summary."""
     import ray
     from ray import tune

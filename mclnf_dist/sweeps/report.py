@@ -11,7 +11,7 @@ import json
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypedDict
 
 import matplotlib
 
@@ -208,7 +208,24 @@ def plot_curves(rows: list[TrialRow], path: Path, title: str, adapt_step: int) -
     plt.close(fig)
 
 
-def write_results(cfg: Any, space: Any, rows: list[TrialRow], folder: Path, name: str) -> dict:
+class SweepSummary(TypedDict, total=False):
+    """``summary.json`` of a sweep, as :func:`~mclnf_dist.sweeps.driver.run_sweep` returns it."""
+
+    name: str
+    folder: str
+    trials: int
+    stopped_early: int
+    errors: int
+    best: dict[str, Any] | None
+    """The best trial: id, params, val PSNR (last and step 1), rounds, its config file."""
+    mlflow_run_id: str
+    """The sweep's parent MLflow run."""
+    experiment: str
+
+
+def write_results(
+    cfg: Any, space: Any, rows: list[TrialRow], folder: Path, name: str
+) -> SweepSummary:
     """best_config.yaml, trials.csv, results.md, val_psnr.png; the table printed.
 
     ``cfg``: the sweep's config (search, scheduler); ``space``: its :class:`SweepSpace`."""
@@ -227,14 +244,14 @@ def write_results(cfg: Any, space: Any, rows: list[TrialRow], folder: Path, name
     if grid and len(rows) > 1:
         by = ", ".join(grid)
         lines += [f"## By {by}", "", grouped_table(rows, grid, step), ""]
-    summary = {
-        "name": name,
-        "folder": str(folder),
-        "trials": len(rows),
-        "stopped_early": sum(r.stopped_early for r in rows),
-        "errors": sum(r.error is not None for r in rows),
-        "best": None,
-    }
+    summary = SweepSummary(
+        name=name,
+        folder=str(folder),
+        trials=len(rows),
+        stopped_early=sum(r.stopped_early for r in rows),
+        errors=sum(r.error is not None for r in rows),
+        best=None,
+    )
     if best is not None:
         best_cfg = space.trial_config(best.params)
         save_yaml(best_cfg, folder / "best_config.yaml")
