@@ -16,6 +16,7 @@ It holds ``theta_0``, the outer Adam state and a version number (= completed met
 
 import asyncio
 import time
+from dataclasses import dataclass
 
 import ray
 import torch
@@ -24,6 +25,28 @@ from mclnf_dist.distributed.checkpoints import CheckpointStore
 from mclnf_dist.fields.stacked_mlp import Params
 from mclnf_dist.meta.meta_learning import OuterOptimizer
 from mclnf_dist.state import Fingerprint
+
+
+@dataclass(frozen=True)
+class PushOutcome:
+    """What became of a worker's meta-gradient."""
+
+    accepted: bool
+    """False: it was computed on a version too old (it is dropped; the worker pulls again)."""
+    version: int
+    """The server's version after the push."""
+
+
+@dataclass(frozen=True)
+class ServerStatus:
+    """The server's state for the driver: how far it is and every round's averaged metrics."""
+
+    version: int
+    done: bool
+    """The version has reached the run's total rounds."""
+    publish_count: int
+    """How often ``theta_0`` was put in the object store (once per version at most)."""
+    history: list[dict[str, float]]
 
 
 class MetaInitServerImpl:
@@ -70,20 +93,22 @@ class MetaInitServerImpl:
             self.publish_count += 1
         return self.version, [self.published[1]]
 
-    def push(self, rank: int, version: int, grads: Params, metrics: dict[str, float]) -> dict:
+    def push(
+        self, rank: int, version: int, grads: Params, metrics: dict[str, float]
+    ) -> PushOutcome:
         """Offer one worker's meta-gradient for ``version``; returns what became of it."""
         if self.asynchronous:
             if self.version - version > self.max_staleness:
-                return {"accepted": False, "version": self.version}
+                return PushOutcome(False, self.version)
             self.apply([(grads, metrics)])
-            return {"accepted": True, "version": self.version}
+            return PushOutcome(True, self.version)
         if version != self.version:
-            return {"accepted": False, "version": self.version}
+            return PushOutcome(False, self.version)
         self.pending[rank] = (grads, metrics)
         if len(self.pending) >= self.num_workers:
             self.apply(list(self.pending.values()))
             self.pending.clear()
-        return {"accepted": True, "version": self.version}
+        return PushOutcome(True, self.version)
 
     def apply(self, contributions: list[tuple[Params, dict[str, float]]]) -> None:
         grads = {
@@ -102,13 +127,9 @@ class MetaInitServerImpl:
         self.version += 1
         self.checkpoint()
 
-    def status(self) -> dict:
-        return {
-            "version": self.version,
-            "done": self.version >= self.total_rounds,
-            "publish_count": self.publish_count,
-            "history": self.history,
-        }
+    def status(self) -> ServerStatus:
+        done = self.version >= self.total_rounds
+        return ServerStatus(self.version, done, self.publish_count, self.history)
 
     def params(self) -> Params:
         return self.outer.params()
@@ -129,7 +150,9 @@ class MetaInitServer:
     async def publish(self) -> tuple[int, list]:
         return self.impl.publish()
 
-    async def push(self, rank: int, version: int, grads: Params, metrics: dict) -> dict:
+    async def push(
+        self, rank: int, version: int, grads: Params, metrics: dict[str, float]
+    ) -> PushOutcome:
         result = self.impl.push(rank, version, grads, metrics)
         async with self.changed:
             self.changed.notify_all()
@@ -143,7 +166,7 @@ class MetaInitServer:
             )
         return self.impl.version
 
-    async def status(self) -> dict:
+    async def status(self) -> ServerStatus:
         return self.impl.status()
 
     async def params(self) -> Params:

@@ -57,7 +57,7 @@ def meta_train_distributed(
         max_staleness=train.max_staleness,
     )
     log = ProgressLog(job.label)
-    resumed = ray.get(server.status.remote())["version"]
+    resumed = ray.get(server.status.remote()).version
     if resumed:
         log.info(f"{run_name}: resuming at round {resumed}/{job.rounds}")
     trainer = TorchTrainer(
@@ -80,7 +80,7 @@ def meta_train_distributed(
     status = ray.get(server.status.remote())
     params = ray.get(server.params.remote())
     ray.kill(server)  # state is in storage; a later run of the same name restores it
-    return params, status["history"]
+    return params, status.history
 
 
 def meta_fingerprint(

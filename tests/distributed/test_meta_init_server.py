@@ -29,7 +29,7 @@ def test_sync_round_averages_all_ranks_once(tmp_path, ray_local):
     assert server.history[-1]["outer_psnr"] == 15.0
     # Adam's first step moves every weight by -lr * sign(mean grad) = -lr * sign(3 - 1)
     torch.testing.assert_close(server.params()["w0"], torch.full((1, 2, 2), -0.1))
-    assert server.push(1, 0, grads(1.0), {"outer_psnr": 0.0})["accepted"] is False  # stale
+    assert server.push(1, 0, grads(1.0), {"outer_psnr": 0.0}).accepted is False  # stale
     assert CheckpointStore(str(tmp_path)).versions()[-1] == 1
 
 
@@ -37,9 +37,9 @@ def test_async_mode_bounds_staleness(tmp_path, ray_local):
     server = MetaInitServerImpl(
         theta(), 0.1, 100.0, str(tmp_path), 2, 10, asynchronous=True, max_staleness=1
     )
-    assert server.push(0, 0, grads(1.0), {})["accepted"]
-    assert server.push(1, 0, grads(1.0), {})["accepted"]  # one version old: fine
-    assert not server.push(1, 0, grads(1.0), {})["accepted"]  # two versions old: rejected
+    assert server.push(0, 0, grads(1.0), {}).accepted
+    assert server.push(1, 0, grads(1.0), {}).accepted  # one version old: fine
+    assert not server.push(1, 0, grads(1.0), {}).accepted  # two versions old: rejected
     assert server.version == 2
 
 
@@ -59,6 +59,6 @@ def test_actor_restart_restores_latest_checkpoint(tmp_path, ray_local):
     before = ray.get(actor.params.remote())
     ray.kill(actor, no_restart=False)  # the actor process dies; Ray restarts it
     status = ray.get(actor.status.remote())  # retried on the restarted actor
-    assert status["version"] == 3
+    assert status.version == 3
     torch.testing.assert_close(ray.get(actor.params.remote())["w0"], before["w0"])
     assert ray.get(actor.wait_for_version.remote(3, 5.0)) == 3
