@@ -127,6 +127,7 @@ LAYERS = {
     "mclnf_dist.scenes": 2,
     "mclnf_dist.signals": 2,
     "mclnf_dist.fields": 1,
+    "mclnf_dist.cameras": 1,
     "mclnf_dist": 0,
 }
 """The README's architecture picture as ranks: a package imports only packages of its own rank

@@ -17,7 +17,8 @@ import torch
 from mclnf_dist.config import NonNegativeInt, PositiveInt
 from mclnf_dist.config_rules import cross_field_rule, duplicates
 from mclnf_dist.errors import MclnfError
-from mclnf_dist.nerf.field import RadianceFieldConfig, field_for_scene, pack_rays
+from mclnf_dist.nerf.field import Box, RadianceFieldConfig, field_for_scene, pack_rays
+from mclnf_dist.progress import ProgressLog
 from mclnf_dist.raystore.ingest import ingest_scene
 from mclnf_dist.raystore.store import IngestOptions, load_manifest
 from mclnf_dist.raystore.stream import read_block_rays
@@ -123,8 +124,8 @@ class CityData:
 
 def prepare_city(
     cfg: CityDataConfig,
-    log,
-    scene_box=None,
+    log: ProgressLog,
+    scene_box: Box | None = None,
     partition: BlockPartition | None = None,
     unbounded: bool = False,
 ) -> CityData:

@@ -17,6 +17,7 @@ from typing import NamedTuple
 
 from torch import Tensor
 
+from mclnf_dist.cameras.frame import Frame
 from mclnf_dist.errors import MclnfError
 from mclnf_dist.fields.stacked_mlp import Params
 from mclnf_dist.nerf.field import RadianceFieldConfig, field_from_dict
@@ -47,7 +48,7 @@ class CityModel(NamedTuple):
 
     def render(
         self,
-        frame,
+        frame: Frame,
         near: float = 0.0,
         far: float | None = None,
         chunk: int = 2048,

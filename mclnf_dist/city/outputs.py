@@ -15,15 +15,23 @@ from mclnf_dist.distributed.block_episodes import MetaOverlap
 from mclnf_dist.evaluation.city_images import spread_views
 from mclnf_dist.evaluation.plots import plot_psnr_curves
 from mclnf_dist.evaluation.protocol import MethodResult
+from mclnf_dist.nerf.field import RadianceFieldConfig
 from mclnf_dist.nerf.render import to_uint8
+from mclnf_dist.progress import ProgressLog
 from mclnf_dist.scenes.camera_paths import flyover_frames
 from mclnf_dist.scenes.demo_city import CityConfig, render_frame
-from mclnf_dist.scenes.scene import load_frame_image
+from mclnf_dist.scenes.scene import Scene, load_frame_image
 from mclnf_dist.storage import write_atomic
 
 
 def render_and_save(
-    cfg, results: list[MethodResult], field_cfg, city, scene, out: Path, log
+    cfg,
+    results: list[MethodResult],
+    field_cfg: RadianceFieldConfig,
+    city: CityData,
+    scene: Scene,
+    out: Path,
+    log: ProgressLog,
 ) -> Path | None:
     """Save every method's city model; render held-out views and a fly-through of the whole city
     through the routed modules of the model read back from disk (``novel_views.png``,

@@ -54,6 +54,7 @@ from mclnf_dist.progress import ProgressLog, quiet_logs
 from mclnf_dist.runs import RunFolders, RunLock, mark_complete, open_run
 from mclnf_dist.runtime import ensure_ray
 from mclnf_dist.scenes.scene import check_scene, reading_once, scene_options
+from mclnf_dist.signals.signal_set import SignalSet
 from mclnf_dist.storage import check_store, write_atomic
 from mclnf_dist.tracking import Tracker
 
@@ -370,7 +371,7 @@ def worker_job(
     )
 
 
-def city_method(ctx: MethodContext, fit, score) -> MethodResult:
+def city_method(ctx: MethodContext, fit: SignalSet, score: RenderedCityScorer) -> MethodResult:
     """One method's continual phase (a Ray task)."""
     return evaluate_method(ctx, fit, ProgressLog(ctx.spec.name), score)
 
@@ -380,8 +381,8 @@ def continual_phase(
     specs: list[MethodSpec],
     field_cfg: RadianceFieldConfig,
     inits: dict[InitKey, Params],
-    fit,
-    score,
+    fit: SignalSet,
+    score: RenderedCityScorer,
     device: torch.device,
     log: ProgressLog,
 ) -> list[MethodResult]:

@@ -8,7 +8,7 @@ Convention (NeRF / Blender / nerfstudio, "OpenGL" camera), stated once here:
 - Pixel ``(u, v)`` (column u to the right, row v downwards, row-major order ``v * W + u``) has its
   centre at ``(u + 0.5, v + 0.5)``; its camera-space direction is
   ``((u + 0.5 - cx) / fx, -(v + 0.5 - cy) / fy, -1)`` (image rows go down, camera +y goes up).
-- Lens distortion (:mod:`mclnf_dist.nerf.lens`): with a ``distortion``, the pixel centre's
+- Lens distortion (:mod:`mclnf_dist.cameras.lens`): with a ``distortion``, the pixel centre's
   normalised coordinate is the *distorted* one; the ray goes through its exact undistorted
   direction (OpenCV axes, y down, flipped into the camera convention above).
 - Directions are **unit length**. So a depth ``t`` along a ray is the Euclidean distance from the
@@ -23,8 +23,9 @@ what the fields consume.
 import numpy as np
 import torch
 
+from mclnf_dist.cameras.frame import Frame
+from mclnf_dist.cameras.lens import Distortion, undistorted_directions
 from mclnf_dist.errors import MclnfError
-from mclnf_dist.nerf.lens import Distortion, undistorted_directions
 
 Number = float | int
 
@@ -36,7 +37,7 @@ def _as_float64(value) -> np.ndarray:
 
 
 def camera_rays(
-    c2w,
+    c2w: np.ndarray | torch.Tensor,
     fx: Number | torch.Tensor,
     fy: Number | torch.Tensor,
     cx: Number | torch.Tensor,
@@ -130,7 +131,7 @@ def near_far_from_box(
     return near, far, hit
 
 
-def frame_rays(frame) -> tuple[torch.Tensor, torch.Tensor]:
+def frame_rays(frame: Frame) -> tuple[torch.Tensor, torch.Tensor]:
     """(H*W, 3) origins and unit directions of every pixel of a posed frame, through its lens.
 
     ``frame``: a :class:`~mclnf_dist.scenes.scene.Frame` or anything with ``c2w``, ``fx``, ``fy``,

@@ -17,6 +17,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from mclnf_dist.cameras.frame import Frame
 from mclnf_dist.fields.routing import route
 from mclnf_dist.fields.stacked_mlp import Params
 from mclnf_dist.nerf.field import (
@@ -205,7 +206,7 @@ def render_rays_routed(
 def render_view(
     cfg: RadianceFieldConfig,
     params: Params,
-    frame,
+    frame: Frame,
     route_fn: RouteFn,
     near: float = 0.0,
     far: float | None = None,
@@ -219,7 +220,7 @@ def render_view(
 def render_view_outputs(
     cfg: RadianceFieldConfig,
     params: Params,
-    frame,
+    frame: Frame,
     route_fn: RouteFn,
     near: float = 0.0,
     far: float | None = None,

@@ -32,7 +32,14 @@ from mclnf_dist.raystore.store import (
 )
 from mclnf_dist.runtime import ensure_ray, worker_env
 from mclnf_dist.scenes.partition import PARTITION_FILE, BlockPartition
-from mclnf_dist.scenes.scene import check_scene, load_frame_image, load_scene, scene_options
+from mclnf_dist.scenes.scene import (
+    Frame,
+    Scene,
+    check_scene,
+    load_frame_image,
+    load_scene,
+    scene_options,
+)
 from mclnf_dist.storage import (
     filesystem_for,
     join,
@@ -47,7 +54,9 @@ INTENT_FILE = "_ingest.json"
 CHUNK_DIR = "_chunks"
 
 
-def frame_rays(scene, frame, image_id: int, clip_to_box: bool) -> dict[str, np.ndarray]:
+def frame_rays(
+    scene: Scene, frame: Frame, image_id: int, clip_to_box: bool
+) -> dict[str, np.ndarray]:
     """All H*W rays of one frame as numpy columns, pixel order y * W + x.
 
     With ``clip_to_box`` and a scene box, each ray's [near, far] is where it crosses the box
@@ -79,7 +88,7 @@ def frame_rays(scene, frame, image_id: int, clip_to_box: bool) -> dict[str, np.n
 
 
 def write_chunk(
-    scene,
+    scene: Scene,
     uri: str,
     chunk: int,
     frame_ids: list[int],
@@ -244,7 +253,15 @@ def transforms_sha256(files: list[str]) -> str:
     )
 
 
-def run_chunks(scene, uri, chunks, todo, partition, opts, done) -> list[tuple[int, Exception]]:
+def run_chunks(
+    scene: Scene,
+    uri: str,
+    chunks: dict[int, list[int]],
+    todo: list[int],
+    partition: BlockPartition,
+    opts: IngestOptions,
+    done: dict[int, list[dict]],
+) -> list[tuple[int, Exception]]:
     """Run the ``todo`` chunks as Ray tasks; fill ``done``; return the failed chunks' errors."""
     import ray
 

@@ -7,7 +7,8 @@ pixels), so a missing image or one of the wrong size stops the load before any w
 
 Lens: ``camera_model`` is one of :data:`CAMERA_MODELS` (nerfstudio / COLMAP names); instant-ngp's
 ``is_fisheye: true`` means ``OPENCV_FISHEYE``. Perspective models take ``k1 k2 k3 p1 p2``, the
-fisheye ``k1..k4``; the lens is inverted exactly when rays are built (:mod:`mclnf_dist.nerf.lens`).
+fisheye ``k1..k4``; the lens is inverted exactly when rays are built
+(:mod:`mclnf_dist.cameras.lens`).
 
 Downscale ``N``: the image is block-averaged over ``N x N`` pixels (a box filter: each new pixel is
 the mean of the old pixels it covers), the last ``w mod N`` columns and ``h mod N`` rows dropped.
@@ -18,43 +19,19 @@ Distortion coefficients act on normalised coordinates and do not change.
 
 import math
 import os
-from dataclasses import dataclass
 from functools import lru_cache
 
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
+from mclnf_dist.cameras.frame import Frame
+from mclnf_dist.cameras.lens import Distortion, check_invertible
 from mclnf_dist.errors import MclnfError
-from mclnf_dist.nerf.lens import Distortion, check_invertible
 
 IMAGE_SUFFIXES = ("", ".png", ".jpg", ".jpeg", ".PNG", ".JPG")
 """Tried in order when a ``file_path`` has no extension (Blender writes ``./train/r_0``)."""
 PERSPECTIVE_MODELS = ("PINHOLE", "SIMPLE_PINHOLE", "SIMPLE_RADIAL", "RADIAL", "OPENCV")
 CAMERA_MODELS = (*PERSPECTIVE_MODELS, "OPENCV_FISHEYE")
-
-
-@dataclass
-class Frame:
-    """One posed image."""
-
-    file_path: str
-    """Path of the image file (scene root joined with the frame's ``file_path``)."""
-    c2w: np.ndarray
-    """(4, 4) float64 camera-to-world matrix (camera looks down -z, +y up)."""
-    fx: float
-    fy: float
-    cx: float
-    cy: float
-    width: int
-    height: int
-    time: float = 0.0
-    """Timestamp or phase in [0, 1] (0 for static scenes)."""
-    distortion: Distortion | None = None
-    """The lens, inverted when rays are built; None: an ideal pinhole."""
-    downscale: int = 1
-    """Images are block-averaged by this factor when read (intrinsics above are already scaled)."""
-    where: str = ""
-    """``transforms file: frame i (file_path)``: how errors name this frame."""
 
 
 def number(where: str, key: str, value) -> float:

@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from mclnf_dist.nerf.lens import Distortion, check_invertible
+from mclnf_dist.cameras.lens import Distortion, check_invertible
 from mclnf_dist.nerf.rays import camera_rays
 
 FOX = Path("/work/shared/scenes/fox/transforms.json")
