@@ -12,6 +12,7 @@ the file and the field. Unchanged complete output makes a re-run a no-op.
 
 import hashlib
 import logging
+import os
 import time
 from dataclasses import asdict
 from pathlib import Path
@@ -246,11 +247,21 @@ def check_ingest_scene(scene_root: str, opts: IngestOptions) -> None:
 
 
 def transforms_sha256(files: list[str]) -> str:
-    """sha256 of the one transforms file, or of the files' sha256s (Blender's split ``all``)."""
-    digests = [hashlib.sha256(Path(f).read_bytes()).hexdigest() for f in files]
+    """sha256 of the one transforms file, or of the files' sha256s (Blender's split ``all``; a
+    COLMAP model folder: its files in name order)."""
+    digests = [file_sha256(f) for f in files]
     return (
         digests[0] if len(digests) == 1 else hashlib.sha256("".join(digests).encode()).hexdigest()
     )
+
+
+def file_sha256(path: str) -> str:
+    """sha256 of a file, or of a folder's files' sha256s in name order (a COLMAP model)."""
+    if os.path.isdir(path):
+        names = sorted(n for n in os.listdir(path) if os.path.isfile(os.path.join(path, n)))
+        inner = "".join(file_sha256(os.path.join(path, n)) for n in names)
+        return hashlib.sha256(inner.encode()).hexdigest()
+    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
 
 
 def run_chunks(

@@ -9,6 +9,9 @@ Accepted layouts of a scene folder ``root`` (``root`` may also be the JSON file 
   any split information every ``holdout_every``-th frame (0, 8, 16, ... by default, as in the
   mip-NeRF 360 protocol) is held out as ``test`` (and ``val``), the others are ``train``;
   ``holdout_every=0`` keeps every frame in ``train``. ``split="all"`` always takes every frame.
+- A COLMAP sparse model (``sparse/0``, ``sparse`` or ``colmap/sparse/0``, ``.bin`` or ``.txt``)
+  beside ``images/``, when the folder has no transforms file: read as one
+  (:mod:`mclnf_dist.scenes.colmap_model`), split by ``holdout_every``.
 
 Frames (intrinsics, lens, downscaling): :mod:`mclnf_dist.scenes.scene_cameras`. Box and near/far,
 derived when absent: :mod:`mclnf_dist.scenes.scene_bounds`. Poses are camera-to-world 4x4
@@ -35,6 +38,12 @@ import numpy as np
 from PIL import Image, UnidentifiedImageError
 
 from mclnf_dist.errors import MclnfError
+from mclnf_dist.scenes.colmap_model import (
+    MODEL_DIRS,
+    model_dir,
+    scene_root_of,
+    transforms_from_model,
+)
 from mclnf_dist.scenes.scene_bounds import scene_bounds
 from mclnf_dist.scenes.scene_cameras import (
     READ_ONCE,
@@ -97,7 +106,13 @@ def find_transforms(root: str, split: str) -> list[tuple[str, bool]]:
     if per_split:
         have = ", ".join(os.path.basename(p) for p in per_split)
         raise MclnfError(f"scene folder {root} has no transforms_{split}.json (has {have})")
-    raise MclnfError(f"no transforms.json or transforms_{split}.json in scene folder {root}")
+    colmap = model_dir(root)
+    if colmap is not None:
+        return [(colmap, False)]
+    raise MclnfError(
+        f"no transforms.json, transforms_{split}.json or COLMAP model "
+        f"({', '.join(d + '/' for d in MODEL_DIRS)}) in scene folder {root}"
+    )
 
 
 def split_name(path: str) -> str:
@@ -105,7 +120,19 @@ def split_name(path: str) -> str:
     return os.path.basename(path)[len("transforms_") : -len(".json")]
 
 
+def scene_folder(path: str) -> str:
+    """The folder a frame's ``file_path`` is relative to: the transforms file's, or the scene
+    folder holding a COLMAP model."""
+    if os.path.isdir(path):
+        return scene_root_of(path)
+    return os.path.dirname(os.path.abspath(path))
+
+
 def read_transforms(path: str) -> dict:
+    """A transforms file's record, or a COLMAP model folder's as one
+    (:func:`~mclnf_dist.scenes.colmap_model.transforms_from_model`)."""
+    if os.path.isdir(path):
+        return transforms_from_model(path)
     try:
         with open(path, encoding="utf-8") as handle:
             meta = json.load(handle)
@@ -206,14 +233,14 @@ def parse_scene(
     ]
     sizes: dict = {}
     cones = [
-        view_cone(path, os.path.dirname(os.path.abspath(path)), metas[path], entry, sizes)
+        view_cone(path, scene_folder(path), metas[path], entry, sizes)
         for path, _ in everything
         for entry in metas[path]["frames"]
     ]
     frames, skipped = [], []
     for path, per_split in files:
         meta = metas[path]
-        folder = os.path.dirname(os.path.abspath(path))
+        folder = scene_folder(path)
         for index, entry in select_split(path, meta, split, per_split, holdout_every):
             if skip_missing_images and not has_image(folder, str(entry.get("file_path", ""))):
                 skipped.append(f"{index} ({entry.get('file_path')})")
@@ -232,7 +259,7 @@ def parse_scene(
         if not isinstance(value, list) or len(value) != 3:
             raise MclnfError(f"{path}: 'background' must be a list of 3 numbers, got {value!r}")
         background = np.asarray([number(path, "background", v) for v in value])
-    folder = os.path.dirname(os.path.abspath(path))
+    folder = scene_folder(path)
     return Scene(
         folder, split, frames, near, far, box, background, path, [p for p, _ in files], note
     )
