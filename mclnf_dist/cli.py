@@ -22,6 +22,7 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
         "the one adaptation plan of a modality or the city, chosen on validation data",
     ),
     "render": ("mclnf_dist.jobs.render", "render a saved city model along cameras: PNGs + MP4"),
+    "view": ("mclnf_dist.jobs.view", "a saved city model in the browser (viser), live"),
     "report": ("mclnf_dist.jobs.report", "every method, every modality -> docs/results.md"),
 }
 

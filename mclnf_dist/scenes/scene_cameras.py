@@ -74,9 +74,15 @@ def parse_frame(
     def get(key: str):
         return entry.get(key, meta.get(key))
 
-    image_path = find_image(where, folder, str(entry["file_path"]))
-    file_width, file_height = image_size(where, image_path)
     width, height = get("w"), get("h")
+    if get("cameras_only") is True:  # a camera path (``mclnf view``'s): no images to read
+        if width is None or height is None:
+            raise MclnfError(f"{where}: a cameras_only file needs 'w' and 'h'")
+        image_path = ""
+        file_width, file_height = int(number(where, "w", width)), int(number(where, "h", height))
+    else:
+        image_path = find_image(where, folder, str(entry["file_path"]))
+        file_width, file_height = image_size(where, image_path)
     width = file_width if width is None else int(number(where, "w", width))
     height = file_height if height is None else int(number(where, "h", height))
     if (file_width, file_height) != (width, height):

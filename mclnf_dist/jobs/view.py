@@ -1,0 +1,286 @@
+"""``mclnf view MODEL``: a saved city model in the browser (viser), rendered through its routed
+modules from wherever the camera is.
+
+    mclnf view outputs/city                 # then open http://127.0.0.1:8080
+    mclnf view runs/city-demo/<id> --host 0.0.0.0 --port 8081
+
+Each browser gets its own render loop: a small image as soon as the camera moves, then sharper ones
+while it rests (progressive refinement), so a CPU keeps up. The blocks' boxes and the training
+cameras are drawn; a time slider appears for a time-sliced city; "record view" adds the current
+camera to a path and "save path" writes it as a cameras file for ``mclnf render --cameras``.
+``--watch`` reloads the model when a newer one lands in the folder (a run or an extension
+completing). The server binds to 127.0.0.1 unless another interface is asked for.
+"""
+
+import json
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from mclnf_dist.cameras.frame import Frame
+from mclnf_dist.city.model import CityModel, load_city_model
+from mclnf_dist.config import (
+    NonNegativeFloat,
+    PositiveFloat,
+    PositiveInt,
+    check_config,
+    parse_config,
+)
+from mclnf_dist.device import Device, pick_device
+from mclnf_dist.errors import MclnfError
+from mclnf_dist.jobs.render import pick_model
+from mclnf_dist.nerf.render import to_uint8
+from mclnf_dist.progress import ProgressLog
+from mclnf_dist.runs import city_model_folder
+from mclnf_dist.scenes.partition import ground_axes, load_partition
+from mclnf_dist.scenes.scene import Scene, load_scene, reading_once
+from mclnf_dist.storage import write_atomic
+
+OPENCV_TO_OPENGL = np.diag([1.0, -1.0, -1.0])
+
+
+@dataclass
+class ViewConfig:
+    """Which model, where the viewer listens, how it renders."""
+
+    model: str = "outputs/city"
+    """A city job's work folder (its latest completed run), a run folder, or a run's
+    ``city_model`` folder."""
+    name: str = ""
+    """Which model of the folder; empty: ``blocks-meta``, else ``blocks-random``, else any."""
+    host: str = "127.0.0.1"
+    """Interface to bind (``0.0.0.0``: every interface, reachable from other machines)."""
+    port: PositiveInt = 8080
+    widths: tuple[PositiveInt, ...] = (96, 192, 384)
+    """Image widths rendered in turn while the camera rests (the first as soon as it moves)."""
+    rest_s: NonNegativeFloat = 0.2
+    """How long the camera must rest before the next, sharper image."""
+    chunk: PositiveInt = 8192
+    """Rays per rendering call."""
+    watch: bool = False
+    """Reload the model when a newer one lands in ``model`` (polled every ``watch_s``)."""
+    watch_s: PositiveFloat = 5.0
+    paths: str = "outputs/view"
+    """Folder the saved camera paths go to."""
+    device: Device = "auto"
+
+
+def camera_frame(
+    position: np.ndarray, wxyz: np.ndarray, fov: float, aspect: float, width: int, time_: float
+) -> Frame:
+    """The viewer camera as a :class:`Frame`: viser gives the camera-to-world rotation in the
+    OpenCV convention (+z forward, -y up) and the vertical field of view."""
+    w, x, y, z = (float(v) for v in wxyz)
+    rotation = np.array([
+        [1 - 2 * (y * y + z * z), 2 * (x * y - w * z), 2 * (x * z + w * y)],
+        [2 * (x * y + w * z), 1 - 2 * (x * x + z * z), 2 * (y * z - w * x)],
+        [2 * (x * z - w * y), 2 * (y * z + w * x), 1 - 2 * (x * x + y * y)],
+    ])  # fmt: skip
+    c2w = np.eye(4)
+    c2w[:3, :3], c2w[:3, 3] = rotation @ OPENCV_TO_OPENGL, position
+    height = max(1, round(width / aspect))
+    focal = 0.5 * height / np.tan(0.5 * fov)
+    return Frame("", c2w, focal, focal, width / 2, height / 2, width, height, time_)
+
+
+def frame_wxyz(c2w: np.ndarray) -> np.ndarray:
+    """The (w, x, y, z) quaternion of a camera-to-world's rotation in viser's convention."""
+    r = c2w[:3, :3] @ OPENCV_TO_OPENGL
+    w = np.sqrt(max(1e-12, 1 + r[0, 0] + r[1, 1] + r[2, 2])) / 2
+    return np.array([w, (r[2, 1] - r[1, 2]) / (4 * w), (r[0, 2] - r[2, 0]) / (4 * w),
+                     (r[1, 0] - r[0, 1]) / (4 * w)])  # fmt: skip
+
+
+class CityViewer:
+    """The viser server, the model and one render loop per connected browser."""
+
+    def __init__(self, cfg: ViewConfig, log: ProgressLog | None = None) -> None:
+        import viser
+
+        self.cfg, self.log = cfg, log or ProgressLog("view")
+        self.device = pick_device(cfg.device)
+        self.lock = threading.Lock()
+        self.model, self.scene, self.stamp = self.load()
+        self.time = 0.0
+        self.recorded: list[Frame] = []
+        self.frames_sent: dict[int, int] = {}
+        """Per client id: images sent (what a test or a status line can read)."""
+        self.last_image: dict[int, np.ndarray] = {}
+        self.server = viser.ViserServer(host=cfg.host, port=cfg.port, verbose=False)
+        self.draw_scene()
+        self.add_controls()
+        self.server.on_client_connect(self.connect)
+        self.stopped = threading.Event()
+        if cfg.watch:
+            threading.Thread(target=self.watch, daemon=True).start()
+        self.log.info(
+            f"viewer of {self.model_file} at http://{cfg.host}:{self.server.get_port()} "
+            f"({len(self.scene.frames)} training cameras, {len(self.model.block_order)} modules)"
+        )
+
+    def load(self) -> tuple[CityModel, Scene, float]:
+        folder = city_model_folder(self.cfg.model)
+        name = pick_model(folder, self.cfg.name)
+        self.model_file = folder / f"{name}.pt"
+        model = load_city_model(str(folder), name)
+        self.partition = load_partition(str(folder))
+        if not model.scene:
+            raise MclnfError(f"{self.model_file} records no scene (expected a city run's model)")
+        model = model._replace(params={k: v.to(self.device) for k, v in model.params.items()})
+        scene = load_scene(model.scene["root"], "train", **model.scene["options"])
+        return model, scene, self.model_file.stat().st_mtime
+
+    def draw_scene(self) -> None:
+        """The blocks' boxes (ground cells x the scene box's height) and the training cameras."""
+        scene, partition = self.scene, self.partition
+        box = scene.scene_box if scene.scene_box is not None else np.array([[0.0] * 3, [1.0] * 3])
+        ground = ground_axes(partition.up_axis)
+        up = 3 - sum(ground)
+
+        def point(a: float, b: float, level: int) -> np.ndarray:
+            xyz = np.zeros(3)
+            xyz[ground[0]], xyz[ground[1]], xyz[up] = a, b, box[level][up]
+            return xyz
+
+        segments = []
+        for (a0, b0), (a1, b1) in partition.block_extents():
+            corners = [point(a, b, level) for level in (0, 1) for a, b in
+                       ((a0, b0), (a1, b0), (a1, b1), (a0, b1))]  # fmt: skip
+            for i in range(4):
+                segments += [(corners[i], corners[(i + 1) % 4]),
+                             (corners[4 + i], corners[4 + (i + 1) % 4]),
+                             (corners[i], corners[4 + i])]  # fmt: skip
+        if segments:
+            points = np.array(segments, dtype=np.float32)
+            self.server.scene.add_line_segments("/blocks", points, colors=(255, 160, 0))
+        extent = float(np.linalg.norm(np.ptp(scene.camera_centers(), axis=0))) or 1.0
+        for index, frame in enumerate(scene.frames):
+            self.server.scene.add_camera_frustum(
+                f"/cameras/{index}",
+                fov=2 * np.arctan(0.5 * frame.height / frame.fy),
+                aspect=frame.width / frame.height,
+                scale=0.03 * extent,
+                wxyz=frame_wxyz(frame.c2w),
+                position=frame.c2w[:3, 3],
+                color=(80, 160, 255),
+            )
+
+    def add_controls(self) -> None:
+        gui = self.server.gui
+        if self.partition.time_slices > 1:
+            t0, t1 = self.partition.time_range
+            slider = gui.add_slider("time", min=t0, max=t1, step=(t1 - t0) / 100, initial_value=t0)
+            self.time = t0
+
+            @slider.on_update
+            def _(_event: Any) -> None:
+                self.time = float(slider.value)
+                self.refresh_all()
+
+        record, save = gui.add_button("record view"), gui.add_button("save path")
+
+        @record.on_click
+        def _(event: Any) -> None:
+            camera = event.client.camera
+            frame = camera_frame(camera.position, camera.wxyz, camera.fov, camera.aspect,
+                                 self.cfg.widths[-1], self.time)  # fmt: skip
+            self.recorded.append(frame)
+            event.client.add_notification("recorded", f"{len(self.recorded)} views in the path")
+
+        @save.on_click
+        def _(event: Any) -> None:
+            path = self.save_path()
+            event.client.add_notification("saved", f"mclnf render --cameras {path}")
+
+    def save_path(self) -> Path:
+        """The recorded views as a cameras file (``cameras_only``: no images) for ``mclnf
+        render --cameras``; one file per save, numbered."""
+        if not self.recorded:
+            raise MclnfError("no recorded views (press 'record view' first)")
+        folder = Path(self.cfg.paths)
+        folder.mkdir(parents=True, exist_ok=True)
+        path = folder / f"path-{len(list(folder.glob('path-*.json'))):03d}.json"
+        frames = [
+            {"file_path": f"view-{i:04d}", "transform_matrix": f.c2w.tolist(), "fl_x": f.fx,
+             "fl_y": f.fy, "cx": f.cx, "cy": f.cy, "w": f.width, "h": f.height, "time": f.time}
+            for i, f in enumerate(self.recorded)
+        ]  # fmt: skip
+        record = {"cameras_only": True, "near": self.scene.near, "far": self.scene.far}
+        write_atomic(path, json.dumps(record | {"frames": frames}, indent=1))
+        return path
+
+    def connect(self, client: Any) -> None:
+        changed = threading.Event()
+        client.camera.on_update(lambda _camera: changed.set())
+        self.clients = getattr(self, "clients", {})
+        self.clients[client.client_id] = changed
+        threading.Thread(target=self.render_loop, args=(client, changed), daemon=True).start()
+        changed.set()
+
+    def refresh_all(self) -> None:
+        for changed in getattr(self, "clients", {}).values():
+            changed.set()
+
+    def render_loop(self, client: Any, changed: threading.Event) -> None:
+        """Render the client's camera: the smallest width at once, then each sharper width after
+        the camera rests ``rest_s``; a move starts over."""
+        while not self.stopped.is_set():
+            if not changed.wait(timeout=1.0):
+                continue
+            changed.clear()
+            for level, width in enumerate(self.cfg.widths):
+                if level and changed.wait(timeout=self.cfg.rest_s):
+                    break  # moved again: start over at the smallest width
+                try:
+                    image = self.render(client.camera, width)
+                    client.scene.set_background_image(image, format="jpeg")
+                except Exception as error:  # a client gone mid-render: end its loop
+                    if client.client_id not in self.server.get_clients():
+                        return
+                    self.log.info(f"render failed: {error}")
+                    break
+                self.last_image[client.client_id] = image
+                self.frames_sent[client.client_id] = self.frames_sent.get(client.client_id, 0) + 1
+
+    def render(self, camera: Any, width: int) -> np.ndarray:
+        frame = camera_frame(camera.position, camera.wxyz, camera.fov, camera.aspect, width,
+                             self.time)  # fmt: skip
+        with self.lock, torch.no_grad():
+            pixels = self.model.render(frame, self.scene.near, self.scene.far, self.cfg.chunk)
+        return to_uint8(pixels)
+
+    def watch(self) -> None:
+        """Reload when a newer model lands (the folder's latest completed run may change)."""
+        while not self.stopped.wait(self.cfg.watch_s):
+            try:
+                folder = city_model_folder(self.cfg.model)
+                newest = (folder / f"{pick_model(folder, self.cfg.name)}.pt").stat().st_mtime
+            except (MclnfError, OSError):
+                continue
+            if newest > self.stamp:
+                with self.lock:
+                    self.model, self.scene, self.stamp = self.load()
+                self.log.info(f"reloaded {self.model_file}")
+                self.refresh_all()
+
+    def stop(self) -> None:
+        self.stopped.set()
+        self.server.stop()
+
+
+def main(argv: list[str]) -> None:
+    """Entry point of ``mclnf view``: serve until Ctrl-C."""
+    cfg = parse_config(ViewConfig, argv, description=__doc__)
+    with reading_once():
+        check_config(cfg)
+        viewer = CityViewer(cfg)
+    try:
+        while True:
+            time.sleep(3600)
+    except KeyboardInterrupt:
+        viewer.stop()
