@@ -180,7 +180,7 @@ def test_bad_transforms_are_one_line_errors(tmp_path, change, message):
 
 
 def test_missing_or_invalid_transforms(tmp_path):
-    with pytest.raises(MclnfError, match="no transforms.json, transforms_train.json or COLMAP model"):
+    with pytest.raises(MclnfError, match="no transforms.json, transforms_train.json or COLMAP"):
         load_scene(str(tmp_path))
     (tmp_path / "transforms.json").write_text("{not json")
     with pytest.raises(MclnfError, match="transforms.json: not valid JSON"):
