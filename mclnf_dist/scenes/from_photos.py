@@ -41,6 +41,8 @@ class PoseOptions:
     the scene's images are the downscaled ones."""
     matcher: Literal["auto", "exhaustive", "sequential"] = "auto"
     """``auto``: exhaustive up to 100 images, sequential beyond (and for videos)."""
+    max_features: PositiveInt = 8192
+    """SIFT features kept per image (fewer: faster matching, fewer points)."""
     overlap: PositiveInt = 10
     """Sequential matching: each image is matched with this many next ones."""
     camera_model: CameraModel = "OPENCV"
@@ -149,6 +151,7 @@ def poses_from_photos(
     threads = opts.threads if opts.threads > 0 else (os.cpu_count() or 1)
     extraction = pycolmap.FeatureExtractionOptions()
     extraction.num_threads = threads
+    extraction.sift.max_num_features = opts.max_features
     reader = pycolmap.ImageReaderOptions()
     reader.camera_model = opts.camera_model
     mode = pycolmap.CameraMode.SINGLE if opts.single_camera else pycolmap.CameraMode.PER_IMAGE

@@ -32,7 +32,7 @@ def posed_fox(tmp_path_factory) -> Path:
     if not FOX.is_dir():
         pytest.skip(f"the fox capture is not at {FOX}")
     out = tmp_path_factory.mktemp("fox-posed")
-    poses_from_photos(str(FOX / "images"), str(out), PoseOptions(max_size=384))
+    poses_from_photos(str(FOX / "images"), str(out), PoseOptions(max_size=384, max_features=2048))
     return out
 
 
