@@ -151,7 +151,9 @@ def poses_from_photos(
     threads = opts.threads if opts.threads > 0 else (os.cpu_count() or 1)
     extraction = pycolmap.FeatureExtractionOptions()
     extraction.num_threads = threads
-    extraction.sift.max_num_features = opts.max_features
+    sift = extraction.sift
+    sift.max_num_features = opts.max_features
+    extraction.sift = sift  # (set back: a binding may hand out a copy)
     reader = pycolmap.ImageReaderOptions()
     reader.camera_model = opts.camera_model
     mode = pycolmap.CameraMode.SINGLE if opts.single_camera else pycolmap.CameraMode.PER_IMAGE
