@@ -1,6 +1,6 @@
 """The results report: every method on real images, audio, video and the city -> docs/results.md.
 
-python pipelines/report.py --quick      # 2 CPUs, under 20 minutes
+python pipelines/report.py --quick      # 2 CPUs, under 45 minutes (docs/results.md says how long)
 python pipelines/report.py              # full budgets (a GPU or a cluster)
 python pipelines/report.py --sections faces city --quick
 """

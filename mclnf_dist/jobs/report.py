@@ -112,8 +112,8 @@ class ReportConfig:
     """What the report runs and where it writes."""
 
     quick: bool = False
-    """The ``-quick`` recipes: 2 CPUs, < 20 minutes a seed; default: the ``-full`` recipes, meant
-    for a GPU or a cluster."""
+    """The ``-quick`` recipes: 3 seeds with both plan views on 2 CPUs in under 45 minutes (the
+    report says how long it took); default: the ``-full`` recipes, meant for a GPU or a cluster."""
     tiny: bool = False
     """The ``-tiny`` recipes: seconds-long smoke budgets (tests); numbers mean nothing."""
     sections: tuple[SectionName, ...] = SECTION_NAMES
