@@ -108,6 +108,10 @@ class CityViewer:
         self.model, self.scene, self.stamp = self.load()
         self.time = 0.0
         self.recorded: list[Frame] = []
+        self.stopped = threading.Event()
+        self.clients: dict[int, threading.Event] = {}
+        """Per client id: set when its camera (or the time, or the model) changed."""
+        self.loops: list[threading.Thread] = []
         self.frames_sent: dict[int, int] = {}
         """Per client id: images sent (what a test or a status line can read)."""
         self.last_image: dict[int, np.ndarray] = {}
@@ -115,7 +119,6 @@ class CityViewer:
         self.draw_scene()
         self.add_controls()
         self.server.on_client_connect(self.connect)
-        self.stopped = threading.Event()
         if cfg.watch:
             threading.Thread(target=self.watch, daemon=True).start()
         self.log.info(
@@ -217,13 +220,14 @@ class CityViewer:
     def connect(self, client: Any) -> None:
         changed = threading.Event()
         client.camera.on_update(lambda _camera: changed.set())
-        self.clients = getattr(self, "clients", {})
         self.clients[client.client_id] = changed
-        threading.Thread(target=self.render_loop, args=(client, changed), daemon=True).start()
+        loop = threading.Thread(target=self.render_loop, args=(client, changed), daemon=True)
+        self.loops.append(loop)
+        loop.start()
         changed.set()
 
     def refresh_all(self) -> None:
-        for changed in getattr(self, "clients", {}).values():
+        for changed in list(self.clients.values()):
             changed.set()
 
     def render_loop(self, client: Any, changed: threading.Event) -> None:
@@ -234,7 +238,7 @@ class CityViewer:
                 continue
             changed.clear()
             for level, width in enumerate(self.cfg.widths):
-                if level and changed.wait(timeout=self.cfg.rest_s):
+                if self.stopped.is_set() or (level and changed.wait(timeout=self.cfg.rest_s)):
                     break  # moved again: start over at the smallest width
                 try:
                     image = self.render(client.camera, width)
@@ -269,7 +273,12 @@ class CityViewer:
                 self.refresh_all()
 
     def stop(self) -> None:
+        """Stop the render loops (joined: a loop left inside torch at exit aborts the process)
+        and the server."""
         self.stopped.set()
+        self.refresh_all()
+        for loop in self.loops:
+            loop.join(timeout=30)
         self.server.stop()
 
 

@@ -68,7 +68,7 @@ class DevTools:
 
         self.process = subprocess.Popen(
             [binary, "--headless=new", "--no-sandbox", "--disable-gpu", "--use-angle=swiftshader",
-             "--enable-unsafe-swiftshader", "--window-size=480,360", "--remote-debugging-port=0",
+             "--enable-unsafe-swiftshader", "--remote-debugging-port=0",
              f"--user-data-dir={profile}", "about:blank"],
             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
         )  # fmt: skip
@@ -121,6 +121,8 @@ def test_a_headless_browser_receives_rendered_frames_and_a_moved_camera_changes_
     viewer = CityViewer(cfg)
     browser = DevTools(binary, tmp_path / "profile")
     try:
+        browser.call("Emulation.setDeviceMetricsOverride", width=640, height=480,
+                     deviceScaleFactor=1, mobile=False)  # fmt: skip
         browser.call("Page.navigate", url=f"http://127.0.0.1:{cfg.port}")
         assert wait_for(lambda: sum(viewer.frames_sent.values()) >= 2), "no frame rendered"
         time.sleep(1.0)  # the browser draws the last image it received
@@ -135,7 +137,8 @@ def test_a_headless_browser_receives_rendered_frames_and_a_moved_camera_changes_
         time.sleep(1.0)
         second = browser.screenshot()
         assert not np.array_equal(viewer.last_image[client.client_id], before)
-        assert np.abs(second.astype(int) - first.astype(int)).mean() > 1.0  # the page changed
+        changed = np.abs(second.astype(int) - first.astype(int)).sum(axis=2) > 0
+        assert changed.mean() > 0.2  # the page shows the new frame (a random model: subtle)
         Image.fromarray(second).save(os.environ.get("MCLNF_VIEW_SHOT", tmp_path / "view.png"))
     finally:
         browser.close()
