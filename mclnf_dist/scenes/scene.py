@@ -277,8 +277,11 @@ def check_scene(root: str, splits: tuple[str, ...] = ("train", "test"), **option
     """
     path = Path(root)
     if not path.is_file() and not (path / "transforms.json").exists():
-        if not any(path.glob("transforms_*.json")):
-            raise MclnfError(f"scene {root} has no transforms.json (expected a posed-image scene)")
+        if not any(path.glob("transforms_*.json")) and model_dir(root) is None:
+            raise MclnfError(
+                f"scene {root} has no transforms.json or COLMAP model (expected a posed-image "
+                "scene)"
+            )
     scene = load_scene(root, "all", **options)
     for split in splits:
         load_scene(root, split, **options)

@@ -219,6 +219,7 @@ def test_cli_misconfiguration_exits_2_without_a_traceback(tmp_path):
     assert proc.returncode == 2, proc.stdout[-2000:] + proc.stderr[-2000:]
     errors = [line for line in proc.stderr.splitlines() if line.startswith("error:")]
     assert errors == [
-        "error: scene /nonexistent has no transforms.json (expected a posed-image scene)"
+        "error: scene /nonexistent has no transforms.json or COLMAP model (expected a posed-image "
+        "scene)"
     ]
     assert "Traceback" not in proc.stderr and "Started a local Ray" not in proc.stderr

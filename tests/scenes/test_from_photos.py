@@ -38,7 +38,8 @@ def posed_fox(tmp_path_factory) -> Path:
 
 def test_the_fox_photos_give_the_captures_poses_up_to_a_similarity(posed_fox):
     ours = {Path(f.file_path).name: f.c2w for f in load_scene(str(posed_fox), "all").frames}
-    theirs = {Path(f.file_path).name: f.c2w for f in load_scene(str(FOX), "all").frames}
+    fox = load_scene(str(FOX), "all", skip_missing_images=True)
+    theirs = {Path(f.file_path).name: f.c2w for f in fox.frames}
     assert len(ours) >= 45, f"{len(ours)} of 50 registered"
     names = sorted(set(ours) & set(theirs))
     mine = np.stack([ours[n] for n in names])
@@ -67,8 +68,9 @@ def test_the_written_colmap_model_trains_end_to_end(posed_fox, tmp_path):
             f"sqlite:///{tmp_path / 'mlflow.db'}"]  # fmt: skip
     cfg = parse_config(CityExperimentConfig, argv, recipes=recipes_for(CityExperimentConfig))
     report = run_city(cfg)
-    for scores in report["block_training"]["inits"].values():
-        assert np.isfinite(scores["heldout_image_psnr"]) and scores["heldout_image_psnr"] > 8
+    for scores in report["block_training"]["inits"].values():  # 4 steps: learning, not quality
+        curve = {int(step): psnr for step, psnr in scores["probe_curve"].items()}
+        assert curve[max(curve)] > curve[min(curve)] and np.isfinite(scores["heldout_image_psnr"])
 
 
 def test_bad_photo_folders_and_videos_are_one_line(tmp_path):
