@@ -14,7 +14,7 @@ import numpy as np
 import torch
 
 from mclnf_dist.city.data import CityData
-from mclnf_dist.city.model import save_city_model
+from mclnf_dist.city.model import PREVIEW_PREFIX, save_city_model
 from mclnf_dist.city.outputs import scene_record
 from mclnf_dist.city.results import BlockPhaseResult, InitScores
 from mclnf_dist.distributed.block_episodes import worker_seed
@@ -86,9 +86,18 @@ def block_phase(
         f"block training: {len(city.block_order)} blocks x {len(inits)} inits "
         f"({', '.join(inits)}), {block_cfg.steps} steps of {block_cfg.batch_rays} streamed rays"
     )
+    order = (frozen[1] if frozen else []) + list(city.block_order)
+    for name, init in inits.items():  # what mclnf view --watch shows while the blocks train
+        params = {k: v.cpu().expand(len(city.block_order), *v.shape[1:]) for k, v in init.items()}
+        if frozen is not None:
+            params = {k: torch.cat([frozen[0][k], v]) for k, v in params.items()}
+        save_city_model(
+            str(out / "city_model"), f"{PREVIEW_PREFIX}{name}", field_cfg, params,
+            city.partition, order, True, scene_record(city),
+            checkpoints=f"{checkpoint_root.rstrip('/')}/{name}",
+        )  # fmt: skip
     results = train_blocks(tasks, log, parallel)
     test_scene = city.load_scene("test")
-    order = (frozen[1] if frozen else []) + list(city.block_order)
     router = module_router(city.partition, order, modular=True)
     if problem := seam_margin_problem(city.partition, field_cfg.seam_margin):
         log.info(f"warning: {problem}")

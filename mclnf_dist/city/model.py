@@ -18,6 +18,7 @@ from typing import NamedTuple
 from torch import Tensor
 
 from mclnf_dist.cameras.frame import Frame
+from mclnf_dist.distributed.block_training import CHECKPOINT
 from mclnf_dist.errors import MclnfError
 from mclnf_dist.fields.stacked_mlp import Params
 from mclnf_dist.nerf.field import RadianceFieldConfig, field_from_dict
@@ -67,11 +68,13 @@ def save_city_model(
     block_order: list[int],
     modular: bool,
     scene: dict | None = None,
+    checkpoints: str = "",
 ) -> str:
     """Write ``folder/partition.json`` and ``folder/<method>.pt`` atomically; returns the latter.
 
     ``scene``: ``{"root": scene folder, "options": load_scene options}`` (what ``mclnf render``
-    reads held-out cameras and intrinsics from)."""
+    reads held-out cameras and intrinsics from). ``checkpoints``: a preview's folder of block
+    checkpoints (:func:`watched_params`)."""
     partition.save(folder)
     state = {
         "params": {k: v.detach().cpu() for k, v in params.items()},
@@ -79,6 +82,7 @@ def save_city_model(
         "field": dataclasses.asdict(field),
         "modular": modular,
         "scene": scene or {},
+        "checkpoints": checkpoints,
     }
     return save_state(join(folder.rstrip("/"), f"{method}.pt"), KIND, state)
 
@@ -99,3 +103,44 @@ def load_city_model(folder: str, method: str) -> CityModel:
         list(state["block_order"]),
         bool(state["modular"]),
     )
+
+
+PREVIEW_PREFIX = "preview-"
+"""``preview-<init>.pt``: written when block training starts (every module at the init, and where
+the blocks' checkpoints land); ``mclnf view --watch`` shows the blocks as they are trained."""
+
+
+def preview_checkpoints(folder: str, name: str) -> str:
+    """The folder of block checkpoints the preview ``name`` of ``folder`` names."""
+    root = load_state(join(folder.rstrip("/"), f"{name}.pt"), KIND).get("checkpoints", "")
+    if not root:
+        raise MclnfError(f"{folder}/{name}.pt is not a preview (it names no block checkpoints)")
+    return root
+
+
+def checkpoints_stamp(root: str) -> float:
+    """The newest modification time of the block checkpoints in ``root`` (0: none yet)."""
+    fs, base = filesystem_for(root)
+    if not fs.exists(base):
+        return 0.0
+    times = [float(e.get("mtime", 0) or 0) for e in fs.ls(base, detail=True)]
+    return max(times, default=0.0)
+
+
+def watched_params(folder: str, name: str) -> tuple[CityModel, list[int]]:
+    """The preview ``name`` of ``folder`` with every block checkpoint that has landed put in its
+    module; returns the model and the blocks whose checkpoint it read."""
+    model = load_city_model(folder, name)
+    root = preview_checkpoints(folder, name)
+    fs, base = filesystem_for(root)
+    params = {k: v.clone() for k, v in model.params.items()}
+    landed = []
+    for module, block in enumerate(model.block_order):
+        path = join(base, f"block-{block:04d}.pt")
+        if not fs.exists(path):
+            continue
+        state = load_state(join(root, f"block-{block:04d}.pt"), CHECKPOINT)
+        for key, value in state["params"].items():
+            params[key][module] = value.reshape(params[key][module].shape)
+        landed.append(block)
+    return model._replace(params=params), landed

@@ -16,7 +16,7 @@ import av
 import numpy as np
 from PIL import Image
 
-from mclnf_dist.city.model import load_city_model
+from mclnf_dist.city.model import PREVIEW_PREFIX, load_city_model
 from mclnf_dist.config import PositiveFloat, PositiveInt, check_config, describe, parse_config
 from mclnf_dist.device import Device, pick_device
 from mclnf_dist.errors import MclnfError
@@ -64,7 +64,9 @@ def main(argv: list[str]) -> None:
 
 
 def pick_model(folder: Path, name: str) -> str:
-    names = sorted(p.stem for p in folder.glob("*.pt") if not p.stem.startswith("theta0-"))
+    names = sorted(
+        p.stem for p in folder.glob("*.pt") if not p.stem.startswith(("theta0-", PREVIEW_PREFIX))
+    )
     if not names:
         raise MclnfError(f"{folder}: no saved city model (expected <name>.pt files of a city run)")
     if name:

@@ -8,8 +8,10 @@ Each browser gets its own render loop: a small image as soon as the camera moves
 while it rests (progressive refinement), so a CPU keeps up. The blocks' boxes and the training
 cameras are drawn; a time slider appears for a time-sliced city; "record view" adds the current
 camera to a path and "save path" writes it as a cameras file for ``mclnf render --cameras``.
-``--watch`` reloads the model when a newer one lands in the folder (a run or an extension
-completing). The server binds to 127.0.0.1 unless another interface is asked for.
+``--watch`` on a run still training shows its blocks as their checkpoints land (the run's
+``preview-<init>`` model: every module at the init until its block's checkpoint replaces it), then
+its final model; on a work folder, each newer completed run. The server binds to 127.0.0.1 unless
+another interface is asked for.
 """
 
 import json
@@ -23,7 +25,14 @@ import numpy as np
 import torch
 
 from mclnf_dist.cameras.frame import Frame
-from mclnf_dist.city.model import CityModel, load_city_model
+from mclnf_dist.city.model import (
+    PREVIEW_PREFIX,
+    CityModel,
+    checkpoints_stamp,
+    load_city_model,
+    preview_checkpoints,
+    watched_params,
+)
 from mclnf_dist.config import (
     NonNegativeFloat,
     PositiveFloat,
@@ -36,7 +45,7 @@ from mclnf_dist.errors import MclnfError
 from mclnf_dist.jobs.render import pick_model
 from mclnf_dist.nerf.render import to_uint8
 from mclnf_dist.progress import ProgressLog
-from mclnf_dist.runs import city_model_folder
+from mclnf_dist.runs import COMPLETE, city_model_folder
 from mclnf_dist.scenes.partition import ground_axes, load_partition
 from mclnf_dist.scenes.scene import Scene, load_scene, reading_once
 from mclnf_dist.storage import write_atomic
@@ -63,7 +72,8 @@ class ViewConfig:
     chunk: PositiveInt = 8192
     """Rays per rendering call."""
     watch: bool = False
-    """Reload the model when a newer one lands in ``model`` (polled every ``watch_s``)."""
+    """Follow ``model`` (polled every ``watch_s``): a run still training shows its blocks as
+    their checkpoints land, then its final model; a work folder, its newest completed run."""
     watch_s: PositiveFloat = 5.0
     paths: str = "outputs/view"
     """Folder the saved camera paths go to."""
@@ -126,17 +136,42 @@ class CityViewer:
             f"({len(self.scene.frames)} training cameras, {len(self.model.block_order)} modules)"
         )
 
-    def load(self) -> tuple[CityModel, Scene, float]:
+    def locate(self) -> tuple[Path, str, bool]:
+        """(``city_model`` folder, model name, whether it is a preview). With ``--watch`` a run
+        still training is read too: its preview, with the blocks trained so far."""
+        path = Path(self.cfg.model)
+        folder = path if path.name == "city_model" else path / "city_model"
+        if self.cfg.watch and folder.is_dir() and not (folder.parent / COMPLETE).exists():
+            init = self.cfg.name.removeprefix("blocks-") or "meta"
+            previews = [f"{PREVIEW_PREFIX}{i}" for i in (init, "random")]
+            name = next((n for n in previews if (folder / f"{n}.pt").exists()), None)
+            if name is not None:
+                return folder, name, True
         folder = city_model_folder(self.cfg.model)
-        name = pick_model(folder, self.cfg.name)
+        return folder, pick_model(folder, self.cfg.name), False
+
+    def stamp_of(self, folder: Path, name: str, preview: bool) -> float:
+        """When what the viewer shows last changed (a preview: its newest block checkpoint)."""
+        stamp = (folder / f"{name}.pt").stat().st_mtime
+        if preview:
+            stamp = max(stamp, checkpoints_stamp(preview_checkpoints(str(folder), name)))
+        return stamp
+
+    def load(self) -> tuple[CityModel, Scene, float]:
+        folder, name, preview = self.locate()
         self.model_file = folder / f"{name}.pt"
-        model = load_city_model(str(folder), name)
+        stamp = self.stamp_of(folder, name, preview)
+        if preview:
+            model, landed = watched_params(str(folder), name)
+            self.log.info(f"{name}: {len(landed)} of {len(model.block_order)} blocks trained")
+        else:
+            model = load_city_model(str(folder), name)
         self.partition = load_partition(str(folder))
         if not model.scene:
             raise MclnfError(f"{self.model_file} records no scene (expected a city run's model)")
         model = model._replace(params={k: v.to(self.device) for k, v in model.params.items()})
         scene = load_scene(model.scene["root"], "train", **model.scene["options"])
-        return model, scene, self.model_file.stat().st_mtime
+        return model, scene, stamp
 
     def draw_scene(self) -> None:
         """The blocks' boxes (ground cells x the scene box's height) and the training cameras."""
@@ -259,14 +294,14 @@ class CityViewer:
         return to_uint8(pixels)
 
     def watch(self) -> None:
-        """Reload when a newer model lands (the folder's latest completed run may change)."""
+        """Reload when what the folder holds changes: a block checkpoint landing in a run still
+        training, its final model, or a newer completed run."""
         while not self.stopped.wait(self.cfg.watch_s):
             try:
-                folder = city_model_folder(self.cfg.model)
-                newest = (folder / f"{pick_model(folder, self.cfg.name)}.pt").stat().st_mtime
+                stamp = self.stamp_of(*self.locate())
             except (MclnfError, OSError):
                 continue
-            if newest > self.stamp:
+            if stamp > self.stamp:
                 with self.lock:
                     self.model, self.scene, self.stamp = self.load()
                 self.log.info(f"reloaded {self.model_file}")

@@ -6,8 +6,9 @@ import time
 from pathlib import Path
 
 import pytest
+import torch
 
-from mclnf_dist.city.model import load_city_model
+from mclnf_dist.city.model import load_city_model, preview_checkpoints, watched_params
 from mclnf_dist.evaluation.city_images import score_city_images, spread_views
 from mclnf_dist.experiments.recipes import recipe
 from mclnf_dist.jobs.city import run_city
@@ -39,6 +40,21 @@ def test_city_methods_are_scored_on_the_rendered_held_out_images(ray_local, tmp_
         partition = load_partition(str(model_dir))
         scores = score_city_images(model.field, model.params, model.route, partition, test, None)
         assert results[name]["psnr_last"] == pytest.approx(scores.psnr, abs=1e-3)
+    # mclnf view --watch: the preview with every block checkpoint in place is the final model,
+    # and a block whose checkpoint has not landed yet still shows the init
+    final = load_city_model(str(model_dir), "blocks-random").params
+    watched, landed = watched_params(str(model_dir), "preview-random")
+    assert sorted(landed) == sorted(watched.block_order)
+    for key, value in final.items():
+        torch.testing.assert_close(watched.params[key], value)
+    first = watched.block_order[0]
+    Path(preview_checkpoints(str(model_dir), "preview-random"), f"block-{first:04d}.pt").unlink()
+    partial, landed = watched_params(str(model_dir), "preview-random")
+    preview = load_city_model(str(model_dir), "preview-random").params
+    assert first not in landed
+    for key, value in preview.items():
+        torch.testing.assert_close(partial.params[key][0], value[0])
+        torch.testing.assert_close(partial.params[key][1:], final[key][1:])
     # and it learned: the modules' PSNR after 8 steps is well above after 1
     curve = results["mod-random"]["curve"]
     assert curve["8"] > curve["1"] + 1.0
