@@ -89,13 +89,21 @@ AnyFloat = Annotated[float, Range()]
 
 
 def parse_config(
-    cls: type[C], argv: list[str], description: str | None = None, recipes: Recipes | None = None
+    cls: type[C],
+    argv: list[str],
+    description: str | None = None,
+    recipes: Recipes | None = None,
+    default: C | None = None,
 ) -> C:
-    """Defaults or ``--recipe`` <- ``--config`` YAML <- command-line flags, then checked."""
+    """Defaults (``default``, else the class's) or ``--recipe`` <- ``--config`` YAML <-
+    command-line flags, then checked."""
     argv = list(argv)
     recipe = pop_option(argv, "--recipe")
     config_file = pop_option(argv, "--config")
-    base = recipe_config(cls, recipe, recipes, "--recipe") if recipe else cls()
+    if recipe:
+        base = recipe_config(typing.get_origin(cls) or cls, recipe, recipes, "--recipe")
+    else:
+        base = default if default is not None else cls()
     if config_file:
         base = load_yaml_config(cls, config_file, recipes, base=base, recipe=recipe)
     if recipes:

@@ -197,16 +197,20 @@ class CityViewer:
             points = np.array(segments, dtype=np.float32)
             self.server.scene.add_line_segments("/blocks", points, colors=(255, 160, 0))
         extent = float(np.linalg.norm(np.ptp(scene.camera_centers(), axis=0))) or 1.0
-        for index, frame in enumerate(scene.frames):
+        self.frustums = [
             self.server.scene.add_camera_frustum(
                 f"/cameras/{index}",
                 fov=2 * np.arctan(0.5 * frame.height / frame.fy),
                 aspect=frame.width / frame.height,
-                scale=0.03 * extent,
+                scale=0.02 * extent,
+                thickness=1.5,
+                thickness_units="screen",
                 wxyz=frame_wxyz(frame.c2w),
                 position=frame.c2w[:3, 3],
                 color=(80, 160, 255),
             )
+            for index, frame in enumerate(scene.frames)
+        ]
 
     def add_controls(self) -> None:
         gui = self.server.gui
@@ -220,6 +224,14 @@ class CityViewer:
                 self.time = float(slider.value)
                 self.refresh_all()
 
+        cameras = gui.add_checkbox("training cameras", initial_value=True)
+
+        @cameras.on_update
+        def _(_event: Any) -> None:
+            for frustum in self.frustums:
+                frustum.visible = cameras.value
+
+        self.show_cameras = cameras
         record, save = gui.add_button("record view"), gui.add_button("save path")
 
         @record.on_click

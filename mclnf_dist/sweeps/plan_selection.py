@@ -27,7 +27,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Generic, TypeVar
 
 import torch
 
@@ -70,11 +70,15 @@ class PlanSearch:
     """The selection's JSON; empty: ``docs/results/plans/<modality>-<data>.json``."""
 
 
-@dataclass
-class ChoosePlanConfig:
-    """``mclnf choose-plan`` for signals: a signals config (``--recipe``) and the search."""
+Experiment = TypeVar("Experiment", SignalsConfig, CityExperimentConfig)
 
-    signals: SignalsConfig = dataclasses.field(default_factory=SignalsConfig)
+
+@dataclass
+class ChoosePlanConfig(Generic[Experiment]):
+    """``mclnf choose-plan``: an experiment's config (``--recipe``: a signals or a city recipe,
+    under ``--experiment.``) and the search."""
+
+    experiment: Experiment
     search: PlanSearch = dataclasses.field(default_factory=PlanSearch)
 
 
@@ -84,45 +88,37 @@ def city_search() -> PlanSearch:
     return PlanSearch(adam_lrs=(1e-3, 3e-3, 1e-2, 3e-2))
 
 
-@dataclass
-class ChooseCityPlanConfig:
-    """``mclnf choose-plan`` for the city: a city config (``--recipe city-...``) and the search."""
-
-    city: CityExperimentConfig = dataclasses.field(default_factory=CityExperimentConfig)
-    search: PlanSearch = dataclasses.field(default_factory=city_search)
+def plan_config(experiment: SignalsConfig | CityExperimentConfig) -> ChoosePlanConfig:
+    """The search for ``experiment`` with its kind's default candidates."""
+    city = isinstance(experiment, CityExperimentConfig)
+    return ChoosePlanConfig(experiment, city_search() if city else PlanSearch())
 
 
 def main(argv: list[str]) -> None:
-    """Entry point of ``mclnf choose-plan``: the recipe names the pipeline."""
+    """Entry point of ``mclnf choose-plan``: the recipe names the experiment."""
     city = pop_option(list(argv), "--recipe") in recipes_for(CityExperimentConfig)
-    config_class, key, target = (
-        (ChooseCityPlanConfig, "city", CityExperimentConfig)
-        if city
-        else (ChoosePlanConfig, "signals", SignalsConfig)
+    target = CityExperimentConfig if city else SignalsConfig
+    recipes = {name: _wrapped(make) for name, make in recipes_for(target).items()}
+    cfg = parse_config(
+        ChoosePlanConfig[target], argv, __doc__, recipes, default=plan_config(target())
     )
-    recipes = {
-        name: _wrapped(config_class, key, make) for name, make in recipes_for(target).items()
-    }
-    choose_plan(parse_config(config_class, argv, description=__doc__, recipes=recipes))
+    choose_plan(cfg)
 
 
-def _wrapped(config_class: type, key: str, make: Callable[[], Any]) -> Callable[[], Any]:
-    return lambda: config_class(**{key: make()})
+def _wrapped(make: Callable[[], Any]) -> Callable[[], ChoosePlanConfig]:
+    return lambda: plan_config(make())
 
 
-def choose_plan(
-    cfg: ChoosePlanConfig | ChooseCityPlanConfig, log: ProgressLog | None = None
-) -> dict:
+def choose_plan(cfg: ChoosePlanConfig, log: ProgressLog | None = None) -> dict:
     """Run the search; returns (and writes) ``{"winner": {...}, "candidates": [...]}``."""
     log = log or ProgressLog("choose-plan")
-    city = isinstance(cfg, ChooseCityPlanConfig)
-    target = cfg.city if city else cfg.signals
+    target = cfg.experiment
+    city = isinstance(target, CityExperimentConfig)
     pipeline = pipelines()["city" if city else "signals"]
     if target.param_match:
-        flag = "--city.param-match" if city else "--signals.param-match"
         raise MclnfError(
-            f"{flag}: choose-plan adapts the module-sized networks; choose the plan without it "
-            "(the plan then serves the parameter-matched runs too)"
+            "--experiment.param-match: choose-plan adapts the module-sized networks; choose the "
+            "plan without it (the plan then serves the parameter-matched runs too)"
         )
     quiet_logs(target.run.verbose)
     print(describe(target), flush=True)

@@ -66,6 +66,7 @@ class DevTools:
     def __init__(self, binary: str, profile: Path) -> None:
         from websockets.sync.client import connect
 
+        (profile / "DevToolsActivePort").unlink(missing_ok=True)  # a stale one names a dead port
         self.process = subprocess.Popen(
             [binary, "--headless=new", "--no-sandbox", "--disable-gpu", "--use-angle=swiftshader",
              "--enable-unsafe-swiftshader", "--remote-debugging-port=0",

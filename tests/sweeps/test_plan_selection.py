@@ -16,7 +16,7 @@ def test_the_plan_with_the_best_mean_validation_auc_wins_and_test_signals_stay_o
     signals.data.num_train, signals.data.num_test = 10, 4
     signals.adapt.max_steps = 16
     search = PlanSearch(adam_lrs=(1e-5, 1e-3), sgd_steps=(0,), output=str(tmp_path / "p.json"))
-    result = choose_plan(ChoosePlanConfig(signals=signals, search=search))
+    result = choose_plan(ChoosePlanConfig(signals, search))
     assert json.loads((tmp_path / "p.json").read_text())["winner"] == result["winner"]
     means = {c["adam_lr"]: c["mean_auc"] for c in result["candidates"]}
     assert result["winner"]["adam_lr"] == max(means, key=means.get)
@@ -38,9 +38,9 @@ def test_city_plan_is_chosen_on_validation_pixels_of_the_held_out_blocks(tmp_pat
         [
             "--recipe",
             "city-demo-tiny",
-            "--city.data.work-dir",
+            "--experiment.data.work-dir",
             str(tmp_path / "city"),
-            "--city.adapt.max-steps",
+            "--experiment.adapt.max-steps",
             "8",
             "--search.adam-lrs",
             "1e-6",
@@ -63,8 +63,8 @@ def test_param_match_is_refused_before_any_work(tmp_path):
     signals = recipe("image-tiny")
     signals.param_match = True
     search = PlanSearch(output=str(tmp_path / "p.json"))
-    with pytest.raises(MclnfError, match="--signals.param-match: choose-plan adapts the module"):
-        choose_plan(ChoosePlanConfig(signals=signals, search=search))
+    with pytest.raises(MclnfError, match="--experiment.param-match: choose-plan adapts the module"):
+        choose_plan(ChoosePlanConfig(signals, search))
     assert not (tmp_path / "p.json").exists()
 
 
@@ -82,7 +82,7 @@ def test_ewc_penalty_weight_is_chosen_on_validation_for_ewc_alone(tmp_path):
         ewc_lambdas=(0.0, 1e9),
         output=str(tmp_path / "ewc.json"),
     )
-    result = choose_plan(ChoosePlanConfig(signals=signals, search=search))
+    result = choose_plan(ChoosePlanConfig(signals, search))
     assert result["methods"] == ["ewc"] and result["inits"] == ["random"]
     means = {c["ewc_lambda"]: c["mean_auc"] for c in result["candidates"]}
     assert all(set(c["auc"]) == {"ewc"} for c in result["candidates"])
