@@ -96,7 +96,15 @@ class Bar:
 
 
 def quiet_logs(verbose: bool) -> None:
-    """Libraries' INFO chatter (MLflow's database set-up, Ray's start) off unless ``verbose``."""
+    """The one logging set-up of every entry point: the package's own ``logging`` lines (the
+    ingest's, the scene box's) on stderr at INFO as ``[name] message``; libraries' INFO chatter
+    (MLflow's database set-up, Ray's start) off unless ``verbose``."""
+    own = logging.getLogger("mclnf_dist")
+    if not own.handlers:
+        handler = logging.StreamHandler()
+        handler.setFormatter(logging.Formatter("[%(name)s] %(message)s"))
+        own.addHandler(handler)
+        own.setLevel(logging.INFO)
     level = "INFO" if verbose else "WARNING"
     os.environ["MLFLOW_LOGGING_LEVEL"] = level  # MLflow resets its logger when first imported
     for name in ("mlflow", "ray", "alembic"):

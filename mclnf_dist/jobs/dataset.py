@@ -15,7 +15,6 @@ docstring as help, and the CLI cannot drift from the configs.
 
 import dataclasses
 import json
-import logging
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -25,6 +24,7 @@ import tyro
 
 from mclnf_dist.config import PositiveFloat, check_config
 from mclnf_dist.preflight import check_writable
+from mclnf_dist.progress import quiet_logs
 from mclnf_dist.raystore.ingest import check_ingest_scene, ingest_scene
 from mclnf_dist.raystore.store import IngestOptions, load_manifest, verify_store
 from mclnf_dist.runtime import ensure_ray
@@ -121,7 +121,7 @@ def main(argv: list[str]) -> None:
     """Run ``mclnf dataset <make-city | ingest | info | verify | from-photos | from-video>``."""
     description = __doc__.split("\n")[0]
     command = tyro.cli(Command, args=argv, prog="mclnf dataset", description=description)
-    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    quiet_logs(verbose=False)
     if isinstance(command, MakeCity):
         check_writable(command.out, "make-city OUT")
         print(json.dumps({"scene": make_city(command.out, command.city)}))
