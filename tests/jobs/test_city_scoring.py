@@ -2,6 +2,7 @@
 through the routed city model; ``mod-random`` runs in the city; ``--param-match`` widens the one
 network to the modules' total size."""
 
+import socket
 import time
 from pathlib import Path
 
@@ -12,6 +13,8 @@ from mclnf_dist.city.model import load_city_model, preview_checkpoints, watched_
 from mclnf_dist.evaluation.city_images import score_city_images, spread_views
 from mclnf_dist.experiments.recipes import recipe
 from mclnf_dist.jobs.city import run_city
+from mclnf_dist.jobs.view import CityViewer, ViewConfig
+from mclnf_dist.runs import COMPLETE
 from mclnf_dist.scenes.partition import load_partition
 from mclnf_dist.scenes.scene import Scene, load_scene
 
@@ -48,16 +51,44 @@ def test_city_methods_are_scored_on_the_rendered_held_out_images(ray_local, tmp_
     for key, value in final.items():
         torch.testing.assert_close(watched.params[key], value)
     first = watched.block_order[0]
-    Path(preview_checkpoints(str(model_dir), "preview-random"), f"block-{first:04d}.pt").unlink()
+    checkpoint = Path(
+        preview_checkpoints(str(model_dir), "preview-random"), f"block-{first:04d}.pt"
+    )
+    kept = checkpoint.read_bytes()
+    checkpoint.unlink()
     partial, landed = watched_params(str(model_dir), "preview-random")
     preview = load_city_model(str(model_dir), "preview-random").params
     assert first not in landed
     for key, value in preview.items():
         torch.testing.assert_close(partial.params[key][0], value[0])
         torch.testing.assert_close(partial.params[key][1:], final[key][1:])
+    # the viewer follows the run as if it were still training: the checkpoint lands, it reloads
+    (model_dir.parent / COMPLETE).unlink()
+    cfg = ViewConfig(model=str(model_dir.parent), watch=True, watch_s=0.2, port=free_port())
+    viewer = CityViewer(cfg)
+    try:
+        assert viewer.model_file.name == "preview-random.pt"
+        key = next(iter(final))
+        torch.testing.assert_close(viewer.model.params[key][0], preview[key][0])
+        time.sleep(0.05)
+        checkpoint.write_bytes(kept)
+        deadline = time.time() + 30
+        while time.time() < deadline and not torch.equal(
+            viewer.model.params[key][0], final[key][0]
+        ):
+            time.sleep(0.1)
+        torch.testing.assert_close(viewer.model.params[key][0], final[key][0])
+    finally:
+        viewer.stop()
     # and it learned: the modules' PSNR after 8 steps is well above after 1
     curve = results["mod-random"]["curve"]
     assert curve["8"] > curve["1"] + 1.0
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
 
 
 def test_score_views_are_spread_over_the_held_out_split():
