@@ -24,13 +24,14 @@ from mclnf_dist.raystore.store import IngestOptions, load_manifest
 from mclnf_dist.raystore.stream import read_block_rays
 from mclnf_dist.scenes.demo_city import CityConfig, make_city
 from mclnf_dist.scenes.partition import BlockPartition
-from mclnf_dist.scenes.scene import Scene, check_scene, load_scene, scene_options
+from mclnf_dist.scenes.scene import Scene, SceneReading, check_scene, load_scene, scene_options
 from mclnf_dist.signals.signal_set import SignalSet
 
 
 @dataclass
-class CityDataConfig:
-    """Where the city comes from, how it is cut into blocks, which blocks do what."""
+class CityDataConfig(SceneReading):
+    """Where the city comes from, how a given scene is read (:class:`SceneReading`: downscale,
+    hold-out, missing images) and cut into blocks, which blocks do what."""
 
     scene: str = ""
     """A transforms.json scene folder; empty: generate the demo city into ``work_dir``."""
@@ -42,12 +43,6 @@ class CityDataConfig:
     """Blocks along x (the demo city is generated with this many city blocks too)."""
     blocks_y: PositiveInt = 2
     """Blocks along y."""
-    downscale: PositiveInt = 1
-    """A given scene's images are block-averaged by this factor once, at ingest (fx/N, cx/N)."""
-    holdout_every: NonNegativeInt = 8
-    """A given scene without splits holds out every n-th view as the test views (0: none)."""
-    skip_missing_images: bool = False
-    """A given scene's frames whose image file is missing are left out (else: stop, naming it)."""
     image_size: PositiveInt = 40
     """Demo city: image width and height in pixels."""
     views_per_block: PositiveInt = 10

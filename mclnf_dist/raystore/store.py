@@ -36,13 +36,13 @@ import pyarrow.parquet as pq
 from mclnf_dist.config import (
     AnyFloat,
     NonNegativeFloat,
-    NonNegativeInt,
     PositiveInt,
     check_config,
 )
 from mclnf_dist.config_rules import box_problem, cross_field_rule
 from mclnf_dist.errors import MclnfError
 from mclnf_dist.scenes.partition import PARTITION_FILE, BlockPartition
+from mclnf_dist.scenes.scene import SceneReading
 from mclnf_dist.storage import (
     filesystem_for,
     join,
@@ -84,8 +84,8 @@ Point = tuple[AnyFloat, AnyFloat, AnyFloat]
 
 
 @dataclass
-class IngestOptions:
-    """How a scene is cut into blocks and shards."""
+class IngestOptions(SceneReading):
+    """How a scene is read (:class:`SceneReading`) and cut into blocks and shards."""
 
     blocks_x: PositiveInt = 2
     """Grid cells along the first ground axis."""
@@ -112,14 +112,8 @@ class IngestOptions:
     """Frames per Ray task (bounds a task's memory; more chunks = more parallelism)."""
     split: str = "train"
     """Which split of the scene to ingest."""
-    downscale: PositiveInt = 1
-    """Images are block-averaged by this factor once, at ingest (intrinsics scaled: fx/N, cx/N)."""
-    holdout_every: NonNegativeInt = 8
-    """Scenes without splits hold out every n-th view as test (0: all views are train)."""
     scene_box: tuple[Point, Point] | None = None
     """Box overriding the scene's (``--field.scene-box``); None: the file's, or derived."""
-    skip_missing_images: bool = False
-    """Leave out frames whose image file is missing (else: stop, naming the first)."""
     compression: str = "lz4"
     """Parquet codec (lz4 read fastest here, ~10% faster than snappy, as compact)."""
     progress: bool = True

@@ -32,11 +32,12 @@ import os
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any
 
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
+from mclnf_dist.config import NonNegativeInt, PositiveInt
 from mclnf_dist.errors import MclnfError
 from mclnf_dist.scenes.colmap_model import (
     MODEL_DIRS,
@@ -146,13 +147,17 @@ def read_transforms(path: str) -> dict:
     return meta
 
 
-class SceneReading(Protocol):
-    """A config that says how a scene is read: the city job's data config and an ingest's
-    options are both one (the same field names, checked by the same ranges)."""
+@dataclass
+class SceneReading:
+    """How a posed-image scene is read: the base of the city job's data config and of an
+    ingest's options, so both take the same flags with the same ranges and meaning."""
 
-    downscale: int
-    holdout_every: int
-    skip_missing_images: bool
+    downscale: PositiveInt = 1
+    """Images are block-averaged by this factor once, at ingest (intrinsics scaled: fx/N, cx/N)."""
+    holdout_every: NonNegativeInt = 8
+    """Scenes without splits hold out every n-th view as the test views (0: all are training)."""
+    skip_missing_images: bool = False
+    """Frames whose image file is missing are left out (else: stop, naming the first)."""
 
 
 def scene_options(reading: SceneReading, scene_box: Any = None) -> dict[str, Any]:
