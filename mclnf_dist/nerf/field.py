@@ -119,7 +119,7 @@ class RadianceFieldConfig:
     """Added to the raw density before the softplus: an untrained field starts nearly transparent
     (a few % opacity through a city box), i.e. renders the sky, instead of saturating early.
     Chosen on the demo city's validation views with the outer rate
-    (``docs/results/defaults/city.md``): -3 and -1 tie, -5 trails by ~0.5 dB."""
+    (``docs/results/defaults/city.md``)."""
 
     seam_margin: UnitFloat = 0.0
     """Blended block seams in routed rendering (Mega-NeRF): a sample whose distance to another
