@@ -118,6 +118,8 @@ class CityViewer:
         self.model, self.scene, self.stamp = self.load()
         self.time = 0.0
         self.recorded: list[Frame] = []
+        self.time_slider: Any = None
+        """The time slider of a time-sliced city (None: the city has one time)."""
         self.stopped = threading.Event()
         self.clients: dict[int, threading.Event] = {}
         """Per client id: set when its camera (or the time, or the model) changed."""
@@ -217,7 +219,7 @@ class CityViewer:
         if self.partition.time_slices > 1:
             t0, t1 = self.partition.time_range
             slider = gui.add_slider("time", min=t0, max=t1, step=(t1 - t0) / 100, initial_value=t0)
-            self.time = t0
+            self.time, self.time_slider = t0, slider
 
             @slider.on_update
             def _(_event: Any) -> None:

@@ -45,8 +45,18 @@ class BlockRouter:
     candidates (``router.candidates(points, margin)``, a :data:`BlendFn`), which blended
     rendering needs."""
 
-    def __init__(self, route_fn: RouteFn, blend_fn: BlendFn) -> None:
-        self.route_fn, self.blend_fn = route_fn, blend_fn
+    def __init__(
+        self,
+        route_fn: RouteFn,
+        blend_fn: BlendFn,
+        at_time: "Callable[[float], BlockRouter] | None" = None,
+    ) -> None:
+        self.route_fn, self.blend_fn, self._at_time = route_fn, blend_fn, at_time
+
+    def at_time(self, time: float) -> "BlockRouter":
+        """The router of one instant (a time-sliced partition routes a point to the module of
+        its block in the time slice of ``time``); itself when time does not matter."""
+        return self._at_time(time) if self._at_time is not None else self
 
     def __call__(self, points: Tensor) -> Tensor:
         return self.route_fn(points)
@@ -55,22 +65,30 @@ class BlockRouter:
         return self.blend_fn(points, margin)
 
 
-def partition_router(partition) -> BlockRouter:
-    """A :class:`BlockRouter` from a block partition (``route_points`` and ``blend_points``).
+def partition_router(partition, time: float | None = None) -> BlockRouter:
+    """A :class:`BlockRouter` from a block partition (``route_points`` and ``blend_points``), at
+    ``time`` (None: the first time slice; :meth:`BlockRouter.at_time` gives another).
 
     The block id of a point is its module id (one module per block, in block order).
     """
+    if partition.time_slices == 1:
+        time = None
 
     def route_fn(points: Tensor) -> Tensor:
-        ids = partition.route_points(points.detach().cpu().numpy())
+        xyz = points.detach().cpu().numpy()
+        times = None if time is None else np.full(len(xyz), time)
+        ids = partition.route_points(xyz, times)
         return torch.as_tensor(ids, dtype=torch.int64, device=points.device)
 
     def blend_fn(points: Tensor, margin: float) -> tuple[Tensor, Tensor]:
         ids, weights = partition.blend_points(points.detach().cpu().numpy(), margin)
+        if time is not None:  # blend_points names the blocks of the first time slice
+            ids = ids + int(partition.time_slice(time, 1)[0])
         ids = torch.as_tensor(ids, dtype=torch.int64, device=points.device)
         return ids, torch.as_tensor(weights, dtype=points.dtype, device=points.device)
 
-    return BlockRouter(route_fn, blend_fn)
+    at_time = None if partition.time_slices == 1 else (lambda t: partition_router(partition, t))
+    return BlockRouter(route_fn, blend_fn, at_time)
 
 
 def blended_fields(
@@ -244,6 +262,8 @@ def render_view_outputs(
         expected ray termination points in world units, on the parameters' device.
     """
     device = next(iter(params.values())).device
+    if isinstance(route_fn, BlockRouter):  # a time-sliced city: the modules of the frame's time
+        route_fn = route_fn.at_time(float(getattr(frame, "time", 0.0)))
     origins, directions = frame_rays(frame)  # (H*W, 3)
     origins, directions = origins.to(device), directions.to(device)
     ray_near, ray_far, _ = near_far_from_box(origins, directions, *cfg.box, min_near=float(near))

@@ -9,7 +9,9 @@ from mclnf_dist.nerf.render import BlockRouter, partition_router
 from mclnf_dist.scenes.partition import BlockPartition
 
 
-def module_router(partition: BlockPartition, block_order: list[int], modular: bool) -> BlockRouter:
+def module_router(
+    partition: BlockPartition, block_order: list[int], modular: bool, time: float | None = None
+) -> BlockRouter:
     """Route a 3-D point to its block's module (position in arrival order); one net: module 0.
 
     The router also names the seam candidates of a point (``router.candidates(points,
@@ -21,7 +23,7 @@ def module_router(partition: BlockPartition, block_order: list[int], modular: bo
     by_block = torch.zeros(partition.num_blocks, dtype=torch.int64)
     for position, block in enumerate(block_order):
         by_block[block] = position
-    blocks = partition_router(partition)
+    blocks = partition_router(partition, time)
 
     def route(points: Tensor) -> Tensor:
         if not modular:
@@ -35,7 +37,10 @@ def module_router(partition: BlockPartition, block_order: list[int], modular: bo
         ids, weights = blocks.candidates(points, margin)
         return by_block.to(points.device)[ids], weights
 
-    return BlockRouter(route, blend)
+    at_time = None
+    if modular and partition.time_slices > 1:
+        at_time = lambda t: module_router(partition, block_order, modular, t)  # noqa: E731
+    return BlockRouter(route, blend, at_time)
 
 
 def seam_margin_problem(partition: BlockPartition, seam_margin: float) -> str | None:

@@ -144,3 +144,44 @@ def test_a_headless_browser_receives_rendered_frames_and_a_moved_camera_changes_
     finally:
         browser.close()
         viewer.stop()
+
+
+def test_a_time_sliced_city_gets_a_time_slider_that_renders_its_slices(tmp_path):
+    import torch
+
+    from mclnf_dist.city.model import save_city_model
+    from mclnf_dist.nerf.field import field_for_scene, init_radiance_params
+    from mclnf_dist.runs import COMPLETE
+    from mclnf_dist.scenes.demo_city import CityConfig, make_city
+    from mclnf_dist.scenes.partition import BlockPartition
+    from mclnf_dist.scenes.scene import load_scene
+
+    scene_root = make_city(str(tmp_path / "scene"), CityConfig(width=16, height=12))
+    scene = load_scene(scene_root, "all")
+    times = np.linspace(0.0, 1.0, len(scene.frames))
+    partition = BlockPartition.from_cameras(scene.camera_centers(), 1, 1, times=times,
+                                            time_slices=2)  # fmt: skip
+    field = field_for_scene(scene, density_bias=5.0)  # opaque: each module shows its colours
+    params = init_radiance_params(field, 2, torch.Generator().manual_seed(0))
+    run = tmp_path / "runs" / "city-demo" / "20260101-000000-abcd"
+    save_city_model(str(run / "city_model"), "blocks-meta", field, params, partition, [0, 1],
+                    True, {"root": scene_root, "options": {}})  # fmt: skip
+    (run / COMPLETE).write_text("{}")
+    viewer = CityViewer(ViewConfig(model=str(run), port=free_port()))
+    try:
+        assert viewer.time_slider is not None
+        camera = type("Camera", (), {})()
+        centre = viewer.scene.camera_centers().mean(axis=0)
+        c2w = look_at(centre + [0.0, -3.0, 2.0], centre)
+        camera.position, camera.wxyz, camera.fov, camera.aspect = (
+            c2w[:3, 3],
+            frame_wxyz(c2w),
+            1.0,
+            1.0,
+        )
+        early = viewer.render(camera, 24)
+        viewer.time_slider.value = 0.9  # the second time slice: the other module
+        assert wait_for(lambda: viewer.time == pytest.approx(0.9), 5)
+        assert not np.array_equal(viewer.render(camera, 24), early)
+    finally:
+        viewer.stop()
