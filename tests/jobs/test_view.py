@@ -46,6 +46,13 @@ def test_a_recorded_path_renders_with_mclnf_render(model, tmp_path):
     cfg = ViewConfig(model=str(model), port=free_port(), paths=str(tmp_path / "paths"))
     viewer = CityViewer(cfg)
     try:
+        assert viewer.server.get_host() == "127.0.0.1"  # loopback unless another is asked for
+        with socket.socket() as probe:  # and nothing answers on another interface
+            probe.settimeout(1.0)
+            others = [a for a in socket.gethostbyname_ex(socket.gethostname())[2]
+                      if not a.startswith("127.")]  # fmt: skip
+            if others:
+                assert probe.connect_ex((others[0], cfg.port)) != 0
         centre = viewer.scene.camera_centers().mean(axis=0)
         for eye in (centre + [5.0, 0, 3], centre + [0, 5.0, 3]):
             c2w = look_at(eye, centre)
