@@ -256,9 +256,9 @@ def conform(value: Any, hint: Any) -> tuple[Any, str | None]:
     origin, args = typing.get_origin(hint), typing.get_args(hint)
     if origin is Annotated:
         value, problem = conform(value, args[0])
-        ranges = [rule for rule in args[1:] if isinstance(rule, Range)]
-        for rule in ranges if problem is None else ():
-            problem = problem or rule.problem(value)
+        for rule in args[1:] if problem is None else ():
+            if isinstance(rule, Range) and (problem := rule.problem(value)):
+                break
         return value, problem
     if origin is Literal:
         if any(type(value) is type(a) and value == a for a in args):

@@ -30,3 +30,8 @@ class Frame:
     """Images are block-averaged by this factor when read (intrinsics above are already scaled)."""
     where: str = ""
     """``transforms file: frame i (file_path)``: how errors name this frame."""
+
+
+OPENCV_TO_OPENGL = np.diag([1.0, -1.0, -1.0])
+"""Right-multiplied onto a camera rotation, turns COLMAP's and viser's camera axes (+z forward,
+y down) into the frames' (-z forward, y up), and back (it is its own inverse)."""

@@ -88,7 +88,8 @@ def block_phase(
     )
     order = (frozen[1] if frozen else []) + list(city.block_order)
     for name, init in inits.items():  # what mclnf view --watch shows while the blocks train
-        params = {k: v.cpu().expand(len(city.block_order), *v.shape[1:]) for k, v in init.items()}
+        count = len(city.block_order)
+        params = {k: v.cpu().repeat(count, *([1] * (v.dim() - 1))) for k, v in init.items()}
         if frozen is not None:
             params = {k: torch.cat([frozen[0][k], v]) for k, v in params.items()}
         save_city_model(

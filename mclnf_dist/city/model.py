@@ -46,6 +46,8 @@ class CityModel(NamedTuple):
     """Module ``i`` serves block ``block_order[i]``."""
     modular: bool
     """False: one network serves every block."""
+    checkpoints: str = ""
+    """A preview's folder of block checkpoints (:func:`watched_params`); "" for a trained model."""
 
     def render(
         self,
@@ -102,6 +104,7 @@ def load_city_model(folder: str, method: str) -> CityModel:
         scene,
         list(state["block_order"]),
         bool(state["modular"]),
+        state.get("checkpoints", ""),
     )
 
 
@@ -130,8 +133,10 @@ def checkpoints_stamp(root: str) -> float:
 def watched_params(folder: str, name: str) -> tuple[CityModel, list[int]]:
     """The preview ``name`` of ``folder`` with every block checkpoint that has landed put in its
     module; returns the model and the blocks whose checkpoint it read."""
-    model = load_city_model(folder, name)
-    root = preview_checkpoints(folder, name)
+    model = load_city_model(folder, name)  # the preview's file, read once
+    root = model.checkpoints
+    if not root:
+        raise MclnfError(f"{folder}/{name}.pt is not a preview (it names no block checkpoints)")
     fs, base = filesystem_for(root)
     params = {k: v.clone() for k, v in model.params.items()}
     landed = []

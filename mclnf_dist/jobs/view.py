@@ -24,7 +24,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from mclnf_dist.cameras.frame import Frame
+from mclnf_dist.cameras.frame import OPENCV_TO_OPENGL, Frame
 from mclnf_dist.city.model import (
     PREVIEW_PREFIX,
     CityModel,
@@ -49,8 +49,6 @@ from mclnf_dist.runs import COMPLETE, city_model_folder
 from mclnf_dist.scenes.partition import ground_axes, load_partition
 from mclnf_dist.scenes.scene import Scene, load_scene, reading_once
 from mclnf_dist.storage import write_atomic
-
-OPENCV_TO_OPENGL = np.diag([1.0, -1.0, -1.0])
 
 
 @dataclass
@@ -85,14 +83,11 @@ def camera_frame(
 ) -> Frame:
     """The viewer camera as a :class:`Frame`: viser gives the camera-to-world rotation in the
     OpenCV convention (+z forward, -y up) and the vertical field of view."""
-    w, x, y, z = (float(v) for v in wxyz)
-    rotation = np.array([
-        [1 - 2 * (y * y + z * z), 2 * (x * y - w * z), 2 * (x * z + w * y)],
-        [2 * (x * y + w * z), 1 - 2 * (x * x + z * z), 2 * (y * z - w * x)],
-        [2 * (x * z - w * y), 2 * (y * z + w * x), 1 - 2 * (x * x + y * y)],
-    ])  # fmt: skip
+    from viser.transforms import SO3
+
     c2w = np.eye(4)
-    c2w[:3, :3], c2w[:3, 3] = rotation @ OPENCV_TO_OPENGL, position
+    c2w[:3, :3] = SO3(np.asarray(wxyz, dtype=np.float64)).as_matrix() @ OPENCV_TO_OPENGL
+    c2w[:3, 3] = position
     height = max(1, round(width / aspect))
     focal = 0.5 * height / np.tan(0.5 * fov)
     return Frame("", c2w, focal, focal, width / 2, height / 2, width, height, time_)
@@ -100,10 +95,9 @@ def camera_frame(
 
 def frame_wxyz(c2w: np.ndarray) -> np.ndarray:
     """The (w, x, y, z) quaternion of a camera-to-world's rotation in viser's convention."""
-    r = c2w[:3, :3] @ OPENCV_TO_OPENGL
-    w = np.sqrt(max(1e-12, 1 + r[0, 0] + r[1, 1] + r[2, 2])) / 2
-    return np.array([w, (r[2, 1] - r[1, 2]) / (4 * w), (r[0, 2] - r[2, 0]) / (4 * w),
-                     (r[1, 0] - r[0, 1]) / (4 * w)])  # fmt: skip
+    from viser.transforms import SO3
+
+    return SO3.from_matrix(c2w[:3, :3] @ OPENCV_TO_OPENGL).wxyz
 
 
 class CityViewer:
@@ -131,6 +125,7 @@ class CityViewer:
         self.draw_scene()
         self.add_controls()
         self.server.on_client_connect(self.connect)
+        self.server.on_client_disconnect(lambda client: self.clients.pop(client.client_id, None))
         if cfg.watch:
             threading.Thread(target=self.watch, daemon=True).start()
         self.log.info(
@@ -154,24 +149,35 @@ class CityViewer:
 
     def stamp_of(self, folder: Path, name: str, preview: bool) -> float:
         """When what the viewer shows last changed (a preview: its newest block checkpoint)."""
-        stamp = (folder / f"{name}.pt").stat().st_mtime
+        path = folder / f"{name}.pt"
+        stamp = path.stat().st_mtime
         if preview:
-            stamp = max(stamp, checkpoints_stamp(preview_checkpoints(str(folder), name)))
+            if getattr(self, "model_file", None) == path:  # the preview shown: its root is known
+                root = self.model.checkpoints
+            else:
+                root = preview_checkpoints(str(folder), name)
+            stamp = max(stamp, checkpoints_stamp(root))
         return stamp
 
     def load(self) -> tuple[CityModel, Scene, float]:
+        """The model ``locate`` names (a preview with its landed blocks), its scene's training
+        cameras (read again only when the model names another scene) and its stamp."""
         folder, name, preview = self.locate()
-        self.model_file = folder / f"{name}.pt"
-        stamp = self.stamp_of(folder, name, preview)
         if preview:
             model, landed = watched_params(str(folder), name)
             self.log.info(f"{name}: {len(landed)} of {len(model.block_order)} blocks trained")
         else:
             model = load_city_model(str(folder), name)
-        self.partition = load_partition(str(folder))
         if not model.scene:
-            raise MclnfError(f"{self.model_file} records no scene (expected a city run's model)")
+            raise MclnfError(f"{folder / name}.pt records no scene (expected a city run's model)")
+        self.model_file, self.partition = folder / f"{name}.pt", load_partition(str(folder))
+        stamp = self.model_file.stat().st_mtime
+        if preview:
+            stamp = max(stamp, checkpoints_stamp(model.checkpoints))
+        previous = getattr(self, "model", None)
         model = model._replace(params={k: v.to(self.device) for k, v in model.params.items()})
+        if previous is not None and previous.scene == model.scene:
+            return model, self.scene, stamp
         scene = load_scene(model.scene["root"], "train", **model.scene["options"])
         return model, scene, stamp
 
@@ -282,7 +288,7 @@ class CityViewer:
     def render_loop(self, client: Any, changed: threading.Event) -> None:
         """Render the client's camera: the smallest width at once, then each sharper width after
         the camera rests ``rest_s``; a move starts over."""
-        while not self.stopped.is_set():
+        while not self.stopped.is_set() and client.client_id in self.clients:
             if not changed.wait(timeout=1.0):
                 continue
             changed.clear()
@@ -292,9 +298,7 @@ class CityViewer:
                 try:
                     image = self.render(client.camera, width)
                     client.scene.set_background_image(image, format="jpeg")
-                except Exception as error:  # a client gone mid-render: end its loop
-                    if client.client_id not in self.server.get_clients():
-                        return
+                except Exception as error:  # one line; the loop goes on
                     self.log.info(f"render failed: {error}")
                     break
                 self.last_image[client.client_id] = image

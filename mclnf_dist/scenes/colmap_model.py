@@ -22,6 +22,7 @@ from typing import Any
 
 import numpy as np
 
+from mclnf_dist.cameras.frame import OPENCV_TO_OPENGL
 from mclnf_dist.errors import MclnfError
 
 MODEL_DIRS = ("sparse/0", "sparse", "colmap/sparse/0")
@@ -37,7 +38,6 @@ LENS_PARAMS = {
 """COLMAP camera models the lens code inverts, with COLMAP's parameter order."""
 BOX_PERCENTILES = (1.0, 99.0)
 BOX_MARGIN = 0.1
-OPENCV_TO_OPENGL = np.diag([1.0, -1.0, -1.0, 1.0])
 
 
 def model_dir(root: str) -> str | None:
@@ -117,7 +117,9 @@ def transforms_from_model(model: str, image_folder: str = "images") -> dict[str,
     for image in images:
         cam_from_world = np.eye(4)
         cam_from_world[:3] = image.cam_from_world().matrix()
-        c2ws.append(np.linalg.inv(cam_from_world) @ OPENCV_TO_OPENGL)
+        c2w = np.linalg.inv(cam_from_world)
+        c2w[:3, :3] = c2w[:3, :3] @ OPENCV_TO_OPENGL
+        c2ws.append(c2w)
     c2ws = np.stack(c2ws)
     world = np.eye(4)
     world[:3, :3] = up_rotation(c2ws)

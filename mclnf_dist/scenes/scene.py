@@ -203,8 +203,15 @@ def load_scene(
             ``box_note``) instead of stopping with an error naming the first.
     """
     box = None if scene_box is None else tuple(np.asarray(scene_box, dtype=float).ravel())
-    key = ("scene", os.path.abspath(root), split, downscale, holdout_every, box)
-    key += (skip_missing_images,)
+    key = (
+        "scene",
+        os.path.abspath(root),
+        split,
+        downscale,
+        holdout_every,
+        box,
+        skip_missing_images,
+    )
     scene = READ_ONCE[-1].get(key) if READ_ONCE else None
     if scene is None:
         scene = parse_scene(root, split, downscale, holdout_every, scene_box, skip_missing_images)

@@ -10,21 +10,10 @@ from PIL import Image
 
 from mclnf_dist.errors import MclnfError
 from mclnf_dist.scenes.from_photos import PoseOptions, frames_from_video, poses_from_photos
+from mclnf_dist.scenes.pose_alignment import pose_errors
 from mclnf_dist.scenes.scene import load_scene
 
 FOX = Path(__file__).resolve().parents[2].parent / "shared" / "scenes" / "fox"
-
-
-def umeyama(source: np.ndarray, target: np.ndarray) -> tuple[float, np.ndarray, np.ndarray]:
-    """(scale, rotation, translation) minimising ``|target - (s R source + t)|`` (N, 3)."""
-    mu_s, mu_t = source.mean(0), target.mean(0)
-    a, b = source - mu_s, target - mu_t
-    u, d, vt = np.linalg.svd(b.T @ a / len(source))
-    sign = np.eye(3)
-    sign[2, 2] = np.sign(np.linalg.det(u @ vt))
-    rotation = u @ sign @ vt
-    scale = np.trace(np.diag(d) @ sign) / a.var(0).sum()
-    return scale, rotation, mu_t - scale * rotation @ mu_s
 
 
 @pytest.fixture(scope="module")
@@ -41,16 +30,8 @@ def test_the_fox_photos_give_the_captures_poses_up_to_a_similarity(posed_fox):
     fox = load_scene(str(FOX), "all", skip_missing_images=True)
     theirs = {Path(f.file_path).name: f.c2w for f in fox.frames}
     assert len(ours) >= 45, f"{len(ours)} of 50 registered"
-    names = sorted(set(ours) & set(theirs))
-    mine = np.stack([ours[n] for n in names])
-    truth = np.stack([theirs[n] for n in names])
-    scale, rotation, shift = umeyama(mine[:, :3, 3], truth[:, :3, 3])
-    centres = scale * mine[:, :3, 3] @ rotation.T + shift
-    size = np.linalg.norm(np.ptp(truth[:, :3, 3], axis=0))
-    centre_error = np.linalg.norm(centres - truth[:, :3, 3], axis=1).max() / size
-    relative = np.einsum("ij,njk->nik", rotation, mine[:, :3, :3])
-    cos = (np.einsum("nij,nij->n", relative, truth[:, :3, :3]) - 1) / 2
-    degrees = np.degrees(np.arccos(np.clip(cos, -1, 1))).max()
+    errors = pose_errors(ours, theirs)
+    centre_error, degrees = errors.centre.max(), errors.degrees.max()
     assert centre_error < 0.02 and degrees < 2.0, (centre_error, degrees)
 
 
