@@ -95,16 +95,17 @@ class Bar:
             self.tqdm.close()
 
 
-def quiet_logs(verbose: bool) -> None:
-    """The one logging set-up of every entry point: the package's own ``logging`` lines (the
-    ingest's, the scene box's) on stderr at INFO as ``[name] message``; libraries' INFO chatter
+def quiet_logs(verbose: bool, own_info: bool = False) -> None:
+    """The one logging set-up of every entry point: the package's own ``logging`` lines on stderr
+    as ``[name] message`` (its INFO lines, such as the ingest's rays/s, only when ``own_info`` or
+    ``verbose``: a job prints them in its own progress lines already); libraries' INFO chatter
     (MLflow's database set-up, Ray's start) off unless ``verbose``."""
     own = logging.getLogger("mclnf_dist")
     if not own.handlers:
         handler = logging.StreamHandler()
         handler.setFormatter(logging.Formatter("[%(name)s] %(message)s"))
         own.addHandler(handler)
-        own.setLevel(logging.INFO)
+    own.setLevel(logging.INFO if verbose or own_info else logging.WARNING)
     level = "INFO" if verbose else "WARNING"
     os.environ["MLFLOW_LOGGING_LEVEL"] = level  # MLflow resets its logger when first imported
     for name in ("mlflow", "ray", "alembic"):

@@ -121,7 +121,7 @@ def main(argv: list[str]) -> None:
     """Run ``mclnf dataset <make-city | ingest | info | verify | from-photos | from-video>``."""
     description = __doc__.split("\n")[0]
     command = tyro.cli(Command, args=argv, prog="mclnf dataset", description=description)
-    quiet_logs(verbose=False)
+    quiet_logs(verbose=False, own_info=True)  # the ingest's lines are this command's output
     if isinstance(command, MakeCity):
         check_writable(command.out, "make-city OUT")
         print(json.dumps({"scene": make_city(command.out, command.city)}))
