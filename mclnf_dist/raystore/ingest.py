@@ -10,6 +10,7 @@ output from another source or other options is never overwritten: the mismatch i
 the file and the field. Unchanged complete output makes a re-run a no-op.
 """
 
+import dataclasses
 import hashlib
 import logging
 import os
@@ -155,6 +156,27 @@ def done_chunks(fs, root: str) -> dict[int, list[dict]]:
     return done
 
 
+LAYOUT_OPTIONS = ("rows_per_group", "compression", "frames_per_chunk")
+"""Options that say how rays are laid out in files, not which rays a store holds."""
+
+
+def existing_layout(fs, root: str, opts: IngestOptions) -> IngestOptions:
+    """``opts`` with the layout (:data:`LAYOUT_OPTIONS`) of the store already at ``root``, if
+    any: a store written under an older default (row groups of 65536 rays before 16384) is
+    reused or resumed as it was written, since the reader reads any layout; what it holds must
+    still match (:func:`check_compatible`)."""
+    for name in (MANIFEST_FILE, INTENT_FILE):
+        path = join(root, name)
+        if fs.exists(path):
+            recorded = read_json(fs, path).get("options") or {}
+            layout = {k: recorded[k] for k in LAYOUT_OPTIONS if k in recorded}
+            if any(getattr(opts, k) != v for k, v in layout.items()):
+                log.info(f"{root}: kept as written ({layout})")
+                opts = dataclasses.replace(opts, **layout)
+            break
+    return opts
+
+
 def ingest_scene(
     scene_root: str,
     uri: str,
@@ -173,6 +195,7 @@ def ingest_scene(
     opts = options or IngestOptions()
     fs, root = filesystem_for(uri)
     fs.invalidate_cache(root)
+    opts = existing_layout(fs, root, opts)
     scene = load_scene(scene_root, opts.split, **scene_options(opts, opts.scene_box))
     source = {
         "split": opts.split,

@@ -106,8 +106,12 @@ class IngestOptions(SceneReading):
     """Store each shard's rows in a random order, seeded by (block, chunk) so a re-run writes the
     same bytes: streaming readers then shuffle with cheap contiguous reads. Unshuffled stores are
     read correctly too, but their batches are less random."""
-    rows_per_group: PositiveInt = 65536
-    """Parquet row-group size: the unit a streaming reader reads and shuffles."""
+    rows_per_group: PositiveInt = 16384
+    """Parquet row-group size: the unit a streaming reader reads and shuffles. A reader's window
+    (``shuffle_buffer`` rays, 262144 in block training) holds 16 random row groups at this size,
+    so a batch draws from most of a scene's frames; at 65536 it held 4, i.e. at most 4 shards of
+    8 frames, and training saw a few views at a time (the fox at 1/4, random grid init: held-out
+    PSNR after 256 steps 18.55 dB instead of 14.67, after 1000 19.84 instead of 19.56)."""
     frames_per_chunk: PositiveInt = 8
     """Frames per Ray task (bounds a task's memory; more chunks = more parallelism)."""
     split: str = "train"

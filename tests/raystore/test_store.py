@@ -126,6 +126,21 @@ def test_other_options_or_source_never_overwrite(scene, clean_store, tmp_path, t
         ingest_scene(changed, uri, IngestOptions(**OPTIONS))
 
 
+def test_a_store_of_another_layout_is_reused_as_written(scene, clean_store):
+    """Row-group size, codec and chunking say how rays sit in files, not which rays: a re-run
+    under other layout defaults (row groups of 16384 since they were 65536) reuses the store
+    as written, touching nothing; other content options are still refused."""
+    uri, manifest = clean_store
+    files = [Path(uri, s["file"]) for s in manifest.shards]
+    stamps = [f.stat().st_mtime_ns for f in files]
+    layout = dict(rows_per_group=64, compression="zstd", frames_per_chunk=3)
+    again = ingest_scene(scene[0], uri, IngestOptions(**{**OPTIONS, **layout}))
+    assert again.shards == manifest.shards and again.options == manifest.options
+    assert [f.stat().st_mtime_ns for f in files] == stamps
+    with pytest.raises(MclnfError, match=r"options\.overlap"):
+        ingest_scene(scene[0], uri, IngestOptions(**{**OPTIONS, **layout, "overlap": 0.3}))
+
+
 def test_rows_are_stored_shuffled_and_deterministic(scene, clean_store, tmp_path):
     """Each shard holds its chunk's rays of the block in a seeded random order, not pixel order;
     the same ingest writes the same bytes (so resumes and re-runs stay exact)."""

@@ -253,3 +253,29 @@ def test_batches_are_moving_pieces_of_random_row_groups(store):
     assert np.mean([len(starts) for starts in big[:-1]]) < 5
     with pytest.raises(MclnfError, match="shuffle_block"):
         next(stream_block_rays(uri, 0, shuffle_block=0))
+
+
+def test_block_training_batches_draw_from_most_frames_at_the_default_layout(tmp_path):
+    """The default row groups make a shuffle window span many shards: a capture of 48 frames
+    (6 shards of 8 frames, 16384 rays a frame, as ingest writes it) streamed as block training
+    streams it gives, within its first 64 batches, rays of at least 40 frames. At row groups
+    of 65536 rays a window was 4 row groups, at most 32 frames, and training saw a few views at
+    a time."""
+    from mclnf_dist.distributed.train_config import BlockTrainingConfig
+
+    rng = np.random.default_rng(0)
+    part = BlockPartition.from_cameras(np.array([[0, 0, 0.0]]), 1, 1)
+    frame_rays = 16384
+
+    def shard(chunk: int) -> dict[str, np.ndarray]:
+        frames = [random_rays(frame_rays, chunk * 8 + i, rng) for i in range(8)]
+        rays = {k: np.concatenate([f[k] for f in frames]) for k in frames[0]}
+        order = rng.permutation(len(rays["pixel"]))  # ingest stores a shard's rows shuffled
+        return {k: v[order] for k, v in rays.items()}
+
+    uri = str(tmp_path / "store")
+    write_store(uri, part, ((0, shard(c)) for c in range(6)), IngestOptions())
+    cfg = BlockTrainingConfig()
+    stream = stream_block_rays(uri, 0, cfg.batch_rays, cfg.shuffle_buffer, seed=0, epochs=None)
+    frames = {int(i) for _ in range(64) for i in next(stream)["image_id"].unique()}
+    assert len(frames) >= 40
