@@ -183,8 +183,21 @@ class GatherBlend(torch.autograd.Function):
         features = ctx.table_shape[-1]
         per_corner = weight[:, :, None] * grad[:, None, :]  # (R, 8, F); bmm of 1x1 tiles is slower
         grad_rows = grad.new_zeros(ctx.table_shape.numel() // features, features)
-        grad_rows.index_add_(0, index.view(-1), per_corner.view(-1, features))  # in place: no copy
+        target, source = as_pairs(grad_rows), as_pairs(per_corner.reshape(-1, features))
+        target.index_add_(0, index.view(-1), source)  # in place: no copy
         return grad_rows.view(ctx.table_shape), None, None
+
+
+def as_pairs(rows: Tensor) -> Tensor:
+    """(R, F) float32/64 rows -> the same memory as (R, F / 2) complex numbers when F is even,
+    else ``rows`` unchanged. Why: ``index_add_`` scatters a complex number (two floats, added
+    componentwise, so the sums are bit for bit the same) as one element: 1.7x faster on CPU
+    for F = 2 than scattering two-float rows (``bench/hash_grid.py``). A view: differentiable
+    (second-order MAML goes through the backward)."""
+    features = rows.shape[-1]
+    if features % 2 or rows.dtype not in (torch.float32, torch.float64):
+        return rows
+    return torch.view_as_complex(rows.view(rows.shape[0], features // 2, 2))
 
 
 def hash_encode(cfg: HashGridConfig, tables: Tensor, points: Tensor) -> Tensor:
