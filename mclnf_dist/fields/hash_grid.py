@@ -19,8 +19,8 @@ finest resolution. Dense levels are the coarse ones (a prefix), so the levels ru
 
 Execution (measured in ``bench/hash_grid.py``, 2 CPU cores): both index formulas separate per
 axis, so the 8 corner indices are a broadcast of three ``(..., 2)`` per-axis terms (``+`` or
-``xor``; the primes reduced modulo ``2^T`` first, the table offset folded into the x term), int64
-throughout (``index_add`` on int32 indices is 5x slower). Indices are level-major,
+``xor``; the primes reduced modulo ``2^T`` first, the table offset folded into the z term); the
+terms in int32 while they fit, the indices int64 (``index_add`` on int32 indices is 5x slower). Indices are level-major,
 ``(M, L, N, 8)``, so consecutive lookups stay in one level's 4 MB table (1.7x faster than
 point-major). All corners of all levels and modules are then ONE fused gather-and-blend,
 ``embedding_bag`` with the trilinear weights as per-sample weights, and one ``index_add`` backward
@@ -141,16 +141,21 @@ def corner_indices_and_weights(
     # levels, whose terms stay below (R + 1)^3 <= 2^T), with the table offset put in x's term:
     # the offset is a multiple of 2^T and the other terms are below 2^T, so + and xor keep it.
     multipliers = [axis_multipliers(r, size) for r in resolutions]
-    mult = torch.tensor(multipliers, dtype=torch.int64, device=device)[:, None]  # (L, 1, 3)
-    low = cell.to(torch.int64) * mult
+    # The per-axis products stay below (R + 1) * 2^T: int32 then (half the memory traffic of
+    # int64 on these memory-bound passes), int64 only for the final indices (index_add's).
+    narrow = (resolutions[-1] + 1) * size < 2**31
+    term_type = torch.int32 if narrow else torch.int64
+    mult = torch.tensor(multipliers, dtype=term_type, device=device)[:, None]  # (L, 1, 3)
+    low = cell.to(term_type) * mult
     terms = torch.stack([low, low + mult], dim=-1) & (size - 1)  # (M, L, N, 3, 2)
     tx, ty, tz = terms.unbind(-2)  # (M, L, N, 2) each
+    tz = tz.to(torch.int64)  # the last term makes the int64 indices (type promotion)
     if num_tables is not None:
         offset = torch.arange(levels, dtype=torch.int64, device=device) * size  # (L,)
         if num_tables > 1:
             module = torch.arange(modules, dtype=torch.int64, device=device) * (levels * size)
             offset = offset + module[:, None]  # (M, L)
-        tx = tx + offset[..., None, None]
+        tz = tz + offset[..., None, None]
     index = torch.empty(*tx.shape[:-1], 2, 2, 2, dtype=torch.int64, device=device)
     dense = sum(not is_hashed(r, size) for r in resolutions)  # dense levels come first
     for group, combine in ((slice(0, dense), torch.add), (slice(dense, levels), torch.bitwise_xor)):
