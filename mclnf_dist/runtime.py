@@ -8,6 +8,7 @@ Kubernetes secrets as env), instance profiles (AWS) or service-account roles (IR
 local Ray's workers inherit the driver's environment. See ``cluster/README.md``.
 """
 
+import logging
 import os
 
 WORKER_SETTINGS = ("AWS_ENDPOINT_URL", "AWS_REGION", "AWS_DEFAULT_REGION")
@@ -53,4 +54,12 @@ def ensure_ray(worker_logs: bool = False, num_cpus: int | None = None) -> None:
         runtime_env = {"env_vars": env} if env else None
         ray.init(address=os.environ["RAY_ADDRESS"], runtime_env=runtime_env, **quiet)
     else:
-        ray.init(num_cpus=num_cpus or os.cpu_count(), include_dashboard=False, **quiet)
+        # Ray 2.60 turns token authentication on for a new local cluster (kept on) and says so
+        # in a warning on every start: the one line of that module a new cluster prints.
+        token_setup = logging.getLogger("ray._private.authentication.authentication_token_setup")
+        level = token_setup.level
+        token_setup.setLevel(logging.INFO if worker_logs else logging.ERROR)
+        try:
+            ray.init(num_cpus=num_cpus or os.cpu_count(), include_dashboard=False, **quiet)
+        finally:
+            token_setup.setLevel(level)

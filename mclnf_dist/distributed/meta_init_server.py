@@ -22,6 +22,7 @@ import ray
 import torch
 
 from mclnf_dist.distributed.checkpoints import CheckpointStore
+from mclnf_dist.errors import MclnfError
 from mclnf_dist.fields.stacked_mlp import Params
 from mclnf_dist.meta.meta_learning import OuterOptimizer
 from mclnf_dist.state import Fingerprint
@@ -54,7 +55,7 @@ class MetaInitServerImpl:
 
     def __init__(
         self,
-        theta0: Params,
+        theta0: Params | None,
         outer_lr: float,
         grad_clip: float,
         storage_uri: str,
@@ -65,17 +66,20 @@ class MetaInitServerImpl:
         fingerprint: Fingerprint | None = None,
     ) -> None:
         self.store = CheckpointStore(storage_uri, fingerprint=fingerprint)
-        self.outer = OuterOptimizer(theta0, outer_lr, grad_clip)
         self.num_workers, self.total_rounds = num_workers, total_rounds
         self.asynchronous, self.max_staleness = asynchronous, max_staleness
         self.version = 0
         self.history: list[dict[str, float]] = []
         restored = self.store.load_latest()
+        if restored is None and theta0 is None:
+            raise MclnfError(f"{storage_uri}: no meta-init checkpoint to start the server from")
         if restored is not None:
             self.version, state = restored
+            self.outer = OuterOptimizer(state["outer"]["theta0"], outer_lr, grad_clip)
             self.outer.load_state_dict(state["outer"])
             self.history = state.get("history", [])
         else:
+            self.outer = OuterOptimizer(theta0, outer_lr, grad_clip)
             self.checkpoint()
         self.pending: dict[int, tuple[Params, dict[str, float]]] = {}
         self.published: tuple[int, ray.ObjectRef] | None = None
@@ -143,8 +147,9 @@ class MetaInitServerImpl:
 class MetaInitServer:
     """Ray actor wrapping :class:`MetaInitServerImpl` (async, so waiting workers don't block)."""
 
-    def __init__(self, *args, **kwargs) -> None:
-        self.impl = MetaInitServerImpl(*args, **kwargs)
+    def __init__(self, **kwargs) -> None:
+        """``kwargs``: :class:`MetaInitServerImpl`'s but ``theta0`` (it starts from storage)."""
+        self.impl = MetaInitServerImpl(None, **kwargs)
         self.changed = asyncio.Condition()
 
     async def publish(self) -> tuple[int, list]:
@@ -177,9 +182,16 @@ class MetaInitServer:
 
 
 def start_meta_init_server(
-    name: str, namespace: str | None = None, **kwargs
+    name: str, namespace: str | None = None, *, theta0: Params, **kwargs
 ) -> ray.actor.ActorHandle:
-    """Create (or join, after a driver restart) the named meta-init server."""
+    """Create (or join, after a driver restart) the named meta-init server.
+
+    ``theta0`` never becomes a constructor argument: this driver writes the server's round-0
+    checkpoint (unless one exists) and the server starts from storage, as a restarted one does.
+    Megabytes of constructor arguments would sit in the object store, where a restart may not
+    find them (Ray warns, ray#53727). ``kwargs``: :class:`MetaInitServerImpl`'s.
+    """
+    MetaInitServerImpl(theta0, **kwargs)  # restores, or checkpoints round 0
     return MetaInitServer.options(
         name=name, namespace=namespace, get_if_exists=True, lifetime=None
     ).remote(**kwargs)

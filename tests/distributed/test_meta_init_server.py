@@ -62,3 +62,20 @@ def test_actor_restart_restores_latest_checkpoint(tmp_path, ray_local):
     assert status.version == 3
     torch.testing.assert_close(ray.get(actor.params.remote())["w0"], before["w0"])
     assert ray.get(actor.wait_for_version.remote(3, 5.0)) == 3
+
+
+def test_a_large_theta0_survives_a_restart_before_the_first_checkpoint(tmp_path, ray_local):
+    """A grid field's theta0 (megabytes) is not a constructor argument (Ray would keep it in the
+    object store and warn, ray#53727): the server starts from its round-0 checkpoint, and so
+    does the server restarted before any round."""
+    name = f"server-{time.time_ns()}"
+    large = {"w0": torch.randn(512, 1024)}  # 2 MB: not inlined into the creation task
+    actor = start_meta_init_server(
+        name, theta0=large, outer_lr=0.1, grad_clip=100.0, storage_uri=str(tmp_path),
+        num_workers=1, total_rounds=5,
+    )  # fmt: skip
+    assert ray.get(actor.status.remote()).version == 0
+    ray.kill(actor, no_restart=False)
+    assert ray.get(actor.status.remote()).version == 0  # retried on the restarted actor
+    torch.testing.assert_close(ray.get(actor.params.remote())["w0"], large["w0"])
+    ray.kill(actor)
