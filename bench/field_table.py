@@ -37,11 +37,13 @@ import time
 from pathlib import Path
 
 import torch
+import yaml
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import machine  # noqa: E402
 
 from mclnf_dist.city.data import city_field  # noqa: E402
+from mclnf_dist.config import merge  # noqa: E402
 from mclnf_dist.device import pick_device  # noqa: E402
 from mclnf_dist.distributed.block_training import BlockTask, train_block  # noqa: E402
 from mclnf_dist.evaluation.city_images import ray_midpoint_blocks, score_city_images  # noqa: E402
@@ -54,6 +56,19 @@ from mclnf_dist.scenes.routing import module_router  # noqa: E402
 
 def marks(text: str, kind: type) -> list:
     return sorted(kind(v) for v in text.split(",") if v.strip())
+
+
+def field_settings(pairs: list[str]) -> dict:
+    """``["grid.grid.levels=8", ...]`` -> the nested mapping :func:`merge` applies."""
+    settings: dict = {}
+    for pair in pairs:
+        key, _, value = pair.partition("=")
+        *parents, name = key.strip().split(".")
+        node = settings
+        for parent in parents:
+            node = node.setdefault(parent, {})
+        node[name] = yaml.safe_load(value)
+    return settings
 
 
 class MarksReached(Exception):
@@ -148,6 +163,13 @@ def main() -> None:
     parser.add_argument("--contraction", action="store_true", help="unbounded: the room too")
     parser.add_argument("--proposal-samples", type=int, default=0, help="hash_grid's proposal")
     parser.add_argument("--batch", type=int, default=1024)
+    parser.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="a field setting, e.g. grid.grid.levels=8 (YAML value; repeatable)",
+    )
     parser.add_argument("--lr-mlp", type=float, default=5e-3)
     parser.add_argument("--lr-grid", type=float, default=1e-2)
     parser.add_argument("--device", default="auto")
@@ -191,7 +213,8 @@ def main() -> None:
     for kind in args.fields.split(","):
         recipe.field.kind, recipe.field.contraction = kind, args.contraction
         recipe.field.grid.proposal.samples = args.proposal_samples
-        field = city_field(recipe.field, city.load_scene("all"))
+        field = city_field(merge(recipe.field, field_settings(args.set), "--set"),
+                           city.load_scene("all"))  # fmt: skip
         pixel_blocks = ray_midpoint_blocks(field, city.partition, test_scene)
         lr = args.lr_grid if kind == "hash_grid" else args.lr_mlp
         block = dataclasses.replace(recipe.block, steps=args.steps_budget, lr=lr,
@@ -226,6 +249,7 @@ def main() -> None:
         "steps_budget": args.steps_budget,
         "contraction": args.contraction,
         "proposal_samples": args.proposal_samples,
+        "field_settings": args.set,
         "held_out_views": len(test_scene.frames),
         "blocks": city.block_order,
         "never_meta_trained_blocks": judged,
