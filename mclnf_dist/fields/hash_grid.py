@@ -20,11 +20,12 @@ finest resolution. Dense levels are the coarse ones (a prefix), so the levels ru
 Execution (measured in ``bench/hash_grid.py``, 2 CPU cores): both index formulas separate per
 axis, so the 8 corner indices are a broadcast of three ``(..., 2)`` per-axis terms (``+`` or
 ``xor``; the primes reduced modulo ``2^T`` first, the table offset folded into the z term); the
-terms in int32 while they fit, the indices int64 (``index_add`` on int32 indices is 5x slower). Indices are level-major,
-``(M, L, N, 8)``, so consecutive lookups stay in one level's 4 MB table (1.7x faster than
-point-major). All corners of all levels and modules are then ONE fused gather-and-blend,
-``embedding_bag`` with the trilinear weights as per-sample weights, and one ``index_add`` backward
-(:class:`GatherBlend`); no ``(M, N, L, 8, F)`` tensor exists in the forward pass.
+terms in int32 while they fit, the indices int64 (``index_add`` on int32 indices is 5x slower).
+Indices are level-major, ``(M, L, N, 8)``, so consecutive lookups stay in one level's 4 MB
+table (1.7x faster than point-major). All corners of all levels and modules are then ONE fused
+gather-and-blend, ``embedding_bag`` with the trilinear weights as per-sample weights, and one
+``index_add`` backward (:class:`GatherBlend`); no ``(M, N, L, 8, F)`` tensor exists in the
+forward pass.
 """
 
 import math
