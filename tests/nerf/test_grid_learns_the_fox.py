@@ -6,7 +6,7 @@ import dataclasses
 import pytest
 import torch
 
-from mclnf_dist.city.data import CityDataConfig, city_field, prepare_city
+from mclnf_dist.city.data import city_field, prepare_city
 from mclnf_dist.distributed.block_training import BlockTask, train_block
 from mclnf_dist.evaluation.city_images import score_city_images
 from mclnf_dist.experiments.recipes import scene_quick
