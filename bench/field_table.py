@@ -52,6 +52,7 @@ from mclnf_dist.nerf.field import init_radiance_params  # noqa: E402
 from mclnf_dist.progress import ProgressLog  # noqa: E402
 from mclnf_dist.runtime import ensure_ray  # noqa: E402
 from mclnf_dist.scenes.routing import module_router  # noqa: E402
+from mclnf_dist.sweeps.space import nest  # noqa: E402
 
 
 def marks(text: str, kind: type) -> list:
@@ -60,15 +61,10 @@ def marks(text: str, kind: type) -> list:
 
 def field_settings(pairs: list[str]) -> dict:
     """``["grid.grid.levels=8", ...]`` -> the nested mapping :func:`merge` applies."""
-    settings: dict = {}
-    for pair in pairs:
-        key, _, value = pair.partition("=")
-        *parents, name = key.strip().split(".")
-        node = settings
-        for parent in parents:
-            node = node.setdefault(parent, {})
-        node[name] = yaml.safe_load(value)
-    return settings
+    flat = {
+        key.strip(): yaml.safe_load(value) for key, _, value in (p.partition("=") for p in pairs)
+    }
+    return nest(flat)
 
 
 class MarksReached(Exception):

@@ -139,7 +139,7 @@ def corner_indices_and_weights(
     weight = (wx[..., :, None] * wy[..., None, :])[..., None] * wz[..., None, None, :]
 
     # Per-axis terms of the lower and upper corner, reduced modulo 2^T (a no-op for dense
-    # levels, whose terms stay below (R + 1)^3 <= 2^T), with the table offset put in x's term:
+    # levels, whose terms stay below (R + 1)^3 <= 2^T), with the table offset put in z's term:
     # the offset is a multiple of 2^T and the other terms are below 2^T, so + and xor keep it.
     multipliers = [axis_multipliers(r, size) for r in resolutions]
     # The per-axis products stay below (R + 1) * 2^T: int32 then (half the memory traffic of

@@ -160,20 +160,24 @@ LAYOUT_OPTIONS = ("rows_per_group", "compression", "frames_per_chunk")
 """Options that say how rays are laid out in files, not which rays a store holds."""
 
 
-def existing_layout(fs, root: str, opts: IngestOptions) -> IngestOptions:
+def recorded_records(fs, root: str) -> dict[str, dict]:
+    """The manifest and the ingest intent already at ``root`` (path -> record), those that exist."""
+    paths = (join(root, MANIFEST_FILE), join(root, INTENT_FILE))
+    return {path: read_json(fs, path) for path in paths if fs.exists(path)}
+
+
+def existing_layout(records: dict[str, dict], root: str, opts: IngestOptions) -> IngestOptions:
     """``opts`` with the layout (:data:`LAYOUT_OPTIONS`) of the store already at ``root``, if
     any: a store written under an older default (row groups of 65536 rays before 16384) is
     reused or resumed as it was written, since the reader reads any layout; what it holds must
     still match (:func:`check_compatible`)."""
-    for name in (MANIFEST_FILE, INTENT_FILE):
-        path = join(root, name)
-        if fs.exists(path):
-            recorded = read_json(fs, path).get("options") or {}
-            layout = {k: recorded[k] for k in LAYOUT_OPTIONS if k in recorded}
-            if any(getattr(opts, k) != v for k, v in layout.items()):
-                log.info(f"{root}: kept as written ({layout})")
-                opts = dataclasses.replace(opts, **layout)
-            break
+    for record in records.values():
+        recorded = record.get("options") or {}
+        layout = {k: recorded[k] for k in LAYOUT_OPTIONS if k in recorded}
+        if any(getattr(opts, k) != v for k, v in layout.items()):
+            log.info(f"{root}: kept as written ({layout})")
+            opts = dataclasses.replace(opts, **layout)
+        break
     return opts
 
 
@@ -195,7 +199,8 @@ def ingest_scene(
     opts = options or IngestOptions()
     fs, root = filesystem_for(uri)
     fs.invalidate_cache(root)
-    opts = existing_layout(fs, root, opts)
+    records = recorded_records(fs, root)
+    opts = existing_layout(records, root, opts)
     scene = load_scene(scene_root, opts.split, **scene_options(opts, opts.scene_box))
     source = {
         "split": opts.split,
@@ -209,11 +214,9 @@ def ingest_scene(
     if partition is not None:
         intent["partition"] = partition.to_dict()
     manifest_path, intent_path = join(root, MANIFEST_FILE), join(root, INTENT_FILE)
-    for path in (manifest_path, intent_path):
-        if fs.exists(path):
-            recorded = read_json(fs, path)
-            check_compatible(path, {k: recorded.get(k) for k in intent}, intent)
-    if not fs.exists(intent_path):
+    for path, recorded in records.items():
+        check_compatible(path, {k: recorded.get(k) for k in intent}, intent)
+    if intent_path not in records:
         write_atomic(intent_path, intent, fs=fs)
     remove_stale_temporaries(fs, root)
 
@@ -239,9 +242,9 @@ def ingest_scene(
     done = done_chunks(fs, root)
     done = {c: r for c, r in done.items() if c in chunks}
     todo = [c for c in chunks if c not in done]
-    if not todo and fs.exists(manifest_path):
+    if not todo and manifest_path in records:
         log.info("ray store %s is complete and matches; nothing to do", uri)
-        return Manifest.from_dict(read_json(fs, manifest_path), where=manifest_path)
+        return Manifest.from_dict(records[manifest_path], where=manifest_path)
     failures = run_chunks(scene, uri, chunks, todo, partition, opts, done)
     if failures:
         chunk, err = failures[0]
