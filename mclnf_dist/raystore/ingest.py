@@ -171,13 +171,11 @@ def existing_layout(records: dict[str, dict], root: str, opts: IngestOptions) ->
     any: a store written under an older default (row groups of 65536 rays before 16384) is
     reused or resumed as it was written, since the reader reads any layout; what it holds must
     still match (:func:`check_compatible`)."""
-    for record in records.values():
-        recorded = record.get("options") or {}
-        layout = {k: recorded[k] for k in LAYOUT_OPTIONS if k in recorded}
-        if any(getattr(opts, k) != v for k, v in layout.items()):
-            log.info(f"{root}: kept as written ({layout})")
-            opts = dataclasses.replace(opts, **layout)
-        break
+    recorded = next(iter(records.values()), {}).get("options") or {}  # the manifest's first
+    layout = {k: recorded[k] for k in LAYOUT_OPTIONS if k in recorded}
+    if any(getattr(opts, k) != v for k, v in layout.items()):
+        log.info(f"{root}: kept as written ({layout})")
+        opts = dataclasses.replace(opts, **layout)
     return opts
 
 
