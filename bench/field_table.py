@@ -17,11 +17,13 @@ the block of its ray's midpoint (the same pixels for every model). Prints ONE JS
 
 Scenes: a capture (``--scene DIR``: the ``scene-quick`` recipe's data, one block) or
 ``demo-city`` (the city job's generated 3x2 demo city; meta-trained on blocks 0-3). Fields are
-the recipe's field with ``kind`` set (``mlp``: the 4x64 ReLU+PE field, 32 samples;
-``hash_grid``: the grid field's defaults, 32 samples), each at its own Adam rate (``--lr-mlp``,
-``--lr-grid``). Inits: ``random`` (seeded), or ``meta`` from a completed run's ``theta_0`` for
-the same field (``--meta-init-mlp``, ``--meta-init-hash-grid``: ``theta0-mse.pt`` of a
-``city_model`` folder).
+the recipe's field with ``kind`` set (``hash_grid``: the recipe's grid field and sampling;
+for ``scene-quick`` contracted, a proposal network's 32 samples placing 16; ``mlp``: today's
+4x64 ReLU+PE field in the box, 32 stratified samples), then any ``--set KEY=VALUE`` (e.g.
+``contraction=false``, ``grid.proposal.samples=0``, ``num_samples=32``), each at its own Adam
+rate (``--lr-mlp``, ``--lr-grid``). Inits: ``random`` (seeded), or ``meta`` from a completed
+run's ``theta_0`` for the same field (``--meta-init-mlp``, ``--meta-init-hash-grid``:
+``theta0-mse.pt`` of a ``city_model`` folder).
 
     python bench/field_table.py --scene ../shared/scenes/fox --downscale 4 \\
         --fields mlp,hash_grid --at-minutes 2,5 --at-steps 256,1000 --steps-budget 4000
@@ -46,9 +48,13 @@ from mclnf_dist.city.data import city_field  # noqa: E402
 from mclnf_dist.config import merge  # noqa: E402
 from mclnf_dist.device import pick_device  # noqa: E402
 from mclnf_dist.distributed.block_training import BlockTask, train_block  # noqa: E402
-from mclnf_dist.evaluation.city_images import ray_midpoint_blocks, score_city_images  # noqa: E402
+from mclnf_dist.evaluation.city_images import (  # noqa: E402
+    ray_midpoint_blocks,
+    score_city_images,
+    spread_views,
+)
 from mclnf_dist.experiments.recipes import city_demo, scene_quick  # noqa: E402
-from mclnf_dist.nerf.field import init_radiance_params  # noqa: E402
+from mclnf_dist.nerf.field import RadianceFieldConfig, init_radiance_params  # noqa: E402
 from mclnf_dist.progress import ProgressLog  # noqa: E402
 from mclnf_dist.runtime import ensure_ray  # noqa: E402
 from mclnf_dist.scenes.routing import module_router  # noqa: E402
@@ -65,6 +71,17 @@ def field_settings(pairs: list[str]) -> dict:
         key.strip(): yaml.safe_load(value) for key, _, value in (p.partition("=") for p in pairs)
     }
     return nest(flat)
+
+
+def row_field(recipe_field: RadianceFieldConfig, kind: str, settings: list[str]):
+    """The field of a row: the recipe's with ``kind`` set (a grid keeps the recipe's sampling;
+    the MLP, which has no proposal network, is today's: the box, 32 stratified samples), then
+    ``--set``'s settings."""
+    if kind == "mlp":
+        field = dataclasses.replace(recipe_field, kind=kind, contraction=False, num_samples=32)
+    else:
+        field = dataclasses.replace(recipe_field, kind=kind)
+    return merge(field, field_settings(settings), "--set")
 
 
 class MarksReached(Exception):
@@ -156,9 +173,13 @@ def main() -> None:
     parser.add_argument("--at-minutes", default="2,5,10,20")
     parser.add_argument("--at-steps", default="256,1000,4000")
     parser.add_argument("--steps-budget", type=int, default=4000)
-    parser.add_argument("--contraction", action="store_true", help="unbounded: the room too")
-    parser.add_argument("--proposal-samples", type=int, default=0, help="hash_grid's proposal")
     parser.add_argument("--batch", type=int, default=1024)
+    parser.add_argument(
+        "--score-train-views",
+        type=int,
+        default=0,
+        help="also score this many training views, spread over the capture (the fit, not a test)",
+    )
     parser.add_argument(
         "--set",
         action="append",
@@ -167,7 +188,7 @@ def main() -> None:
         help="a field setting, e.g. grid.grid.levels=8 (YAML value; repeatable)",
     )
     parser.add_argument("--lr-mlp", type=float, default=5e-3)
-    parser.add_argument("--lr-grid", type=float, default=1e-2)
+    parser.add_argument("--lr-grid", type=float, default=2e-2, help="scene-quick's rate")
     parser.add_argument("--device", default="auto")
     parser.add_argument("--plot", help="also draw PSNR against seconds into this PNG")
     parser.add_argument("--plot-from", help="only draw --plot from this bench's JSON output")
@@ -194,23 +215,34 @@ def main() -> None:
         recipe.data.skip_missing_images = True
     recipe.data.work_dir = os.path.join(work, "scene")
     started = time.perf_counter()
-    ensure_ray()
-    try:
-        city = prepare_city(recipe.data, log, unbounded=args.contraction)
-    finally:
-        ray.shutdown()
-    test_scene = city.load_scene("test")
-    router = module_router(city.partition, city.block_order, modular=True)
-    # never meta-trained on, where meta vs random is judged: the demo city's held-out blocks; a
-    # capture's every block (its theta_0 comes from elsewhere, e.g. the demo city)
-    judged = city.non_meta_blocks if args.scene == "demo-city" else city.block_order
+    cities = {}
+
+    def prepared(field: RadianceFieldConfig):
+        """The scene's ray stores for ``field``: clipped to its box (a ``--set scene_box``, or
+        the scene's), or whole for a contracted field; each made once."""
+        key = (field.contraction, str(field.scene_box))
+        if key not in cities:
+            ensure_ray()
+            try:
+                cities[key] = prepare_city(
+                    recipe.data, log, field.scene_box, unbounded=field.contraction
+                )
+            finally:
+                ray.shutdown()
+        return cities[key]
+
     at_steps = marks(args.at_steps, int)
     rows = []
     for kind in args.fields.split(","):
-        recipe.field.kind, recipe.field.contraction = kind, args.contraction
-        recipe.field.grid.proposal.samples = args.proposal_samples
-        field = city_field(merge(recipe.field, field_settings(args.set), "--set"),
-                           city.load_scene("all"))  # fmt: skip
+        field = row_field(recipe.field, kind, args.set)
+        city = prepared(field)
+        test_scene = city.load_scene("test")
+        train_views = spread_views(city.load_scene("train"), args.score_train_views)
+        router = module_router(city.partition, city.block_order, modular=True)
+        # never meta-trained on, where meta vs random is judged: the demo city's held-out
+        # blocks; a capture's every block (its theta_0 comes from elsewhere, e.g. the demo city)
+        judged = city.non_meta_blocks if args.scene == "demo-city" else city.block_order
+        field = city_field(field, city.load_scene("all"))
         pixel_blocks = ray_midpoint_blocks(field, city.partition, test_scene)
         lr = args.lr_grid if kind == "hash_grid" else args.lr_mlp
         block = dataclasses.replace(recipe.block, steps=args.steps_budget, lr=lr,
@@ -231,10 +263,23 @@ def main() -> None:
                 scores = score_city_images(field, params, router, city.partition, test_scene,
                                            None, mark, fixed_blocks=pixel_blocks)  # fmt: skip
                 never = [scores.per_block[b] for b in judged if b in scores.per_block]
+                seen = {}
+                if args.score_train_views:  # how well the training views are fitted
+                    seen["train_views_psnr"] = round(
+                        score_city_images(
+                            field, params, router, city.partition, train_views, None, mark
+                        ).psnr,
+                        2,
+                    )
                 rows.append({"field": kind, "init": init_name, "mark": mark,
+                             "contraction": field.contraction,
+                             "proposal_samples": field.grid.proposal.samples
+                             if field.uses_proposal else 0,
+                             "samples": field.num_samples,
                              "step": round(step), "seconds": round(seconds, 1),
                              "psnr": round(scores.psnr, 2), "ssim": round(scores.ssim, 3),
-                             "never_meta_trained_psnr": [round(v, 2) for v in never]})  # fmt: skip
+                             "never_meta_trained_psnr": [round(v, 2) for v in never],
+                             **seen})  # fmt: skip
                 print(json.dumps(rows[-1]), file=sys.stderr, flush=True)
     summary = {
         "bench": "field_table",
@@ -243,8 +288,6 @@ def main() -> None:
         "downscale": args.downscale,
         "batch": args.batch,
         "steps_budget": args.steps_budget,
-        "contraction": args.contraction,
-        "proposal_samples": args.proposal_samples,
         "field_settings": args.set,
         "held_out_views": len(test_scene.frames),
         "blocks": city.block_order,

@@ -22,10 +22,8 @@ from mclnf_dist.distributed.train_config import BlockTrainingConfig
 from mclnf_dist.errors import MclnfError
 from mclnf_dist.experiments.city_config import CityExperimentConfig
 from mclnf_dist.experiments.signals_config import DataConfig, SignalsConfig
-from mclnf_dist.fields.stacked_mlp import FieldConfig
 from mclnf_dist.meta.adaptation import AdaptConfig
 from mclnf_dist.meta.meta_learning import MetaConfig
-from mclnf_dist.nerf.field import RadianceFieldConfig
 
 # ------------------------------------------------------------------------------------- signals
 
@@ -197,29 +195,42 @@ def one_block(cfg: CityExperimentConfig, downscale: int) -> CityExperimentConfig
 
 
 def scene() -> CityExperimentConfig:
-    """A real capture (``--data.scene``; one block, an object, by default): a NeRF-sized field
-    (6x128 ReLU on 10 octaves, 64 stratified + 64 hierarchical samples per ray), 4x downscale,
-    2000 block-training steps of 4096 rays from ``theta_0``: GPU budgets. Meta-training needs
-    blocks to learn from: name an init learned elsewhere (``--meta.init-from``) or a grid."""
+    """A real capture (``--data.scene``; one block, an object, by default) at GPU budgets:
+    ``scene-quick``'s field and sampling (the grid field, contracted, a proposal network's 64
+    samples a ray placing the field's 32), 4x downscale, 2000 block-training steps of 4096 rays
+    at Adam 2e-2. The field was chosen on a CPU (``scene-quick``'s measurements on the fox);
+    these budgets are not measured on a GPU. Meta-training needs blocks to learn from: name an
+    init learned elsewhere (``--meta.init-from``) or a grid."""
     cfg = one_block(CityExperimentConfig(), downscale=4)
-    mlp = FieldConfig(kind="relu_pe", depth=6, width=128, pe_frequencies=10, output_offset=0.0)
-    cfg.field = RadianceFieldConfig(mlp=mlp, num_samples=64, num_importance_samples=64)
-    cfg.block = BlockTrainingConfig(steps=2000, batch_rays=4096)
+    cfg.field.kind = "hash_grid"
+    cfg.field.contraction = True
+    cfg.field.grid.proposal.samples = 64
+    cfg.field.num_samples = 32
+    cfg.block = BlockTrainingConfig(steps=2000, batch_rays=4096, lr=2e-2)
     return cfg
 
 
 def scene_quick() -> CityExperimentConfig:
-    """``scene`` sized for 2 CPUs: the grid field (``hash_grid`` defaults, 32 stratified
-    samples), 8x downscale, 4000 block-training steps of 1024 rays at Adam 2e-2 (about 400 s at
-    the ~10,000 rays/s of 2 idle CPUs); 3 held-out views scored at every continual-phase
-    checkpoint; the city model's final score uses all of them.
+    """``scene`` sized for 2 CPUs: the grid field (``hash_grid`` defaults) on nerfacto's
+    sampling (the scene contracted beyond its box, a proposal network's 32 samples a ray placing
+    the field's 16), 8x downscale, 4000 block-training steps of 1024 rays at Adam 2e-2 (about
+    400 s at the ~11,000 rays/s of 2 idle CPUs); 3 held-out views scored at every
+    continual-phase checkpoint; the city model's final score uses all of them.
 
-    Why the grid: on the fox at 4x (``bench/field_table.py``, random init, held-out full
-    images) it reached 19.97 dB / SSIM 0.626 after 1000 steps in 209 s, where the demo's 4x64
-    MLP ended at 19.21 / 0.557 after 4000 steps in 245 s. Why 2e-2: on the same runs, 1000
-    steps, 20.18 dB against 19.75 at 1e-2 and 19.89 at 4e-2."""
+    Measured on the fox at 4x (random init, 1000 steps of 1024 rays, 8 held-out full images,
+    one seed): 32 stratified samples in the box 20.18 dB (the room beyond the box rendered as
+    the background: 8 % of the pixels, at 12.8 dB); contracted with 32 stratified samples 19.69
+    (half of them spread through the room); a proposal in the box 20.31; **contracted with the
+    proposal, 16 field samples, 24.54** (8 field samples: 23.19 at 1.3x the rays/s). Why the
+    grid: the demo's 4x64 MLP ends at 19.27 after 4000 steps. Why 2e-2: 20.18 dB at 1000 steps
+    against 19.75 at 1e-2 and 19.89 at 4e-2 (box, stratified). An object on a plain background
+    (a Blender scene) loses nothing to the contraction: its rays beyond the object stay empty
+    and the proposal puts the samples on the object."""
     cfg = one_block(CityExperimentConfig(), downscale=8)
     cfg.field.kind = "hash_grid"
+    cfg.field.contraction = True
+    cfg.field.grid.proposal.samples = 32
+    cfg.field.num_samples = 16
     cfg.block = BlockTrainingConfig(steps=4000, batch_rays=1024, lr=2e-2)
     cfg.score_views = 3
     return cfg

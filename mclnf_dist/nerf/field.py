@@ -32,7 +32,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from mclnf_dist.config import AnyFloat, NonNegativeInt, PositiveInt, UnitFloat
+from mclnf_dist.config import AnyFloat, NonNegativeFloat, NonNegativeInt, PositiveInt, UnitFloat
 from mclnf_dist.config_rules import box_problem, cross_field_rule
 from mclnf_dist.fields.grid_field import (
     GridFieldConfig,
@@ -47,6 +47,7 @@ from mclnf_dist.fields.hash_grid import HashGridConfig
 from mclnf_dist.fields.stacked_mlp import FieldConfig, Params, init_params, mlp_forward
 from mclnf_dist.nerf.compositing import volume_render
 from mclnf_dist.nerf.sampling import (
+    distortion_loss,
     hierarchical_samples,
     interlevel_loss,
     sample_pdf,
@@ -142,6 +143,12 @@ class RadianceFieldConfig:
     contracted into a shell as wide again (mip-NeRF 360's contraction, max-norm as nerfacto
     does for grids), so the field also learns what lies beyond the box. False: the box bounds
     the scene and whatever lies beyond renders as ``background``."""
+
+    distortion_loss_weight: NonNegativeFloat = 0.0
+    """Weight of mip-NeRF 360's distortion loss (:func:`~mclnf_dist.nerf.sampling.distortion_loss`)
+    added to every ray's loss: it pulls a ray's rendering weight into one compact interval, so the
+    field makes surfaces rather than the view-dependent haze that fits the training views and
+    fails on new ones. 0: off."""
 
     @property
     def box(self) -> Box:
@@ -262,15 +269,22 @@ class RadianceFieldConfig:
     def penalised_outputs(self, raw: Tensor, aux: "RayAux") -> tuple[Tensor, Tensor | None]:
         """(M, n*K, 4) raw MLP outputs -> (M, n, 3) composited rgb and the (M, n) per-ray loss
         to add to the colour loss: with a proposal network, its weighted interlevel loss
-        (:func:`~mclnf_dist.nerf.sampling.interlevel_loss`); else None."""
+        (:func:`~mclnf_dist.nerf.sampling.interlevel_loss`), plus the weighted distortion loss
+        when ``distortion_loss_weight > 0``; None when neither applies."""
         raw = raw.reshape(aux.modules * aux.rays, self.samples_per_item, RAW_CHANNELS)
         out = composite(self, raw, aux.t_vals, aux.far)
         rgb = out["rgb"].reshape(aux.modules, aux.rays, 3)
-        if aux.proposal is None:
+        if aux.proposal is None and self.distortion_loss_weight == 0:
             return rgb, None
         edges = torch.cat([aux.t_vals, aux.far[:, None]], dim=-1)
-        penalty = interlevel_loss(edges, out["weights"], *aux.proposal)
-        return rgb, (self.grid.proposal.loss_weight * penalty).reshape(aux.modules, aux.rays)
+        penalty = torch.zeros_like(aux.far)
+        if aux.proposal is not None:
+            penalty = self.grid.proposal.loss_weight * interlevel_loss(
+                edges, out["weights"], *aux.proposal
+            )
+        if self.distortion_loss_weight > 0:
+            penalty = penalty + self.distortion_loss_weight * distortion_loss(edges, out["weights"])
+        return rgb, penalty.reshape(aux.modules, aux.rays)
 
 
 @cross_field_rule(RadianceFieldConfig)

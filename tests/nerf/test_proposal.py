@@ -1,7 +1,8 @@
 """Proposal sampling for the grid field (mip-NeRF 360 / nerfacto): the interlevel loss bounds
 the field's weights by the proposal's, a proposal trained by it moves the field's samples onto
 the surface, the FIM gradient is exact for every parameter (tables and proposal included), and
-training, meta-gradients and routed images all run with it."""
+training, meta-gradients and routed images all run with it; mip-NeRF 360's distortion loss
+equals its double sum and joins the per-ray penalty at its weight."""
 
 import dataclasses
 
@@ -22,7 +23,7 @@ from mclnf_dist.nerf.field import (
     proposal_samples,
 )
 from mclnf_dist.nerf.render import render_rays_routed
-from mclnf_dist.nerf.sampling import interlevel_loss
+from mclnf_dist.nerf.sampling import distortion_loss, interlevel_loss
 
 BOX = ((-1.0, -1.0, -1.0), (1.0, 1.0, 1.0))
 
@@ -213,3 +214,56 @@ def test_a_saved_field_with_a_proposal_reads_back_equal():
     plain = dataclasses.asdict(RadianceFieldConfig(kind="hash_grid"))
     del plain["grid"]["proposal"]  # a model saved before proposals existed
     assert field_from_dict(plain).grid.proposal.samples == 0
+
+
+def naive_distortion(edges: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
+    """sum_ij w_i w_j |m_i - m_j| + 1/3 sum_i w_i^2 d_i, per ray, by loops over the pairs."""
+    out = torch.zeros(edges.shape[0], dtype=torch.float64)
+    for ray in range(edges.shape[0]):
+        s = (edges[ray] - edges[ray, 0]) / (edges[ray, -1] - edges[ray, 0])
+        mids, widths = 0.5 * (s[1:] + s[:-1]), s[1:] - s[:-1]
+        for i in range(weights.shape[1]):
+            for j in range(weights.shape[1]):
+                out[ray] += weights[ray, i] * weights[ray, j] * (mids[i] - mids[j]).abs()
+            out[ray] += weights[ray, i] ** 2 * widths[i] / 3.0
+    return out
+
+
+def test_distortion_loss_equals_the_double_sum_and_ignores_scene_units():
+    generator = torch.Generator().manual_seed(0)
+    edges = torch.sort(torch.rand(6, 13, generator=generator, dtype=torch.float64) * 5 + 1)[0]
+    weights = torch.rand(6, 12, generator=generator, dtype=torch.float64) / 6
+    loss = distortion_loss(edges, weights)
+    assert torch.allclose(loss, naive_distortion(edges, weights), rtol=1e-12)
+    assert torch.allclose(distortion_loss(edges * 7.5 + 3.0, weights), loss, rtol=1e-12)
+
+
+def test_weight_in_one_interval_costs_less_than_the_same_weight_spread():
+    edges = torch.linspace(0.0, 1.0, 17)[None]
+    compact = torch.zeros(1, 16)
+    compact[0, 7] = 0.9
+    spread = torch.full((1, 16), 0.9 / 16)
+    assert distortion_loss(edges, compact) < 0.2 * distortion_loss(edges, spread)
+
+
+def test_the_fields_penalty_adds_the_weighted_distortion_loss():
+    """With a proposal the per-ray penalty is interlevel + weight * distortion; the difference
+    of two weights is the distortion loss itself, and it has a gradient for the tables."""
+    base = dataclasses.replace(proposal_field(), perturb=False)
+    params = init_radiance_params(base, 1, torch.Generator().manual_seed(1))
+    params["density_b1"] = params["density_b1"] + 2.0  # some density: the weights are not all zero
+    x = downward_rays(12, 2)[None]
+    penalties = {}
+    for weight in (0.0, 0.5):
+        field = dataclasses.replace(base, distortion_loss_weight=weight)
+        _, penalties[weight] = forward_with_penalty(field, params, x)
+    extra = penalties[0.5] - penalties[0.0]
+    assert extra.min() > 0
+    plain = dataclasses.replace(base.grid, proposal=dataclasses.replace(base.grid.proposal,
+                                                                         samples=0))  # fmt: skip
+    stratified = dataclasses.replace(base, grid=plain, distortion_loss_weight=0.5)
+    params = {k: v.requires_grad_() for k, v in params.items()}
+    _, penalty = forward_with_penalty(stratified, params, x)
+    assert penalty is not None and penalty.min() > 0
+    (grad,) = torch.autograd.grad(penalty.sum(), [params["hash_tables"]])
+    assert grad.abs().sum() > 0
