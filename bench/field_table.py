@@ -18,7 +18,8 @@ the block of its ray's midpoint (the same pixels for every model). Prints ONE JS
 Scenes: a capture (``--scene DIR``: the ``scene-quick`` recipe's data, one block) or
 ``demo-city`` (the city job's generated 3x2 demo city; meta-trained on blocks 0-3). Fields are
 the recipe's field with ``kind`` set (``hash_grid``: the recipe's grid field and sampling;
-for ``scene-quick`` contracted, a proposal network's 32 samples placing 16; ``mlp``: today's
+for ``scene-quick`` contracted, a proposal network's 32 samples placing 16, or a cut-out
+object's box and 32 stratified samples; ``mlp``: today's
 4x64 ReLU+PE field in the box, 32 stratified samples), then any ``--set KEY=VALUE`` (e.g.
 ``contraction=false``, ``grid.proposal.samples=0``, ``num_samples=32``), each at its own Adam
 rate (``--lr-mlp``, ``--lr-grid``). Inits: ``random`` (seeded), or ``meta`` from a completed
@@ -44,7 +45,7 @@ import yaml
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import machine  # noqa: E402
 
-from mclnf_dist.city.data import city_field  # noqa: E402
+from mclnf_dist.city.data import city_field, field_for_capture  # noqa: E402
 from mclnf_dist.config import merge  # noqa: E402
 from mclnf_dist.device import pick_device  # noqa: E402
 from mclnf_dist.distributed.block_training import BlockTask, train_block  # noqa: E402
@@ -234,7 +235,7 @@ def main() -> None:
     at_steps = marks(args.at_steps, int)
     rows = []
     for kind in args.fields.split(","):
-        field = row_field(recipe.field, kind, args.set)
+        field = field_for_capture(row_field(recipe.field, kind, args.set), recipe.data)
         city = prepared(field)
         test_scene = city.load_scene("test")
         train_views = spread_views(city.load_scene("train"), args.score_train_views)

@@ -24,7 +24,14 @@ from mclnf_dist.raystore.store import IngestOptions, load_manifest
 from mclnf_dist.raystore.stream import read_block_rays
 from mclnf_dist.scenes.demo_city import CityConfig, make_city
 from mclnf_dist.scenes.partition import BlockPartition
-from mclnf_dist.scenes.scene import Scene, SceneReading, check_scene, load_scene, scene_options
+from mclnf_dist.scenes.scene import (
+    Scene,
+    SceneReading,
+    check_scene,
+    is_cut_out,
+    load_scene,
+    scene_options,
+)
 from mclnf_dist.signals.signal_set import SignalSet
 
 
@@ -283,6 +290,27 @@ def blocks_as_segments(
         grid_shape=(len(blocks) * n,),
         segment_index=torch.arange(len(blocks) * n).reshape(-1, n),
     )
+
+
+def field_for_capture(field_cfg: RadianceFieldConfig, data: CityDataConfig) -> RadianceFieldConfig:
+    """``field_cfg`` as it applies to ``data``'s scene, settled before its rays are stored:
+    with ``box_for_cut_outs``, a scene of objects cut out on a background (its images have
+    transparent pixels) keeps the box and stratified samples, as many a ray as the proposal
+    drew (no contraction, no proposal); any other scene (a real capture, the demo city) takes
+    ``field_cfg`` as it is."""
+    if not (field_cfg.box_for_cut_outs and data.scene):
+        return field_cfg
+    if not (field_cfg.contraction or field_cfg.uses_proposal):
+        return field_cfg
+    options = scene_options(data, field_cfg.scene_box)
+    if not is_cut_out(load_scene(data.scene, "train", **options)):
+        return field_cfg
+    # the field evaluates the proposal's stratified samples itself: as many a ray as before
+    samples = field_cfg.grid.proposal.samples if field_cfg.uses_proposal else field_cfg.num_samples
+    grid = dataclasses.replace(
+        field_cfg.grid, proposal=dataclasses.replace(field_cfg.grid.proposal, samples=0)
+    )
+    return dataclasses.replace(field_cfg, contraction=False, grid=grid, num_samples=samples)
 
 
 def city_field(field_cfg: RadianceFieldConfig, scene: Scene) -> RadianceFieldConfig:

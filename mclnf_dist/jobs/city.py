@@ -20,6 +20,7 @@ from mclnf_dist.city.data import (
     CityData,
     blocks_as_segments,
     city_field,
+    field_for_capture,
     prepare_city,
 )
 from mclnf_dist.city.extend import extend_city
@@ -112,6 +113,7 @@ def run_full(
 ) -> CityRunReport:
     """Data, meta-training, continual phase, block phase, outputs: a full run in ``run``;
     returns the JSON-able report (``results.json`` and the MLflow run's id)."""
+    cfg = dataclasses.replace(cfg, field=field_for_capture(cfg.field, cfg.data))
     city = prepare_city(cfg.data, log, cfg.field.scene_box, unbounded=cfg.field.contraction)
     if any(s.meta_learned for s in specs):
         check_workers(cfg.train.num_workers, city.meta_blocks)  # before any run is tracked

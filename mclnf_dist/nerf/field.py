@@ -144,6 +144,15 @@ class RadianceFieldConfig:
     does for grids), so the field also learns what lies beyond the box. False: the box bounds
     the scene and whatever lies beyond renders as ``background``."""
 
+    box_for_cut_outs: bool = False
+    """A scene whose images are objects cut out on a background (transparent pixels: Blender's
+    renders) keeps the box and stratified samples (as many a ray as the proposal drew), without
+    contraction or proposal, whatever those settings say
+    (:func:`~mclnf_dist.city.data.field_for_capture`).
+    Why: its rays past the object are empty by construction, and in a contraction the shell
+    near the cameras takes floaters of the background's colour that match the training views
+    and hide the object in new ones (a generated object scene, ``scene-quick``: 24.49 dB
+    contracted against 26.3 in the box)."""
     distortion_loss_weight: NonNegativeFloat = 0.0
     """Weight of mip-NeRF 360's distortion loss (:func:`~mclnf_dist.nerf.sampling.distortion_loss`)
     added to every ray's loss: it pulls a ray's rendering weight into one compact interval, so the

@@ -57,7 +57,15 @@ from mclnf_dist.scenes.scene_cameras import (
     view_cone,
 )
 
-__all__ = ["Frame", "Scene", "check_scene", "load_frame_image", "load_scene", "reading_once"]
+__all__ = [
+    "Frame",
+    "Scene",
+    "check_scene",
+    "is_cut_out",
+    "load_frame_image",
+    "load_scene",
+    "reading_once",
+]
 
 SPLIT_ORDER = ("train", "val", "test")
 
@@ -355,6 +363,23 @@ def load_frame_image(scene: Scene, frame: Frame) -> np.ndarray:
             f"transforms say w x h = {frame.width}x{frame.height}"
         )
     return pixels
+
+
+def is_cut_out(scene: Scene) -> bool:
+    """True when the scene's images are objects cut out on a background: its first frame's image
+    has an alpha channel with transparent pixels (Blender's renders). Its rays past the object
+    are empty by construction (they show ``background``). One image is decoded."""
+    if not scene.frames:
+        return False
+    frame = scene.frames[0]
+    try:
+        with Image.open(frame.file_path) as image:
+            if not (image.mode in ("RGBA", "LA", "PA") or "transparency" in image.info):
+                return False
+            alpha = np.asarray(image.convert("RGBA"))[..., 3]
+    except (FileNotFoundError, UnidentifiedImageError, OSError, SyntaxError):
+        return False  # the image's own check names the problem
+    return bool((alpha < 255).any())
 
 
 def to_rgb(image: Image.Image, background: np.ndarray) -> np.ndarray:

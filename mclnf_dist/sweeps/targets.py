@@ -26,6 +26,7 @@ from mclnf_dist.city.data import (
     blocks_as_segments,
     city_field,
     drawn_pixels,
+    field_for_capture,
     prepare_city,
 )
 from mclnf_dist.distributed.block_episodes import BlockRayEpisodes, worker_seed
@@ -140,7 +141,7 @@ class CityTask(MetaTask):
     ) -> None:
 
         city = prepared.city
-        field = city_field(cfg.field, prepared.scene)
+        field = city_field(field_for_capture(cfg.field, cfg.data), prepared.scene)
         held_out = city.held_out or city.block_order[-1:]
         fit = blocks_as_segments(
             city.train_uri, held_out, cfg.data.fit_rays_per_block, cfg.run.seed, "train views"
@@ -193,7 +194,8 @@ def prepare_city_target(cfg: CityExperimentConfig, log: ProgressLog) -> CityPrep
     if cfg.data.scene:
         check_scene(cfg.data.scene, **scene_options(cfg.data, cfg.field.scene_box))
     ensure_ray()  # the ingest runs as Ray tasks
-    city = prepare_city(cfg.data, log, cfg.field.scene_box, unbounded=cfg.field.contraction)
+    field = field_for_capture(cfg.field, cfg.data)
+    city = prepare_city(cfg.data, log, field.scene_box, unbounded=field.contraction)
     return CityPrepared(city, city.load_scene("all"))
 
 
