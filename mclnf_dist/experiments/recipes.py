@@ -227,7 +227,7 @@ def scene_quick() -> CityExperimentConfig:
     against 19.75 at 1e-2 and 19.89 at 4e-2 (box, stratified). A scene of objects cut out on
     a background (a Blender scene: transparent pixels) keeps the box and 32 stratified samples
     (``box_for_cut_outs``): on a generated object scene (``bench/object_scene.py``, 200x200)
-    24.49 dB contracted against 26.3 in the box."""
+    24.49 dB / SSIM 0.951 contracted against 26.89 / 0.926 in the box."""
     cfg = one_block(CityExperimentConfig(), downscale=8)
     cfg.field.kind = "hash_grid"
     cfg.field.contraction = True
