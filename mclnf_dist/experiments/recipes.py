@@ -194,19 +194,26 @@ def one_block(cfg: CityExperimentConfig, downscale: int) -> CityExperimentConfig
     return cfg
 
 
-def scene() -> CityExperimentConfig:
-    """A real capture (``--data.scene``; one block, an object, by default) at GPU budgets:
-    ``scene-quick``'s field and sampling (the grid field, contracted, a proposal network's 64
-    samples a ray placing the field's 32; a cut-out object keeps the box), 4x downscale, 2000 block-training steps of 4096 rays
-    at Adam 2e-2. The field was chosen on a CPU (``scene-quick``'s measurements on the fox);
-    these budgets are not measured on a GPU. Meta-training needs blocks to learn from: name an
-    init learned elsewhere (``--meta.init-from``) or a grid."""
-    cfg = one_block(CityExperimentConfig(), downscale=4)
+def grid_for_captures(cfg: CityExperimentConfig, proposal_samples: int, samples: int) -> None:
+    """``cfg.field`` becomes the grid field on nerfacto's sampling: the scene contracted beyond
+    its box, a proposal network's ``proposal_samples`` a ray placing the field's ``samples``; a
+    scene of objects cut out on a background keeps the box (``box_for_cut_outs``)."""
     cfg.field.kind = "hash_grid"
     cfg.field.contraction = True
-    cfg.field.grid.proposal.samples = 64
-    cfg.field.num_samples = 32
+    cfg.field.grid.proposal.samples = proposal_samples
+    cfg.field.num_samples = samples
     cfg.field.box_for_cut_outs = True
+
+
+def scene() -> CityExperimentConfig:
+    """A real capture (``--data.scene``; one block, an object, by default) at GPU budgets:
+    ``scene-quick``'s field and sampling with a proposal's 64 samples a ray placing the field's
+    32, 4x downscale, 2000 block-training steps of 4096 rays at Adam 2e-2. The field was chosen
+    on a CPU (``scene-quick``'s measurements on the fox); these budgets are not measured on a
+    GPU. Meta-training needs blocks to learn from: name an init learned elsewhere
+    (``--meta.init-from``) or a grid."""
+    cfg = one_block(CityExperimentConfig(), downscale=4)
+    grid_for_captures(cfg, proposal_samples=64, samples=32)
     cfg.block = BlockTrainingConfig(steps=2000, batch_rays=4096, lr=2e-2)
     return cfg
 
@@ -229,11 +236,7 @@ def scene_quick() -> CityExperimentConfig:
     (``box_for_cut_outs``): on a generated object scene (``bench/object_scene.py``, 200x200)
     24.49 dB / SSIM 0.951 contracted against 26.89 / 0.926 in the box."""
     cfg = one_block(CityExperimentConfig(), downscale=8)
-    cfg.field.kind = "hash_grid"
-    cfg.field.contraction = True
-    cfg.field.grid.proposal.samples = 32
-    cfg.field.num_samples = 16
-    cfg.field.box_for_cut_outs = True
+    grid_for_captures(cfg, proposal_samples=32, samples=16)
     cfg.block = BlockTrainingConfig(steps=4000, batch_rays=1024, lr=2e-2)
     cfg.score_views = 3
     return cfg
