@@ -221,8 +221,8 @@ def scene() -> CityExperimentConfig:
 def scene_quick() -> CityExperimentConfig:
     """``scene`` sized for 2 CPUs: the grid field (``hash_grid`` defaults) on nerfacto's
     sampling (the scene contracted beyond its box, a proposal network's 32 samples a ray placing
-    the field's 16), 8x downscale, 4000 block-training steps of 1024 rays at Adam 2e-2 (about
-    400 s at the ~11,000 rays/s of 2 idle CPUs); 3 held-out views scored at every
+    the field's 16), 8x downscale, 4000 block-training steps of 1024 rays at Adam 2e-2 (336 s
+    at 12,200 rays/s on the fox at 4x, 2 idle CPUs); 3 held-out views scored at every
     continual-phase checkpoint; the city model's final score uses all of them.
 
     Measured on the fox at 4x (random init, 1000 steps of 1024 rays, 8 held-out full images,

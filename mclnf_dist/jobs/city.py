@@ -113,7 +113,14 @@ def run_full(
 ) -> CityRunReport:
     """Data, meta-training, continual phase, block phase, outputs: a full run in ``run``;
     returns the JSON-able report (``results.json`` and the MLflow run's id)."""
-    cfg = dataclasses.replace(cfg, field=field_for_capture(cfg.field, cfg.data))
+    settled = field_for_capture(cfg.field, cfg.data)
+    if settled != cfg.field:
+        log.info(
+            f"{cfg.data.scene}: objects cut out on a background (transparent pixels): the box and "
+            f"{settled.num_samples} stratified samples a ray, no contraction or proposal "
+            "(--field.no-box-for-cut-outs keeps them)"
+        )
+        cfg = dataclasses.replace(cfg, field=settled)
     city = prepare_city(cfg.data, log, cfg.field.scene_box, unbounded=cfg.field.contraction)
     if any(s.meta_learned for s in specs):
         check_workers(cfg.train.num_workers, city.meta_blocks)  # before any run is tracked
