@@ -59,6 +59,7 @@ from mclnf_dist.nerf.field import RadianceFieldConfig, init_radiance_params  # n
 from mclnf_dist.progress import ProgressLog  # noqa: E402
 from mclnf_dist.runtime import ensure_ray  # noqa: E402
 from mclnf_dist.scenes.routing import module_router  # noqa: E402
+from mclnf_dist.scenes.scene import check_scene, scene_options  # noqa: E402
 from mclnf_dist.sweeps.space import nest  # noqa: E402
 
 
@@ -216,6 +217,11 @@ def main() -> None:
         recipe.data.skip_missing_images = True
     recipe.data.work_dir = os.path.join(work, "scene")
     started = time.perf_counter()
+    capture = (
+        None
+        if args.scene == "demo-city"
+        else check_scene(recipe.data.scene, **scene_options(recipe.data))
+    )
     cities = {}
 
     def prepared(field: RadianceFieldConfig):
@@ -235,10 +241,11 @@ def main() -> None:
     at_steps = marks(args.at_steps, int)
     rows = []
     for kind in args.fields.split(","):
-        field = field_for_capture(row_field(recipe.field, kind, args.set), recipe.data)
+        field = field_for_capture(row_field(recipe.field, kind, args.set), capture)
         city = prepared(field)
         test_scene = city.load_scene("test")
-        train_views = spread_views(city.load_scene("train"), args.score_train_views)
+        if args.score_train_views:
+            train_views = spread_views(city.load_scene("train"), args.score_train_views)
         router = module_router(city.partition, city.block_order, modular=True)
         # never meta-trained on, where meta vs random is judged: the demo city's held-out
         # blocks; a capture's every block (its theta_0 comes from elsewhere, e.g. the demo city)

@@ -292,18 +292,15 @@ def blocks_as_segments(
     )
 
 
-def field_for_capture(field_cfg: RadianceFieldConfig, data: CityDataConfig) -> RadianceFieldConfig:
-    """``field_cfg`` as it applies to ``data``'s scene, settled before its rays are stored:
-    with ``box_for_cut_outs``, a scene of objects cut out on a background (its images have
-    transparent pixels) keeps the box and stratified samples, as many a ray as the proposal
-    drew (no contraction, no proposal); any other scene (a real capture, the demo city) takes
-    ``field_cfg`` as it is."""
-    if not (field_cfg.box_for_cut_outs and data.scene):
+def field_for_capture(field_cfg: RadianceFieldConfig, scene: Scene | None) -> RadianceFieldConfig:
+    """``field_cfg`` as it applies to a given ``scene`` (None: the generated demo city), settled
+    before its rays are stored: with ``box_for_cut_outs``, a scene of objects cut out on a
+    background (its images have transparent pixels) keeps the box and stratified samples, as
+    many a ray as the proposal drew (no contraction, no proposal); any other scene (a real
+    capture, the demo city) takes ``field_cfg`` as it is."""
+    if not field_cfg.box_for_cut_outs or scene is None:
         return field_cfg
-    if not (field_cfg.contraction or field_cfg.uses_proposal):
-        return field_cfg
-    options = scene_options(data, field_cfg.scene_box)
-    if not is_cut_out(load_scene(data.scene, "train", **options)):
+    if not (field_cfg.contraction or field_cfg.uses_proposal) or not is_cut_out(scene):
         return field_cfg
     # the field evaluates the proposal's stratified samples itself: as many a ray as before
     samples = field_cfg.grid.proposal.samples if field_cfg.uses_proposal else field_cfg.num_samples

@@ -87,6 +87,14 @@ def run_city(cfg: CityExperimentConfig) -> CityRunReport | ExtensionReport:
     if cfg.data.scene:  # read and check it all before starting Ray
         given = check_scene(cfg.data.scene, **scene_options(cfg.data, cfg.field.scene_box))
         log.info(f"scene {cfg.data.scene}: {len(given.frames)} views; {given.box_note}".strip("; "))
+        settled = field_for_capture(cfg.field, given)
+        if settled != cfg.field:
+            log.info(
+                f"{cfg.data.scene}: objects cut out on a background (transparent pixels): the box "
+                f"and {settled.num_samples} stratified samples a ray, no contraction or proposal "
+                "(--field.no-box-for-cut-outs keeps them)"
+            )
+            cfg = dataclasses.replace(cfg, field=settled)
     preflight_city(cfg)  # work folder, --meta.init-from shapes, --extend's model and world
     run = open_run(cfg.data.work_dir, storage, cfg.run_name, cfg.fresh)
     with RunLock(run.storage, run.label):
@@ -113,14 +121,6 @@ def run_full(
 ) -> CityRunReport:
     """Data, meta-training, continual phase, block phase, outputs: a full run in ``run``;
     returns the JSON-able report (``results.json`` and the MLflow run's id)."""
-    settled = field_for_capture(cfg.field, cfg.data)
-    if settled != cfg.field:
-        log.info(
-            f"{cfg.data.scene}: objects cut out on a background (transparent pixels): the box and "
-            f"{settled.num_samples} stratified samples a ray, no contraction or proposal "
-            "(--field.no-box-for-cut-outs keeps them)"
-        )
-        cfg = dataclasses.replace(cfg, field=settled)
     city = prepare_city(cfg.data, log, cfg.field.scene_box, unbounded=cfg.field.contraction)
     if any(s.meta_learned for s in specs):
         check_workers(cfg.train.num_workers, city.meta_blocks)  # before any run is tracked

@@ -141,7 +141,8 @@ class CityTask(MetaTask):
     ) -> None:
 
         city = prepared.city
-        field = city_field(field_for_capture(cfg.field, cfg.data), prepared.scene)
+        given = prepared.scene if cfg.data.scene else None  # None: the generated demo city
+        field = city_field(field_for_capture(cfg.field, given), prepared.scene)
         held_out = city.held_out or city.block_order[-1:]
         fit = blocks_as_segments(
             city.train_uri, held_out, cfg.data.fit_rays_per_block, cfg.run.seed, "train views"
@@ -191,10 +192,11 @@ class CityPrepared:
 def prepare_city_target(cfg: CityExperimentConfig, log: ProgressLog) -> CityPrepared:
     """Generate (if needed) and ingest the city once; keep what the trials need."""
 
+    given = None
     if cfg.data.scene:
-        check_scene(cfg.data.scene, **scene_options(cfg.data, cfg.field.scene_box))
+        given = check_scene(cfg.data.scene, **scene_options(cfg.data, cfg.field.scene_box))
     ensure_ray()  # the ingest runs as Ray tasks
-    field = field_for_capture(cfg.field, cfg.data)
+    field = field_for_capture(cfg.field, given)
     city = prepare_city(cfg.data, log, field.scene_box, unbounded=field.contraction)
     return CityPrepared(city, city.load_scene("all"))
 

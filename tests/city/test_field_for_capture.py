@@ -13,13 +13,12 @@ from mclnf_dist.city.data import field_for_capture
 from mclnf_dist.config import parse_config
 from mclnf_dist.experiments.recipes import recipes_for, scene_quick
 from mclnf_dist.jobs.city import CityExperimentConfig, run_city
-from mclnf_dist.scenes.scene import is_cut_out, load_scene
+from mclnf_dist.scenes.scene import check_scene, is_cut_out, load_scene
 
 
-def recipe_for(scene) -> tuple:
-    cfg = scene_quick()
-    data = dataclasses.replace(cfg.data, scene=str(scene), downscale=1, skip_missing_images=True)
-    return cfg.field, data
+def recipe_for(root) -> tuple:
+    """``scene-quick``'s field and the scene at ``root`` as the job checks it (split ``all``)."""
+    return scene_quick().field, check_scene(str(root), skip_missing_images=True)
 
 
 def test_a_cut_out_object_keeps_the_box_and_as_many_stratified_samples(
@@ -27,29 +26,29 @@ def test_a_cut_out_object_keeps_the_box_and_as_many_stratified_samples(
 ):
     root = blender_scene_factory(tmp_path / "object", {"train": 3, "test": 1})
     assert is_cut_out(load_scene(str(root), "train"))
-    field, data = recipe_for(root)
+    field, scene = recipe_for(root)
     assert field.contraction and field.uses_proposal and field.box_for_cut_outs
-    settled = field_for_capture(field, data)
+    settled = field_for_capture(field, scene)
     assert not settled.contraction and not settled.uses_proposal
     assert settled.num_samples == field.grid.proposal.samples  # 32 a ray, as the proposal drew
     assert settled.grid.grid == field.grid.grid  # the same field otherwise
     off = dataclasses.replace(field, box_for_cut_outs=False)
-    assert field_for_capture(off, data) == off
+    assert field_for_capture(off, scene) == off
 
 
 def test_a_capture_and_an_opaque_rgba_image_keep_the_contraction(
     fox_scene, blender_scene_factory, tmp_path
 ):
-    field, data = recipe_for(fox_scene)
-    assert field_for_capture(field, data) == field
+    field, scene = recipe_for(fox_scene)
+    assert field_for_capture(field, scene) == field
     root = blender_scene_factory(tmp_path / "opaque", {"train": 2, "test": 1})
     for path in (root / "train").glob("*.png"):  # alpha 255 everywhere: nothing is cut out
         pixels = np.asarray(Image.open(path)).copy()
         pixels[..., 3] = 255
         Image.fromarray(pixels, "RGBA").save(path)
     assert not is_cut_out(load_scene(str(root), "train"))
-    field, data = recipe_for(root)
-    assert field_for_capture(field, data) == field
+    field, scene = recipe_for(root)
+    assert field_for_capture(field, scene) == field
 
 
 def test_the_scene_job_stores_a_cut_out_object_in_its_box(
